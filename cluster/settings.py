@@ -1,0 +1,101 @@
+"""depthmill's one settings object, read from ``DEPTHMILL_*`` environment variables.
+
+Build it once at an entry point (CLI, Serve app builder, job main) with ``Settings()`` and pass it
+down; nothing below the entry points reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import platformdirs
+from pydantic import ByteSize, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
+
+
+def _default_home() -> Path:
+    return Path(platformdirs.user_data_dir("depthmill", appauthor=False))
+
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Every knob of depthmill. The README's configuration table documents each field."""
+
+    model_config = SettingsConfigDict(env_prefix="DEPTHMILL_", extra="ignore", frozen=True)
+
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Data directory for the embedded Postgres and local storage.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="Postgres URL. Unset: an embedded Postgres (pgserver) under HOME/postgres.",
+    )
+    db_pool_size: int = Field(default=10, ge=1, description="Most connections per process pool.")
+
+    storage: Literal["local", "s3"] = Field(
+        default="local", description="Object storage backend: a directory under HOME, or S3."
+    )
+    s3_endpoint: str | None = Field(
+        default=None, description="S3-compatible endpoint URL (MinIO); unset means AWS."
+    )
+    s3_bucket: str = Field(default="depthmill", description="Bucket, created if missing.")
+    s3_region: str = Field(default="us-east-1", description="S3 region.")
+
+    host: str = Field(default="127.0.0.1", description="Address the HTTP API binds to.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API.")
+
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        description="Hugging Face model id, a local directory, or `tiny` (random weights, tests).",
+    )
+    model_revision: str | None = Field(default=None, description="Pin a model revision.")
+
+    api_keys: CommaList = Field(
+        default_factory=list,
+        description="Comma-separated API keys; when set every route but health needs one.",
+    )
+    signing_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC secret for local signed URLs; generated and kept under HOME if unset.",
+    )
+    cors_origins: CommaList = Field(
+        default_factory=list, description="Comma-separated allowed CORS origins (none by default)."
+    )
+    max_file_size: ByteSize = Field(
+        default=ByteSize(500 * 1024 * 1024),
+        description="Largest upload accepted, in bytes or with a unit (`100MB`).",
+    )
+    max_files_per_request: int = Field(default=10, ge=1, description="Files per upload request.")
+    signed_url_expiry: int = Field(default=3600, ge=1, description="Signed URL lifetime, seconds.")
+
+    max_attempts: int = Field(default=3, ge=1, description="Claims before an item fails for good.")
+    lease_seconds: float = Field(
+        default=60.0, gt=0, description="Lease a claimer holds on an item between heartbeats."
+    )
+    retry_backoff_base: float = Field(
+        default=2.0, gt=0, description="First retry delay in seconds; doubles per attempt."
+    )
+    retry_backoff_max: float = Field(
+        default=300.0, gt=0, description="Cap on the retry delay in seconds."
+    )
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.home / "postgres"
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.home / "storage"

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from db.connection import Database
+from tests.utils.postgres import DatabaseFactory, admin_url
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url, server = admin_url(tmp_path_factory.mktemp("pg"))
+    yield url
+    if server is not None:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_factory(pg_admin_url: str) -> Iterator[DatabaseFactory]:
+    factory = DatabaseFactory(pg_admin_url)
+    yield factory
+    factory.drop_template()
+
+
+@pytest.fixture
+def database_url(database_factory: DatabaseFactory) -> Iterator[str]:
+    """A freshly migrated database of this test's own."""
+    with database_factory.database() as url:
+        yield url
+
+
+@pytest.fixture
+def conn(database_url: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection: each statement is its own transaction, as in production."""
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        yield connection
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    with Database(database_url, max_size=16) as database:
+        yield database
