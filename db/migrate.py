@@ -10,7 +10,7 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 
 import psycopg
 
@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 # Any constant works as long as every migrator uses the same one ("depthmill" in ASCII).
 MIGRATION_LOCK_KEY = 0x6465707468
 
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _FILE_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 
 
@@ -36,7 +37,7 @@ class Migration:
 def load_migrations() -> list[Migration]:
     """The migrations shipped with the package, in version order."""
     found = []
-    for entry in resources.files("db").joinpath("migrations").iterdir():
+    for entry in MIGRATIONS_DIR.iterdir():
         match = _FILE_NAME.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))

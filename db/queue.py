@@ -44,6 +44,29 @@ class Lease:
 
 
 @dataclass(frozen=True)
+class ClaimedItem:
+    """What a claimer needs to process an item, and the lease that proves the claim."""
+
+    id: uuid.UUID
+    media_id: uuid.UUID
+    model_id: str
+    kind: Kind
+    bytes: int
+    mime: str
+    storage_key: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    lease_owner: str
+    lease_expires_at: datetime
+    queued_at: datetime
+
+    @property
+    def lease(self) -> Lease:
+        return Lease(self.id, self.lease_owner, self.attempts)
+
+
+@dataclass(frozen=True)
 class QueueItem:
     id: uuid.UUID
     media_id: uuid.UUID
@@ -298,9 +321,11 @@ def build_claim_query(*, for_model: bool) -> sql.Composed:
             updated_at = now()
         FROM next, media_items m
         WHERE q.id = next.id AND m.id = q.media_id
-        RETURNING {columns}
+        RETURNING q.id, q.media_id, q.model_id, m.kind, m.bytes, m.mime, m.storage_key,
+                  q.priority, q.attempts, q.max_attempts, q.lease_owner, q.lease_expires_at,
+                  q.queued_at
         """
-    ).format(model_filter=model_filter, columns=_ITEM_COLUMNS)
+    ).format(model_filter=model_filter)
 
 
 _CLAIM_ANY = build_claim_query(for_model=False)
@@ -314,13 +339,14 @@ def claim_batch(
     lease_seconds: float,
     *,
     model_id: str | None = None,
-) -> list[QueueItem]:
+) -> list[ClaimedItem]:
     """Lease up to ``n`` claimable items to ``owner``, most urgent first."""
     if n <= 0:
         return []
     query = _CLAIM_ANY if model_id is None else _CLAIM_MODEL
     params = {"n": n, "owner": owner, "lease_seconds": lease_seconds, "model_id": model_id}
-    items = _items(conn, query, params)
+    with conn.cursor(row_factory=class_row(ClaimedItem)) as cur:
+        items = cur.execute(query, params).fetchall()
     # UPDATE ... RETURNING does not keep the CTE's order.
     items.sort(key=lambda i: (i.priority, i.queued_at, i.id))
     return items

@@ -71,13 +71,20 @@ CREATE INDEX processing_queue_leases
     WHERE status = 'processing';
 
 CREATE INDEX processing_queue_media ON processing_queue (media_id);
-CREATE INDEX processing_queue_status_queue_order ON processing_queue (status, priority, queued_at, id);
 
--- Wake claimers at once when work becomes claimable. Statement-level, and Postgres folds
--- identical notifications within a transaction into one, so a bulk enqueue sends one NOTIFY.
+-- Wake claimers at once when work becomes claimable. Postgres folds identical notifications
+-- within a transaction into one, so a bulk enqueue or retry-all sends a single NOTIFY.
 CREATE FUNCTION depthmill_notify_queued() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM changed WHERE status = 'queued') THEN
+    PERFORM pg_notify('depthmill_queue', '');
+    RETURN NULL;
+END
+$$;
+
+-- Inserts: once per statement (a bulk enqueue is one statement).
+CREATE FUNCTION depthmill_notify_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM inserted WHERE status = 'queued') THEN
         PERFORM pg_notify('depthmill_queue', '');
     END IF;
     RETURN NULL;
@@ -86,13 +93,15 @@ $$;
 
 CREATE TRIGGER processing_queue_notify_insert
     AFTER INSERT ON processing_queue
-    REFERENCING NEW TABLE AS changed
-    FOR EACH STATEMENT EXECUTE FUNCTION depthmill_notify_queued();
+    REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION depthmill_notify_inserted();
 
-CREATE TRIGGER processing_queue_notify_update
-    AFTER UPDATE ON processing_queue
-    REFERENCING NEW TABLE AS changed
-    FOR EACH STATEMENT EXECUTE FUNCTION depthmill_notify_queued();
+-- Updates: a row trigger whose WHEN is checked without calling any function, so the hot path
+-- (claims, heartbeats, completions: never into 'queued') pays next to nothing.
+CREATE TRIGGER processing_queue_notify_requeued
+    AFTER UPDATE OF status ON processing_queue
+    FOR EACH ROW WHEN (NEW.status = 'queued' AND OLD.status IS DISTINCT FROM 'queued')
+    EXECUTE FUNCTION depthmill_notify_queued();
 
 CREATE TABLE depth_maps (
     id             uuid PRIMARY KEY DEFAULT gen_random_uuid(),

@@ -1,0 +1,264 @@
+"""Queue throughput and claim latency: depthmill's queue against pgqueuer on the same Postgres.
+
+    python -m bench.queue_bench --json bench/results/queue.json
+
+Throughput: ``--jobs`` no-op items, ``--claimers`` processes each looping claim → complete
+(depthmill: ``claim_batch`` + ``complete_many``; pgqueuer: ``dequeue`` + ``log_jobs``) at batch
+sizes 1, 10 and 100, each system in its own database on the same server, in the same run.
+Latency: p50/p99 of one ``claim_batch(10)`` with 10k and 1M rows queued (priorities spread the
+way real sizes spread them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from db import queue
+from db.migrate import migrate
+
+ENTRYPOINT = "noop"
+
+
+# ------------------------------------------------------------------------------------ servers
+
+
+def admin_url() -> tuple[str, object | None]:
+    url = os.environ.get("DEPTHMILL_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+        return url, None
+    except psycopg.OperationalError:
+        from db.embedded import EmbeddedPostgres
+
+        home = Path(os.environ.get("DEPTHMILL_HOME", Path.home() / ".cache" / "depthmill-bench"))
+        home.mkdir(parents=True, exist_ok=True)
+        server = EmbeddedPostgres(home / "postgres")
+        return server.url, server
+
+
+def fresh_database(admin: str, name: str) -> str:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return make_conninfo(admin, dbname=name)
+
+
+# ------------------------------------------------------------------------------------ depthmill
+
+
+def depthmill_fill(url: str, jobs: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE media_items CASCADE")
+        conn.execute(
+            """
+            INSERT INTO media_items (kind, storage_key, sha256, mime, bytes)
+            SELECT CASE WHEN random() < 0.8 THEN 'photo' ELSE 'video' END,
+                   'originals/' || g.id, encode(sha256(g.id::text::bytea), 'hex'),
+                   'application/octet-stream', (random() * 50000000)::bigint
+            FROM (SELECT gen_random_uuid() AS id FROM generate_series(1, %s)) g
+            """,
+            [jobs],
+        )
+        # The same statement enqueue_many runs, over every media row at once.
+        conn.execute(
+            "INSERT INTO processing_queue (media_id, model_id, priority) "
+            "SELECT id, 'tiny', depthmill_default_priority(kind, bytes) FROM media_items"
+        )
+        conn.execute("VACUUM ANALYZE processing_queue")
+        conn.execute("VACUUM ANALYZE media_items")
+
+
+def depthmill_worker(url: str, batch: int, barrier, results) -> None:
+    owner = f"bench-{os.getpid()}"
+    done = 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        barrier.wait()
+        started = time.perf_counter()
+        while items := queue.claim_batch(conn, batch, owner, 60):
+            done += len(queue.complete_many(conn, [i.lease for i in items]))
+        results.put((done, started, time.perf_counter()))
+
+
+# ------------------------------------------------------------------------------------ pgqueuer
+
+
+async def _pgqueuer_queries(url: str):
+    from pgqueuer.queries import Queries
+
+    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    return conn, Queries.from_psycopg_connection(conn)
+
+
+def pgqueuer_install(url: str) -> None:
+    async def run() -> None:
+        conn, q = await _pgqueuer_queries(url)
+        await q.install()
+        await conn.close()
+
+    asyncio.run(run())
+
+
+def pgqueuer_fill(url: str, jobs: int) -> None:
+    async def run() -> None:
+        conn, q = await _pgqueuer_queries(url)
+        await q.clear_queue()
+        await q.clear_queue_log()
+        for start in range(0, jobs, 10_000):
+            n = min(10_000, jobs - start)
+            await q.enqueue([ENTRYPOINT] * n, [None] * n, [0] * n)
+        await conn.execute("VACUUM ANALYZE pgqueuer")
+        await conn.close()
+
+    asyncio.run(run())
+
+
+def pgqueuer_worker(url: str, batch: int, barrier, results) -> None:
+    from pgqueuer.ports.repository import EntrypointExecutionParameter
+    from pgqueuer.types import QueueEntrypoint, QueueManagerId
+
+    async def run() -> None:
+        conn, q = await _pgqueuer_queries(url)
+        entrypoints = {QueueEntrypoint(ENTRYPOINT): EntrypointExecutionParameter(concurrency_limit=0)}
+        manager = QueueManagerId(uuid.uuid4())
+        done = 0
+        barrier.wait()
+        started = time.perf_counter()
+        while True:
+            jobs = await q.dequeue(
+                batch_size=batch,
+                entrypoints=entrypoints,
+                queue_manager_id=manager,
+                global_concurrency_limit=None,
+                heartbeat_timeout=timedelta(seconds=60),
+            )
+            if not jobs:
+                break
+            await q.log_jobs([(job, "successful", None) for job in jobs])
+            done += len(jobs)
+        results.put((done, started, time.perf_counter()))
+        await conn.close()
+
+    asyncio.run(run())
+
+
+# ------------------------------------------------------------------------------------ runs
+
+
+def drain(worker, url: str, batch: int, claimers: int) -> tuple[int, float]:
+    """Run ``claimers`` processes until the queue is empty; (jobs done, wall seconds)."""
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(claimers)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=worker, args=(url, batch, barrier, results)) for _ in range(claimers)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=600) for _ in procs]
+    for p in procs:
+        p.join()
+    done = sum(o[0] for o in outcomes)
+    wall = max(o[2] for o in outcomes) - min(o[1] for o in outcomes)
+    return done, wall
+
+
+def throughput(admin: str, batches: list[int], jobs: int, claimers: int) -> dict:
+    dm_url = fresh_database(admin, "depthmill_bench")
+    migrate(dm_url)
+    pq_url = fresh_database(admin, "pgqueuer_bench")
+    pgqueuer_install(pq_url)
+    out: dict[str, dict[str, float]] = {"depthmill_jobs_per_s": {}, "pgqueuer_jobs_per_s": {}}
+    for batch in batches:
+        n = jobs if batch > 1 else max(jobs // 5, 1000)
+        depthmill_fill(dm_url, n)
+        done, wall = drain(depthmill_worker, dm_url, batch, claimers)
+        assert done == n, f"depthmill finished {done} of {n}"
+        out["depthmill_jobs_per_s"][str(batch)] = done / wall
+
+        pgqueuer_fill(pq_url, n)
+        done, wall = drain(pgqueuer_worker, pq_url, batch, claimers)
+        assert done == n, f"pgqueuer finished {done} of {n}"
+        out["pgqueuer_jobs_per_s"][str(batch)] = done / wall
+        print(
+            f"  batch {batch:>3}: depthmill {out['depthmill_jobs_per_s'][str(batch)]:>8.0f}/s"
+            f"  pgqueuer {out['pgqueuer_jobs_per_s'][str(batch)]:>8.0f}/s  ({n} jobs)",
+            file=sys.stderr,
+        )
+    return out
+
+
+def claim_latency(admin: str, rows: int, samples: int) -> dict[str, float]:
+    url = fresh_database(admin, "depthmill_bench_latency")
+    migrate(url)
+    depthmill_fill(url, rows)
+    timings = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        for _ in range(samples):
+            started = time.perf_counter()
+            items = queue.claim_batch(conn, 10, "latency", 60)
+            timings.append((time.perf_counter() - started) * 1000)
+            queue.complete_many(conn, [i.lease for i in items])
+    timings.sort()
+    return {
+        "p50_ms": statistics.median(timings),
+        "p99_ms": timings[min(len(timings) - 1, int(len(timings) * 0.99))],
+        "samples": samples,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", type=Path, help="write results here")
+    parser.add_argument("--claimers", type=int, default=4)
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--batches", default="1,10,100")
+    parser.add_argument("--latency-rows", default="10000,1000000")
+    parser.add_argument("--latency-samples", type=int, default=500)
+    args = parser.parse_args(argv)
+
+    admin, server = admin_url()
+    batches = [int(b) for b in args.batches.split(",")]
+    with psycopg.connect(admin) as conn:
+        pg_version = conn.execute("SHOW server_version").fetchone()[0]
+    print(f"Postgres {pg_version}, {args.claimers} claimers, {os.cpu_count()} CPUs", file=sys.stderr)
+    results: dict = {
+        "postgres": pg_version,
+        "claimers": args.claimers,
+        "cpus": os.cpu_count(),
+        **throughput(admin, batches, args.jobs, args.claimers),
+        "claim_latency": {},
+    }
+    for rows in (int(r) for r in args.latency_rows.split(",")):
+        results["claim_latency"][str(rows)] = claim_latency(admin, rows, args.latency_samples)
+        print(f"  latency with {rows} queued: {results['claim_latency'][str(rows)]}", file=sys.stderr)
+
+    print(f"\n{'batch':>6} {'depthmill jobs/s':>18} {'pgqueuer jobs/s':>17} {'ratio':>7}")
+    for batch in batches:
+        dm = results["depthmill_jobs_per_s"][str(batch)]
+        pq = results["pgqueuer_jobs_per_s"][str(batch)]
+        print(f"{batch:>6} {dm:>18.0f} {pq:>17.0f} {dm / pq:>7.2f}")
+    print(f"\n{'queued rows':>12} {'claim p50 ms':>13} {'claim p99 ms':>13}")
+    for rows, lat in results["claim_latency"].items():
+        print(f"{rows:>12} {lat['p50_ms']:>13.2f} {lat['p99_ms']:>13.2f}")
+
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    if server is not None:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The ``depthmill`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+import psycopg
+from rich.console import Console
+from rich.table import Table
+
+from cluster.database import database_url
+from cluster.settings import Settings
+from db import queue
+from db.connection import DatabaseUnavailable
+from db.migrate import migrate
+
+console = Console()
+
+
+def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    with database_url(settings) as url:
+        applied = migrate(url)
+    if applied:
+        for m in applied:
+            console.print(f"applied {m.version:03d}_{m.name}")
+    else:
+        console.print("database schema is up to date")
+    return 0
+
+
+def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    with database_url(settings) as url:
+        migrate(url)
+        with psycopg.connect(url) as conn:
+            stats = queue.stats(conn)
+    report = {
+        "database": "embedded" if settings.database_url is None else "external",
+        "queue": stats.status_counts(),
+        "by_kind": {status: counts for status, counts in stats.counts.items()},
+        "throughput_per_minute": stats.throughput_per_minute,
+        "eta_seconds": stats.eta_seconds,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    table = Table(title=f"depthmill queue ({report['database']} Postgres)")
+    table.add_column("status")
+    table.add_column("photos", justify="right")
+    table.add_column("videos", justify="right")
+    for status, counts in stats.counts.items():
+        table.add_row(status, str(counts["photo"]), str(counts["video"]))
+    console.print(table)
+    eta = "unknown" if stats.eta_seconds is None else f"{stats.eta_seconds:.0f} s"
+    console.print(f"throughput {stats.throughput_per_minute:.1f}/min, ETA {eta}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="depthmill", description="Turn photos and videos into depth maps, at cluster scale."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("migrate", help="apply database migrations").set_defaults(run=_cmd_migrate)
+
+    status = commands.add_parser("status", help="show the queue")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(run=_cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = Settings()
+    except ValueError as exc:
+        console.print(f"[red]invalid configuration:[/red] {exc}")
+        return 2
+    try:
+        return args.run(settings, args)
+    except (DatabaseUnavailable, psycopg.OperationalError) as exc:
+        console.print(f"[red]database unavailable:[/red] {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

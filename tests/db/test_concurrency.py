@@ -1,0 +1,72 @@
+"""Many claimers at once over thousands of items: every item processed exactly once."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import psycopg
+
+from db import queue
+from tests.utils.factories import bulk_media
+
+ITEMS = 3000
+CLAIMERS = 10
+
+
+def test_exactly_once_claiming_with_concurrent_claimers(database_url, conn):
+    media_ids = bulk_media(conn, ITEMS)
+    queue.enqueue_many(conn, media_ids, "tiny")
+    claimed_by: dict[str, list] = {f"claimer-{n}": [] for n in range(CLAIMERS)}
+    errors: list[BaseException] = []
+    start = threading.Barrier(CLAIMERS)
+
+    def claimer(owner: str) -> None:
+        try:
+            with psycopg.connect(database_url, autocommit=True) as own:
+                start.wait()
+                while batch := queue.claim_batch(own, 25, owner, 60):
+                    claimed_by[owner] += [i.id for i in batch]
+                    done = queue.complete_many(own, [i.lease for i in batch])
+                    assert done == {i.id for i in batch}
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claimer, args=(owner,)) for owner in claimed_by]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+
+    assert not errors
+    counts = Counter(i for ids in claimed_by.values() for i in ids)
+    assert len(counts) == ITEMS
+    assert max(counts.values()) == 1
+    # The work was actually shared, not serialised behind one claimer.
+    assert sum(1 for ids in claimed_by.values() if ids) >= CLAIMERS // 2
+    stats = queue.stats(conn)
+    assert stats.total("completed") == ITEMS and stats.remaining == 0
+    assert conn.execute("SELECT max(attempts), min(attempts) FROM processing_queue").fetchone() == (1, 1)
+
+
+def test_concurrent_enqueue_of_the_same_media_makes_one_item(database_url, conn):
+    media_ids = bulk_media(conn, 200)
+    results: list[list] = []
+    start = threading.Barrier(8)
+
+    def enqueuer() -> None:
+        with psycopg.connect(database_url, autocommit=True) as own:
+            start.wait()
+            results.append(queue.enqueue_many(own, media_ids, "tiny"))
+
+    threads = [threading.Thread(target=enqueuer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+    assert len(results) == 8
+    assert conn.execute("SELECT count(*) FROM processing_queue").fetchone()[0] == 200
+    created = sum(item.created for batch in results for item in batch)
+    assert created == 200
+    assert all({i.media_id for i in batch} == set(media_ids) for batch in results)

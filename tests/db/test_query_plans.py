@@ -1,0 +1,38 @@
+"""Pin the plans that keep the queue fast as it grows."""
+
+from __future__ import annotations
+
+import json
+
+from db import queue
+from tests.utils.factories import bulk_media
+
+
+def plan(conn, query, params) -> str:
+    rows = conn.execute(b"EXPLAIN (FORMAT JSON) " + query.as_bytes(conn), params).fetchone()
+    return json.dumps(rows[0])
+
+
+def test_claim_uses_the_claimable_partial_index(conn):
+    # Enough finished rows that a sequential scan would be the wrong plan.
+    media_ids = bulk_media(conn, 20_000)
+    queue.enqueue_many(conn, media_ids, "tiny")
+    conn.execute(
+        "UPDATE processing_queue SET status = 'completed', completed_at = now() "
+        "WHERE id IN (SELECT id FROM processing_queue LIMIT 19900)"
+    )
+    conn.execute("ANALYZE processing_queue")
+    params = {"n": 10, "owner": "w", "lease_seconds": 60, "model_id": "tiny"}
+    for query in (queue.build_claim_query(for_model=False), queue.build_claim_query(for_model=True)):
+        text = plan(conn, query, params)
+        assert "processing_queue_claimable" in text, text
+        assert "Seq Scan" not in text, text
+
+
+def test_lease_recovery_uses_the_leases_partial_index(conn):
+    media_ids = bulk_media(conn, 20_000)
+    queue.enqueue_many(conn, media_ids, "tiny")
+    conn.execute("ANALYZE processing_queue")
+    from db.queue import _RECOVER
+
+    assert "processing_queue_leases" in plan(conn, _RECOVER, {"limit": 100})
