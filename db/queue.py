@@ -287,7 +287,19 @@ _RELEASE = sql.SQL(
 
 def release(conn: psycopg.Connection, item_ids: Sequence[uuid.UUID]) -> int:
     """Move held (pending) items into the queue; returns how many moved."""
-    return len(_tuples(conn, _RELEASE, {"ids": list(item_ids)}))
+    return _notify_if(conn, len(_tuples(conn, _RELEASE, {"ids": list(item_ids)})))
+
+
+NOTIFY_CHANNEL = "depthmill_queue"
+
+
+def _notify_if(conn: psycopg.Connection, requeued: int) -> int:
+    """Wake claimers when items became claimable. Inserts notify from their statement trigger;
+    every other way back to 'queued' goes through this module and calls this. Postgres folds
+    repeated notifications inside one transaction into one."""
+    if requeued:
+        conn.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])
+    return requeued
 
 
 # --------------------------------------------------------------------------------------------
@@ -518,7 +530,9 @@ _RECOVER = sql.SQL(
 def recover_expired_leases(conn: psycopg.Connection, limit: int = 10_000) -> list[RecoveredLease]:
     """Return items whose holder stopped heartbeating to the queue (or fail them when their
     attempts are spent). The attempt was already counted at claim time."""
-    return [RecoveredLease(*row) for row in _tuples(conn, _RECOVER, {"limit": limit})]
+    recovered = [RecoveredLease(*row) for row in _tuples(conn, _RECOVER, {"limit": limit})]
+    _notify_if(conn, sum(r.status == "queued" for r in recovered))
+    return recovered
 
 
 # --------------------------------------------------------------------------------------------
@@ -570,6 +584,7 @@ def retry(conn: psycopg.Connection, item_id: uuid.UUID) -> QueueItem:
         ) from None
     if not changed:
         raise IllegalTransition(item_id, get_item(conn, item_id).status, "retry")
+    _notify_if(conn, len(changed))
     return get_item(conn, item_id)
 
 
@@ -601,7 +616,9 @@ def retry_all_failed(
     conn: psycopg.Connection, *, kind: Kind | None = None, model_id: str | None = None
 ) -> int:
     """Queue every failed item again; returns how many."""
-    return len(_tuples(conn, _RETRY_ALL_FAILED, {"kind": kind, "model_id": model_id}))
+    return _notify_if(
+        conn, len(_tuples(conn, _RETRY_ALL_FAILED, {"kind": kind, "model_id": model_id}))
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -144,6 +144,21 @@ def test_claiming_does_not_notify(database_url, conn):
         assert list(listener.notifies(timeout=0.5)) == []
 
 
+def test_requeues_notify_listeners(database_url, conn):
+    item = enqueue_new(conn)
+    claimed = queue.claim_batch(conn, 1, "w", 0.01)
+    time.sleep(0.05)
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN depthmill_queue")
+        assert [r.status for r in queue.recover_expired_leases(conn)] == ["queued"]
+        assert len(list(listener.notifies(timeout=5, stop_after=1))) == 1
+        queue.cancel(conn, item.id)
+        assert list(listener.notifies(timeout=0.3)) == []
+        queue.retry(conn, item.id)
+        assert len(list(listener.notifies(timeout=5, stop_after=1))) == 1
+    assert claimed[0].id == item.id
+
+
 # ---------------------------------------------------------------------------------------------
 # claim and leases
 
