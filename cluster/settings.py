@@ -49,6 +49,10 @@ class Settings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="Address the HTTP API binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API.")
+    public_url: str | None = Field(
+        default=None,
+        description="URL clients reach the API at, for signed URLs; default http://HOST:PORT.",
+    )
 
     model: str = Field(
         default=DEFAULT_MODEL,
@@ -74,6 +78,19 @@ class Settings(BaseSettings):
     max_files_per_request: int = Field(default=10, ge=1, description="Files per upload request.")
     signed_url_expiry: int = Field(default=3600, ge=1, description="Signed URL lifetime, seconds.")
 
+    max_image_pixels: int = Field(
+        default=150_000_000, ge=1, description="Largest photo accepted, in pixels (bomb guard)."
+    )
+    max_video_seconds: float = Field(default=1800.0, gt=0, description="Longest video accepted.")
+    video_sample_fps: float = Field(
+        default=2.0, gt=0, description="Frames per second sampled from a video for depth."
+    )
+    video_max_frames: int = Field(default=600, ge=1, description="Most frames sampled per video.")
+    depth_resolution: Literal["model", "original"] = Field(
+        default="model",
+        description="Depth PNG size: the model's output size, or the photo's original size.",
+    )
+
     max_attempts: int = Field(default=3, ge=1, description="Claims before an item fails for good.")
     lease_seconds: float = Field(
         default=60.0, gt=0, description="Lease a claimer holds on an item between heartbeats."
@@ -91,6 +108,10 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @property
+    def api_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def postgres_dir(self) -> Path:

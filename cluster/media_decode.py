@@ -1,0 +1,130 @@
+"""Decoding for the model and for people: model-ready RGB arrays (reduced-size JPEG decode, EXIF
+orientation, any mode to RGB), gallery renditions (thumbnail, preview) and sampled video frames."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import av
+import numpy as np
+from PIL import Image, ImageOps
+
+from cluster import media_probe  # noqa: F401  registers the HEIF opener, sets PIL's guards
+
+MODEL_SHORT_SIDE = 518
+THUMBNAIL_SIZE = 250  # Immich's thumbnail: WebP, 250 px
+PREVIEW_SIZE = 1440  # Immich's preview: JPEG, 1440 px
+
+Source = Path | BinaryIO | bytes
+
+
+def _open(source: Source) -> Image.Image:
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    return Image.open(source)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode to 8-bit RGB: CMYK, palette, grayscale, 16-bit and alpha images included."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # PIL clips these to 0–255 when converting; scale the real range down instead.
+        arr = np.asarray(img, dtype=np.float32)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # Transparent areas become black rather than whatever colour the encoder left there.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size)
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
+def decode_for_model(source: Source, short_side: int = MODEL_SHORT_SIDE) -> np.ndarray:
+    """An H×W×3 uint8 array, upright, whose short side is at least ``short_side`` (or the
+    original's, if smaller). JPEGs decode at a reduced DCT scale (1/2, 1/4, 1/8) when that still
+    leaves enough pixels: a 12 MP photo decodes at 1/4 in a fraction of the full decode's time.
+    The model core does the final resize and normalisation, batched, on its device."""
+    with _open(source) as img:
+        if img.format == "JPEG":
+            w, h = img.size
+            scale = short_side / min(w, h)
+            if scale < 1:
+                img.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)  # GIF and multi-page TIFF: the first frame
+        img.load()
+        upright = ImageOps.exif_transpose(img)
+        return np.asarray(to_rgb(upright))
+
+
+def _rendition(source: Source, size: int) -> Image.Image:
+    with _open(source) as img:
+        if img.format == "JPEG":
+            img.draft("RGB", (size, size))
+        img.load()
+        out = to_rgb(ImageOps.exif_transpose(img))
+    out.thumbnail((size, size), Image.Resampling.LANCZOS)
+    return out
+
+
+def thumbnail_webp(source: Source | Image.Image) -> bytes:
+    img = source if isinstance(source, Image.Image) else _rendition(source, THUMBNAIL_SIZE)
+    img = img.copy()
+    img.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, "WEBP", quality=80, method=4)
+    return buf.getvalue()
+
+
+def preview_jpeg(source: Source | Image.Image) -> bytes:
+    img = source if isinstance(source, Image.Image) else _rendition(source, PREVIEW_SIZE)
+    img = img.copy()
+    img.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=85, optimize=True, progressive=True)
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    index: int  # position among the sampled frames
+    timestamp: float  # seconds from the start of the video
+    rgb: np.ndarray  # H×W×3 uint8
+
+
+def sample_video_frames(
+    source: Path | BinaryIO, *, fps: float = 2.0, max_frames: int = 600
+) -> Iterator[VideoFrame]:
+    """Frames at ``fps`` (at most ``max_frames``), streamed: one decoded frame in memory at a time."""
+    interval = 1.0 / fps
+    next_time = 0.0
+    count = 0
+    with av.open(source if not isinstance(source, Path) else str(source)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            if frame.time is None:
+                continue
+            if frame.time + 1e-6 < next_time:
+                continue
+            yield VideoFrame(count, float(frame.time), frame.to_ndarray(format="rgb24"))
+            count += 1
+            if count >= max_frames:
+                return
+            # Skip ahead by whole intervals so a gap in the stream does not cause a burst.
+            next_time += interval * max(1, math.floor((frame.time - next_time) / interval) + 1)
+
+
+def poster_frame(source: Path | BinaryIO) -> Image.Image:
+    """The first frame of a video, for its thumbnail and preview."""
+    frame = next(sample_video_frames(source, fps=1.0, max_frames=1))
+    return Image.fromarray(frame.rgb)

@@ -1,0 +1,234 @@
+"""What a file really is: its type from content (never the name or the client's Content-Type),
+whether it is safe and whole, and its metadata. Anything else is a :class:`MediaRejected` with a
+message a person can act on."""
+
+from __future__ import annotations
+
+import warnings
+import zipfile
+from dataclasses import dataclass
+from datetime import datetime
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import av
+import pillow_heif
+from PIL import ExifTags, Image, ImageFile
+
+pillow_heif.register_heif_opener()
+# Decode bombs are caught by our own pixel check (from the header, before decoding); PIL's global
+# guard would only duplicate it with a less helpful message.
+Image.MAX_IMAGE_PIXELS = None
+# A truncated file must fail, not decode into grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+Kind = Literal["photo", "video"]
+
+PHOTO_FORMATS = {
+    "JPEG": ("image/jpeg", ".jpg"),
+    "PNG": ("image/png", ".png"),
+    "WEBP": ("image/webp", ".webp"),
+    "HEIF": ("image/heic", ".heic"),
+    "TIFF": ("image/tiff", ".tiff"),
+    "GIF": ("image/gif", ".gif"),
+}
+VIDEO_CONTAINERS = {
+    "mp4": ("video/mp4", ".mp4"),
+    "mov": ("video/quicktime", ".mov"),
+    "matroska": ("video/x-matroska", ".mkv"),
+    "webm": ("video/webm", ".webm"),
+}
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif"}
+_QUICKTIME_BRANDS = {b"qt  "}
+
+
+class MediaRejected(ValueError):
+    """The file cannot be accepted. ``code`` is stable for API clients; the message is for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    max_bytes: int
+    max_pixels: int
+    max_video_seconds: float
+
+    @classmethod
+    def from_settings(cls, settings) -> MediaLimits:
+        return cls(
+            max_bytes=int(settings.max_file_size),
+            max_pixels=settings.max_image_pixels,
+            max_video_seconds=settings.max_video_seconds,
+        )
+
+
+@dataclass(frozen=True)
+class ProbedMedia:
+    kind: Kind
+    format: str  # JPEG, PNG, … for photos; mp4, mov, matroska, webm for videos
+    mime: str
+    extension: str
+    bytes: int
+    width: int  # as displayed, after EXIF orientation
+    height: int
+    taken_at: datetime | None = None
+    camera: str | None = None
+    duration: float | None = None
+    fps: float | None = None
+    frame_count: int | None = None
+    codec: str | None = None
+
+
+def sniff(head: bytes) -> tuple[Kind, str] | None:
+    """The container from its first bytes; None when it is nothing we read."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "photo", "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "photo", "PNG"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "photo", "GIF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "photo", "WEBP"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return "photo", "TIFF"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in _HEIF_BRANDS:
+            return "photo", "HEIF"
+        return "video", "mov" if brand in _QUICKTIME_BRANDS else "mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "video", "webm" if b"webm" in head[:64] else "matroska"
+    return None
+
+
+def probe(path: Path, limits: MediaLimits) -> ProbedMedia:
+    """Validate ``path`` completely and describe it, or raise MediaRejected."""
+    size = path.stat().st_size
+    if size == 0:
+        raise MediaRejected("empty_file", "the file is empty (0 bytes)")
+    if size > limits.max_bytes:
+        raise MediaRejected(
+            "file_too_large", f"the file is {size} bytes; the limit is {limits.max_bytes} bytes"
+        )
+    with path.open("rb") as f:
+        head = f.read(64)
+    found = sniff(head)
+    if found is None:
+        raise MediaRejected(
+            "unsupported_media_type",
+            "unsupported media type: photos may be JPEG, PNG, WebP, HEIC/HEIF, TIFF or GIF; "
+            "videos MP4, MOV, MKV or WebM",
+        )
+    # A file that is also a ZIP archive (its central directory sits at the end) is a polyglot:
+    # readers disagree on what it is, which is how such files smuggle content past filters.
+    if zipfile.is_zipfile(path):
+        raise MediaRejected(
+            "polyglot_file", "the file is both an image or video and a ZIP archive; refused"
+        )
+    kind, fmt = found
+    if kind == "photo":
+        return _probe_photo(path, fmt, size, limits)
+    return _probe_video(path, fmt, size, limits)
+
+
+def _probe_photo(path: Path, fmt: str, size: int, limits: MediaLimits) -> ProbedMedia:
+    mime, extension = PHOTO_FORMATS[fmt]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > limits.max_pixels:
+                    raise MediaRejected(
+                        "image_too_large",
+                        f"the image is {width}×{height} = {width * height} pixels; "
+                        f"the limit is {limits.max_pixels}",
+                    )
+                exif = img.getexif()
+                # Decode every pixel once: truncated and corrupt files fail here, not later
+                # in a worker. draft() keeps this cheap for large JPEGs (DCT scaling).
+                if img.format == "JPEG":
+                    img.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+                img.load()
+    except MediaRejected:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise MediaRejected(
+            "corrupt_file", f"the {fmt} image is truncated or corrupt ({e})"
+        ) from None
+    if exif.get(ExifTags.Base.Orientation) in (5, 6, 7, 8):
+        width, height = height, width
+    return ProbedMedia(
+        kind="photo", format=fmt, mime=mime, extension=extension, bytes=size,
+        width=width, height=height, taken_at=_taken_at(exif), camera=_camera(exif),
+    )
+
+
+def _taken_at(exif: Image.Exif) -> datetime | None:
+    ifd = exif.get_ifd(ExifTags.IFD.Exif)
+    raw = ifd.get(ExifTags.Base.DateTimeOriginal) or exif.get(ExifTags.Base.DateTime)
+    if not isinstance(raw, str):
+        return None
+    try:
+        return datetime.strptime(raw.strip("\x00 "), "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None  # cameras write all sorts of junk here; a missing date is not an error
+
+
+def _camera(exif: Image.Exif) -> str | None:
+    make = str(exif.get(ExifTags.Base.Make, "")).strip("\x00 ")
+    model = str(exif.get(ExifTags.Base.Model, "")).strip("\x00 ")
+    if model.startswith(make):
+        make = ""
+    camera = f"{make} {model}".strip()
+    return camera[:200] or None
+
+
+def _probe_video(path: Path, fmt: str, size: int, limits: MediaLimits) -> ProbedMedia:
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.video:
+                if container.streams.audio:
+                    raise MediaRejected("unsupported_media_type", "audio-only files are not media we can process")
+                raise MediaRejected(
+                    "corrupt_file", "no readable video stream: the file is truncated or corrupt"
+                )
+            stream = container.streams.video[0]
+            duration = _duration(container, stream)
+            if duration is not None and duration > limits.max_video_seconds:
+                raise MediaRejected(
+                    "video_too_long",
+                    f"the video is {duration:.0f} s long; the limit is "
+                    f"{limits.max_video_seconds:.0f} s",
+                )
+            fps = float(stream.average_rate) if stream.average_rate else None
+            codec = stream.codec_context.name
+            first = next(container.decode(stream), None)
+            if first is None:
+                raise MediaRejected("corrupt_file", "the video has no decodable frame")
+            width, height = first.width, first.height
+    except MediaRejected:
+        raise
+    except (av.FFmpegError, OSError, ValueError, StopIteration) as e:
+        raise MediaRejected("corrupt_file", f"the video is truncated or corrupt ({e})") from None
+    if width * height > limits.max_pixels:
+        raise MediaRejected("image_too_large", f"the video frames are {width}×{height}")
+    mime, extension = VIDEO_CONTAINERS[fmt]
+    frames = stream.frames or (round(duration * fps) if duration and fps else None)
+    return ProbedMedia(
+        kind="video", format=fmt, mime=mime, extension=extension, bytes=size,
+        width=width, height=height, duration=duration, fps=fps, frame_count=frames, codec=codec,
+    )
+
+
+def _duration(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return float(Fraction(container.duration, av.time_base))
+    return None

@@ -1,0 +1,32 @@
+"""Where each object lives. Keys are built from ids and content hashes only, never from user file
+names, so no upload can traverse paths or overwrite another's objects."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+_SAFE_MODEL = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def original(sha256: str, extension: str) -> str:
+    # Content-addressed: the same bytes always land on the same key (uploads dedupe on sha256).
+    return f"originals/{sha256[:2]}/{sha256}{extension}"
+
+
+def thumbnail(media_id: uuid.UUID) -> str:
+    return f"thumbnails/{media_id}.webp"
+
+
+def preview(media_id: uuid.UUID) -> str:
+    return f"previews/{media_id}.jpg"
+
+
+def model_slug(model_id: str) -> str:
+    return _SAFE_MODEL.sub("_", model_id).strip("_.") or "model"
+
+
+def depth(media_id: uuid.UUID, model_id: str, fmt: str) -> str:
+    """``fmt``: png16 (depth data), preview (colour WebP), video (depth video)."""
+    suffix = {"png16": ".png", "preview": ".webp", "video": ".mp4"}[fmt]
+    return f"depth/{model_slug(model_id)}/{media_id}/{fmt}{suffix}"
