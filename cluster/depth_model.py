@@ -109,9 +109,10 @@ def build_random_model(architecture: str, seed: int = 0):
 
 
 def _image_processor():
-    from transformers import DPTImageProcessor
+    # The PIL backend: the same processing without requiring torchvision.
+    from transformers import DPTImageProcessorPil
 
-    return DPTImageProcessor(
+    return DPTImageProcessorPil(
         do_resize=True, size={"height": INPUT_SIZE, "width": INPUT_SIZE}, keep_aspect_ratio=True,
         ensure_multiple_of=PATCH, resample=3, do_rescale=True, do_normalize=True,
         image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD), do_pad=False,
@@ -306,7 +307,7 @@ class DepthModel:
             resized = _resize(pixels, shape)
         else:
             resized = torch.cat([
-                _resize(torch.from_numpy(im).to(self.device).permute(2, 0, 1)[None].float(), shape)
+                _resize(torch.from_numpy(np.require(im, requirements='W')).to(self.device).permute(2, 0, 1)[None].float(), shape)
                 for im in images
             ])
         resized = resized.clamp_(0, 255).div_(255.0)

@@ -59,6 +59,37 @@ class Settings(BaseSettings):
         description="Hugging Face model id, a local directory, or `tiny` (random weights, tests).",
     )
     model_revision: str | None = Field(default=None, description="Pin a model revision.")
+    device: str = Field(default="auto", description="Torch device for the model: auto, cpu, cuda, cuda:1.")
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        default="auto", description="Model dtype; auto is float16 on CUDA, float32 on CPU."
+    )
+    torch_compile: bool = Field(default=False, description="Compile the model with torch.compile.")
+    model_batch_size: int = Field(
+        default=32, ge=1, description="Most images in one forward pass (larger batches are split)."
+    )
+    serve_max_batch_size: int = Field(
+        default=32, ge=1, description="Most requests the depth deployment gathers into one batch."
+    )
+    serve_batch_wait_s: float = Field(
+        default=0.01, ge=0, description="How long the depth deployment waits to fill a batch."
+    )
+    serve_min_replicas: int = Field(default=1, ge=0, description="Fewest depth model replicas.")
+    serve_max_replicas: int = Field(default=1, ge=1, description="Most depth model replicas.")
+    serve_target_ongoing_requests: float = Field(
+        default=32, gt=0, description="Ongoing requests per replica the autoscaler aims for."
+    )
+    serve_upscale_delay_s: float = Field(default=10, ge=0, description="Autoscaler upscale delay.")
+    serve_downscale_delay_s: float = Field(
+        default=300, ge=0, description="Autoscaler downscale delay."
+    )
+    serve_num_gpus: float | None = Field(
+        default=None, ge=0,
+        description="GPUs per depth replica (fractions share a GPU); default 1 if the cluster has "
+        "a GPU, else 0.",
+    )
+    serve_num_cpus: float = Field(
+        default=0.5, gt=0, description="CPUs reserved per depth replica (fractions allowed)."
+    )
 
     api_keys: CommaList = Field(
         default_factory=list,
@@ -112,6 +143,10 @@ class Settings(BaseSettings):
     @property
     def api_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.home / "models"
 
     @property
     def postgres_dir(self) -> Path:

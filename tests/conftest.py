@@ -42,3 +42,20 @@ def conn(database_url: str) -> Iterator[psycopg.Connection]:
 def db(database_url: str) -> Iterator[Database]:
     with Database(database_url, max_size=16) as database:
         yield database
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray cluster shared by the whole session (starting one takes seconds)."""
+    from tests.utils import ray_cluster as rc
+
+    rc.start_local_cluster()
+    yield
+    rc.stop()
+
+
+@pytest.fixture(scope="session")
+def serve_port(ray_cluster) -> int:
+    from tests.utils import ray_cluster as rc
+
+    return rc.start_serve()

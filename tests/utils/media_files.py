@@ -135,3 +135,8 @@ def write(tmp: Path, name: str, content: bytes) -> Path:
     return path
 
 
+
+
+def jpeg_to_image(content: bytes) -> Image.Image:
+    """A full-resolution decode, as a naive pipeline does it."""
+    return Image.open(io.BytesIO(content)).convert("RGB")

@@ -1,0 +1,149 @@
+"""The depth model on Ray Serve: the core (``cluster.depth_model``) behind dynamic batching and
+autoscaling replicas. Callers send decoded RGB arrays (they travel through Ray's object store) and
+get :class:`~cluster.depth_model.DepthResult` back; nothing here knows about HTTP.
+
+    serve run serve_app/depth.yaml          # or: serve deploy serve_app/depth.yaml
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray
+from ray import serve
+from ray.serve import Application
+
+from cluster.depth_model import DepthModel, DepthResult
+from cluster.settings import Settings
+
+DEPLOYMENT_NAME = "DepthModel"
+HEALTH_PROBE = np.full((28, 28, 3), 127, np.uint8)
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How each replica loads the core; plain data so it pickles into the replica."""
+
+    model: str
+    revision: str | None
+    cache_dir: str
+    device: str
+    dtype: str
+    compile: bool
+    max_batch_size: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelOptions:
+        return cls(
+            model=settings.model, revision=settings.model_revision,
+            cache_dir=str(settings.model_cache_dir), device=settings.device,
+            dtype=settings.dtype, compile=settings.torch_compile,
+            max_batch_size=settings.model_batch_size,
+        )
+
+    def load(self) -> DepthModel:
+        from pathlib import Path
+
+        return DepthModel(
+            self.model, revision=self.revision, cache_dir=Path(self.cache_dir), device=self.device,
+            dtype=self.dtype, compile=self.compile, max_batch_size=self.max_batch_size,
+        )
+
+
+@serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=128, health_check_period_s=10)
+class DepthDeployment:
+    def __init__(self, options: ModelOptions) -> None:
+        self.core = options.load()
+        self.batches = 0
+        self.items = 0
+        self.largest_batch = 0
+        self.started = time.time()
+        self.batching: dict[str, Any] = {}
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """user_config: batch size and wait can change without restarting replicas."""
+        self.batching = dict(config)
+        if "max_batch_size" in config:
+            self.predict_batch.set_max_batch_size(int(config["max_batch_size"]))
+        if "batch_wait_timeout_s" in config:
+            self.predict_batch.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
+    async def predict_batch(
+        self, images: list[np.ndarray], output_sizes: list[tuple[int, int] | None]
+    ) -> list[DepthResult]:
+        self.batches += 1
+        self.items += len(images)
+        self.largest_batch = max(self.largest_batch, len(images))
+        # In a thread, so the replica keeps accepting requests (and filling the next batch)
+        # while this one runs.
+        return await asyncio.to_thread(self.core.predict, images, output_sizes)
+
+    async def __call__(
+        self, image: np.ndarray, output_size: tuple[int, int] | None = None
+    ) -> DepthResult:
+        return await self.predict_batch(image, output_size)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            **self.core.info.as_dict(),
+            "replica": serve.get_replica_context().replica_id.unique_id,
+            "pid": os.getpid(),
+            "batches": self.batches,
+            "items": self.items,
+            "mean_batch_size": self.items / self.batches if self.batches else None,
+            "largest_batch": self.largest_batch,
+            "batching": self.batching,
+            "uptime_s": time.time() - self.started,
+        }
+
+    def check_health(self) -> None:
+        """Serve restarts a replica whose model can no longer run a forward pass."""
+        (result,) = self.core.predict([HEALTH_PROBE])
+        if not result.ok:
+            raise RuntimeError(f"depth model is broken: {result.error}")
+
+
+def _cluster_has_gpu() -> bool:
+    return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
+
+
+def depth_deployment(settings: Settings):
+    """The deployment with replicas, resources and batching taken from settings."""
+    num_gpus = settings.serve_num_gpus
+    if num_gpus is None:
+        num_gpus = 1 if _cluster_has_gpu() else 0
+    autoscaling = {
+        "min_replicas": settings.serve_min_replicas,
+        "initial_replicas": max(1, settings.serve_min_replicas),
+        "max_replicas": max(settings.serve_max_replicas, settings.serve_min_replicas, 1),
+        "target_ongoing_requests": settings.serve_target_ongoing_requests,
+        "upscale_delay_s": settings.serve_upscale_delay_s,
+        "downscale_delay_s": settings.serve_downscale_delay_s,
+    }
+    return DepthDeployment.options(
+        autoscaling_config=autoscaling,
+        # Room for a full batch on every replica plus the next one filling: a lower cap would
+        # silently shrink the batches.
+        max_ongoing_requests=max(2 * settings.serve_max_batch_size, 8),
+        ray_actor_options={"num_gpus": num_gpus, "num_cpus": settings.serve_num_cpus},
+        user_config={
+            "max_batch_size": settings.serve_max_batch_size,
+            "batch_wait_timeout_s": settings.serve_batch_wait_s,
+        },
+    )
+
+
+def build_depth_app(settings: Settings) -> Application:
+    return depth_deployment(settings).bind(ModelOptions.from_settings(settings))
+
+
+def build_app(args: dict[str, str]) -> Application:
+    """The application builder ``serve run``/``serve deploy`` call with the YAML's ``args``;
+    each arg overrides the DEPTHMILL_* setting of the same name."""
+    return build_depth_app(Settings(**args))

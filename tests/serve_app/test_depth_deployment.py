@@ -1,0 +1,82 @@
+"""The depth deployment on a real local Ray cluster: batching forms, results match the core."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from ray import serve
+
+from cluster.settings import Settings
+from serve_app.depth_deployment import ModelOptions, build_depth_app
+from tests.utils import media_files
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory) -> Settings:
+    return Settings(
+        home=tmp_path_factory.mktemp("home"), model="tiny", serve_max_batch_size=8,
+        serve_batch_wait_s=0.2, serve_num_cpus=0.25, model_batch_size=8,
+    )
+
+
+@pytest.fixture(scope="module")
+def depth_handle(serve_port, settings):
+    handle = serve.run(build_depth_app(settings), name="depth-test", route_prefix=None)
+    yield handle
+    serve.delete("depth-test")
+
+
+def test_concurrent_requests_form_batches_and_match_the_core(depth_handle, settings):
+    images = [np.asarray(media_files.photo(n)) for n in ("astronaut", "chelsea", "coffee")] * 8
+
+    async def send_all():
+        return await asyncio.gather(*[depth_handle.remote(im) for im in images])
+
+    results = asyncio.run(send_all())
+    info = depth_handle.info.remote().result()
+    assert info["mean_batch_size"] > 1, info
+    assert info["largest_batch"] <= 8
+    assert info["model_id"] == "tiny" and info["real_estimate"] is False
+
+    core = ModelOptions.from_settings(settings).load()
+    direct = core.predict(images[:3])
+    for got, want in zip(results[:3], direct):
+        assert got.ok
+        np.testing.assert_allclose(got.depth, want.depth, rtol=1e-4, atol=1e-4)
+
+
+def test_requested_output_size_and_bad_inputs(depth_handle):
+    image = np.asarray(media_files.photo("chelsea"))
+    good = depth_handle.remote(image, (30, 45)).result()
+    assert good.ok and good.depth.shape == (30, 45)
+    bad = depth_handle.remote(np.zeros((3,), np.uint8)).result()
+    assert not bad.ok and "H×W×3" in bad.error
+
+
+def test_batch_settings_change_through_user_config(depth_handle, settings):
+    app = build_depth_app(settings.model_copy(update={"serve_max_batch_size": 2}))
+    handle = serve.run(app, name="depth-test", route_prefix=None)
+    images = [np.asarray(media_files.photo("astronaut"))] * 6
+
+    async def send_all():
+        return await asyncio.gather(*[handle.remote(im) for im in images])
+
+    before = handle.info.remote().result()
+    asyncio.run(send_all())
+    after = handle.info.remote().result()
+    assert after["batching"]["max_batch_size"] == 2
+    assert after["largest_batch"] <= max(2, before["largest_batch"])
+
+
+def test_health_check_fails_when_the_model_is_broken(settings):
+    from serve_app.depth_deployment import DepthDeployment
+
+    replica = DepthDeployment.func_or_class(ModelOptions.from_settings(settings))
+    replica.check_health()
+    replica.core.forward = None  # what a CUDA fault or a freed model looks like from here
+    with pytest.raises(RuntimeError, match="depth model is broken"):
+        replica.check_health()

@@ -1,0 +1,32 @@
+"""One real local Ray cluster (and one Serve instance) per test session."""
+
+from __future__ import annotations
+
+import os
+
+import ray
+from ray import serve
+
+from tests.utils.s3 import free_port
+
+
+def start_local_cluster(num_cpus: int = 8) -> None:
+    # Token auth switches itself on when ~/.ray/auth_token exists; tests run without it.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Logical CPUs: more than the 2 cores of CI so fractional replicas and tasks all fit.
+    ray.init(
+        num_cpus=num_cpus, include_dashboard=False, namespace="depthmill-tests",
+        log_to_driver=False, configure_logging=False,
+    )
+
+
+def start_serve() -> int:
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return port
+
+
+def stop() -> None:
+    if ray.is_initialized():
+        serve.shutdown()
+        ray.shutdown()
