@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class NewDepthMap:
     height: int
     raw_min: float | None = None
     raw_max: float | None = None
+    metadata: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ _UPSERT = sql.SQL(
     ON CONFLICT (media_id, model_id, format) DO UPDATE
     SET model_revision = EXCLUDED.model_revision, storage_key = EXCLUDED.storage_key,
         width = EXCLUDED.width, height = EXCLUDED.height, raw_min = EXCLUDED.raw_min,
-        raw_max = EXCLUDED.raw_max, created_at = now()
+        raw_max = EXCLUDED.raw_max, metadata = EXCLUDED.metadata, created_at = now()
     RETURNING {columns}
     """
 ).format(
@@ -51,7 +53,7 @@ _UPSERT = sql.SQL(
         sql.SQL("{}::{}[]").format(sql.Placeholder(c), sql.SQL(t))
         for c, t in zip(
             _NEW_COLUMNS,
-            ["uuid", "text", "text", "text", "text", "int", "int", "float8", "float8"],
+            ["uuid", "text", "text", "text", "text", "int", "int", "float8", "float8", "jsonb"],
             strict=True,
         )
     ),
@@ -64,6 +66,7 @@ def upsert_many(conn: psycopg.Connection, maps: Sequence[NewDepthMap]) -> list[D
     if not maps:
         return []
     params = {c: [getattr(m, c) for m in maps] for c in _NEW_COLUMNS}
+    params["metadata"] = [Jsonb(m.metadata) for m in maps]
     with conn.cursor(row_factory=class_row(DepthMap)) as cur:
         return cur.execute(_UPSERT, params).fetchall()
 

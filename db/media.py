@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import uuid
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -9,9 +12,9 @@ from typing import Literal
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import class_row
+from psycopg.rows import class_row, dict_row
 
-from db.errors import NotFound
+from db.errors import InvalidCursor, NotFound
 
 Kind = Literal["photo", "video"]
 
@@ -87,3 +90,74 @@ def find_by_sha256(conn: psycopg.Connection, sha256: str) -> MediaItem | None:
 def delete(conn: psycopg.Connection, media_id: uuid.UUID) -> bool:
     """Delete the row; its queue items and depth maps go with it (ON DELETE CASCADE)."""
     return conn.execute("DELETE FROM media_items WHERE id = %s", [media_id]).rowcount == 1
+
+
+@dataclass(frozen=True)
+class MediaPage:
+    items: list[MediaItem]
+    statuses: dict[uuid.UUID, str | None]  # latest queue status per item
+    next_cursor: str | None
+
+
+def _encode_cursor(item: MediaItem) -> str:
+    raw = json.dumps([item.created_at.isoformat(), str(item.id)])
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        created_at, media_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(created_at), uuid.UUID(media_id)
+    except (ValueError, TypeError, binascii.Error) as e:
+        raise InvalidCursor(f"invalid cursor: {cursor[:40]!r}") from e
+
+
+def list_media(
+    conn: psycopg.Connection,
+    *,
+    kind: Kind | None = None,
+    status: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> MediaPage:
+    """Newest first, a keyset page at a time; ``status`` filters on the latest queue item."""
+    if not 1 <= limit <= 500:
+        raise ValueError(f"limit must be between 1 and 500, got {limit}")
+    if kind is not None and kind not in ("photo", "video"):
+        raise ValueError(f"unknown kind {kind!r}; expected photo or video")
+    where = [sql.SQL("true")]
+    params: dict[str, object] = {"limit": limit + 1}
+    if kind:
+        where.append(sql.SQL("m.kind = %(kind)s"))
+        params["kind"] = kind
+    if status:
+        where.append(sql.SQL("latest.status = %(status)s"))
+        params["status"] = status
+    if cursor:
+        where.append(sql.SQL("(m.created_at, m.id) < (%(c_at)s, %(c_id)s)"))
+        params["c_at"], params["c_id"] = _decode_cursor(cursor)
+    query = sql.SQL(
+        """
+        SELECT {columns}, latest.status AS queue_status
+        FROM media_items m
+        LEFT JOIN LATERAL (
+            SELECT q.status FROM processing_queue q WHERE q.media_id = m.id
+            ORDER BY q.queued_at DESC LIMIT 1
+        ) latest ON true
+        WHERE {where}
+        ORDER BY m.created_at DESC, m.id DESC
+        LIMIT %(limit)s
+        """
+    ).format(
+        columns=sql.SQL(", ").join(
+            sql.SQL("m.{}").format(sql.Identifier(c)) for c in [*_NEW_COLUMNS, "id", "created_at"]
+        ),
+        where=sql.SQL(" AND ").join(where),
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query, params).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    statuses = {r["id"]: r.pop("queue_status") for r in rows}
+    items = [MediaItem(**r) for r in rows]
+    return MediaPage(items, statuses, _encode_cursor(items[-1]) if more and items else None)

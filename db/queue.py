@@ -446,6 +446,28 @@ def complete(conn: psycopg.Connection, lease: Lease) -> bool:
     return lease.item_id in complete_many(conn, [lease])
 
 
+_GIVE_BACK = sql.SQL(
+    """
+    UPDATE processing_queue q
+    -- The attempt was counted at claim time; it did not happen, so it does not count.
+    SET status = 'queued', attempts = greatest(q.attempts - 1, 0), last_error = %(reason)s,
+        lease_owner = NULL, lease_expires_at = NULL, run_after = now(), updated_at = now()
+    FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS held(id, attempt)
+    WHERE {held}
+    RETURNING q.id
+    """
+).format(held=_HELD)
+
+
+def give_back(conn: psycopg.Connection, leases: Sequence[Lease], reason: str) -> int:
+    """Return leased items to the queue without spending an attempt: the work never ran
+    (the depth service was down, the scheduler is stopping). Fenced like completion."""
+    if not leases:
+        return 0
+    params = {**_lease_arrays(leases), "reason": reason[:4000]}
+    return _notify_if(conn, len(_tuples(conn, _GIVE_BACK, params)))
+
+
 _FAIL = sql.SQL(
     """
     UPDATE processing_queue q

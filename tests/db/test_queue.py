@@ -520,3 +520,14 @@ def test_recovery_skips_rows_locked_by_a_completing_holder(database_url, conn):
         assert time.monotonic() - started < 2
         assert queue.complete(holder, claimed.lease)
     assert queue.get_item(conn, claimed.id).status == "completed"
+
+
+def test_give_back_returns_the_item_without_spending_an_attempt(conn):
+    item = enqueue_new(conn)
+    (claimed,) = queue.claim_batch(conn, 1, "w", 60)
+    assert queue.give_back(conn, [claimed.lease], "depth service unavailable") == 1
+    back = queue.get_item(conn, item.id)
+    assert back.status == "queued" and back.attempts == 0 and back.lease_owner is None
+    assert back.last_error == "depth service unavailable"
+    # A stale lease gives nothing back.
+    assert queue.give_back(conn, [claimed.lease], "again") == 0
