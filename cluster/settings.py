@@ -122,6 +122,16 @@ class Settings(BaseSettings):
         description="Depth PNG size: the model's output size, or the photo's original size.",
     )
 
+    scheduler_max_in_flight: int = Field(
+        default=32, ge=1, description="Most items the scheduler keeps in flight at once."
+    )
+    scheduler_poll_s: float = Field(
+        default=5.0, gt=0, description="Polling interval when no NOTIFY arrives."
+    )
+    upload_rate_per_minute: int = Field(
+        default=600, ge=1, description="Upload requests per client per minute (429 beyond)."
+    )
+
     max_attempts: int = Field(default=3, ge=1, description="Claims before an item fails for good.")
     lease_seconds: float = Field(
         default=60.0, gt=0, description="Lease a claimer holds on an item between heartbeats."

@@ -12,7 +12,7 @@ from typing import Literal
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import class_row, dict_row
+from psycopg.rows import class_row, dict_row, tuple_row
 
 from db.errors import InvalidCursor, NotFound
 
@@ -161,3 +161,11 @@ def list_media(
     statuses = {r["id"]: r.pop("queue_status") for r in rows}
     items = [MediaItem(**r) for r in rows]
     return MediaPage(items, statuses, _encode_cursor(items[-1]) if more and items else None)
+
+
+def find_by_storage_key(conn: psycopg.Connection, key: str) -> uuid.UUID | None:
+    """Another media row still pointing at ``key`` (content-addressed originals can be shared
+    only by identical content, which dedupe prevents; checked anyway before deleting objects)."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        row = cur.execute("SELECT id FROM media_items WHERE storage_key = %s", [key]).fetchone()
+    return row[0] if row else None

@@ -1,0 +1,317 @@
+"""The scheduler: a named, detached, async Ray actor that keeps the cluster busy.
+
+It claims batches sized to its free slots (one statement, ``FOR UPDATE SKIP LOCKED``), runs each
+item as a Ray task, heartbeats the leases of what is in flight, records outcomes in batches, wakes
+on ``NOTIFY`` with polling as the fallback, and recovers expired leases. When the depth deployment
+is down it stops claiming (instead of burning attempts) and resumes by itself.
+
+All state that matters lives in Postgres: a restarted scheduler (Ray restarts it) simply recovers
+expired leases and carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import ray
+from ray.util import metrics
+
+from cluster.processing import Outcome
+from cluster.settings import Settings
+from cluster.tasks import APP_NAME, process_item_task
+from db import depth as depth_maps
+from db import queue
+from db.connection import Database
+from db.queue import NOTIFY_CHANNEL, ClaimedItem, Lease
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_NAME = "depthmill-scheduler"
+NAMESPACE = "depthmill"
+
+
+@dataclass
+class InFlight:
+    item: ClaimedItem
+    ref: ray.ObjectRef
+    started: float
+
+
+def _record_completions(conn: psycopg.Connection, outcomes: list[Outcome]) -> set[uuid.UUID]:
+    """Complete and record outputs in one transaction; only items whose lease still holds get
+    their rows (a zombie's outputs were written to the same keys, so nothing is duplicated)."""
+    done = queue.complete_many(conn, [o.lease for o in outcomes])
+    depth_maps.upsert_many(conn, [m for o in outcomes if o.lease.item_id in done for m in o.outputs])
+    return done
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, app_name: str = APP_NAME) -> None:
+        self.settings = settings
+        self.app_name = app_name
+        self.owner = f"scheduler-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.db = Database(settings.database_url, max_size=4, name="scheduler").open()
+        self.max_in_flight = settings.scheduler_max_in_flight
+        self.in_flight: dict[uuid.UUID, InFlight] = {}
+        self.finished: list[Outcome] = []
+        self.paused = False
+        self.depth_ok = False
+        self.depth_error: str | None = "not checked yet"
+        self.depth_checked = 0.0
+        self.last_error: str | None = None
+        self.counts = {"claimed": 0, "completed": 0, "failed": 0, "retried": 0, "given_back": 0}
+        self.wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._metrics()
+
+    def _metrics(self) -> None:
+        self.m_done = metrics.Counter(
+            "depthmill_items_total", "Items finished, by kind and outcome.", ("kind", "outcome"))
+        self.m_latency = metrics.Histogram(
+            "depthmill_processing_seconds", "Time to process one item.",
+            boundaries=[0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300], tag_keys=("kind",))
+        self.m_claim = metrics.Histogram(
+            "depthmill_claim_batch_size", "Items per claim.", boundaries=[1, 2, 4, 8, 16, 32, 64, 128])
+        self.m_queue = metrics.Gauge("depthmill_queue_items", "Queue items by status.", ("status",))
+
+    # --------------------------------------------------------------------------- control API
+
+    async def start(self) -> dict:
+        self.paused = False
+        if not self._tasks:
+            recovered = await asyncio.to_thread(self.db.run, queue.recover_expired_leases)
+            if recovered:
+                log.warning("recovered %d expired leases at start", len(recovered))
+            for loop in (self._claim_loop, self._heartbeat_loop, self._recovery_loop,
+                         self._listen_loop, self._stats_loop):
+                self._tasks.append(asyncio.create_task(loop()))
+        self.wake.set()
+        return await self.status()
+
+    async def pause(self) -> dict:
+        self.paused = True
+        return await self.status()
+
+    async def resume(self) -> dict:
+        self.paused = False
+        self.wake.set()
+        return await self.status()
+
+    async def status(self) -> dict[str, Any]:
+        await self.start_if_needed()
+        return {
+            "running": bool(self._tasks) and not self.paused,
+            "paused": self.paused,
+            "owner": self.owner,
+            "in_flight": len(self.in_flight),
+            "max_in_flight": self.max_in_flight,
+            "depth_available": self.depth_ok,
+            "depth_error": self.depth_error,
+            "last_error": self.last_error,
+            "counts": dict(self.counts),
+            "model": self.settings.model,
+        }
+
+    async def start_if_needed(self) -> None:
+        # After Ray restarts this actor (max_restarts) nobody calls start(); the first call of
+        # any kind does.
+        if not self._tasks and not self.paused:
+            await self.start()
+
+    async def shutdown(self) -> None:
+        """Stop claiming, give back what never started, let the rest expire back if needed."""
+        self.paused = True
+        for t in self._tasks:
+            t.cancel()
+        self._tasks = []
+
+    # ----------------------------------------------------------------------------- the loops
+
+    async def _claim_loop(self) -> None:
+        while True:
+            try:
+                await self._flush()
+                await self._check_depth()
+                free = self.max_in_flight - len(self.in_flight)
+                if not self.paused and self.depth_ok and free > 0:
+                    items = await asyncio.to_thread(
+                        self.db.run, queue.claim_batch, free, self.owner,
+                        self.settings.lease_seconds, model_id=self.settings.model,
+                    )
+                    if items:
+                        self.m_claim.observe(len(items))
+                        self.counts["claimed"] += len(items)
+                    for item in items:
+                        self._dispatch(item)
+                    if len(items) == free:
+                        continue  # more may be waiting: claim again once slots free up
+                self.last_error = None
+            except Exception as e:  # the loop must survive a database outage
+                self.last_error = f"{type(e).__name__}: {e}"
+                log.warning("scheduler loop: %s", self.last_error)
+            try:
+                await asyncio.wait_for(self.wake.wait(), self.settings.scheduler_poll_s)
+            except TimeoutError:
+                pass
+            self.wake.clear()
+
+    def _dispatch(self, item: ClaimedItem) -> None:
+        ref = process_item_task.remote(item, self.settings, self.app_name)
+        self.in_flight[item.id] = InFlight(item, ref, time.monotonic())
+        asyncio.create_task(self._await_item(item, ref))
+
+    async def _await_item(self, item: ClaimedItem, ref: ray.ObjectRef) -> None:
+        try:
+            outcome: Outcome = await ref
+        except ray.exceptions.TaskCancelledError:
+            outcome = Outcome(item.lease, item.kind, "failed", error="cancelled while processing")
+        except Exception as e:  # Ray gave up: the worker died more often than max_retries
+            outcome = Outcome(item.lease, item.kind, "retry", error=f"task failed: {e}"[:2000])
+        self.finished.append(outcome)
+        self.wake.set()
+
+    async def _flush(self) -> None:
+        if not self.finished:
+            return
+        batch, self.finished = self.finished, []
+        try:
+            await asyncio.to_thread(self._record, batch)
+        except Exception:
+            self.finished = batch + self.finished  # keep them; the next pass tries again
+            raise
+        for outcome in batch:
+            self.in_flight.pop(outcome.lease.item_id, None)
+
+    def _record(self, batch: list[Outcome]) -> None:
+        completed = [o for o in batch if o.status == "completed"]
+        if completed:
+            done = self.db.run(_record_completions, completed)
+            self.counts["completed"] += len(done)
+            for o in completed:
+                self.m_done.inc(tags={"kind": o.kind, "outcome": "completed"})
+                self.m_latency.observe(o.seconds, tags={"kind": o.kind})
+        unavailable = [o for o in batch if o.status == "unavailable"]
+        if unavailable:
+            self.db.run(queue.give_back, [o.lease for o in unavailable], unavailable[0].error)
+            self.counts["given_back"] += len(unavailable)
+            self.depth_ok, self.depth_error = False, unavailable[0].error
+        for o in batch:
+            if o.status in ("failed", "retry"):
+                result = self.db.run(
+                    queue.fail, o.lease, o.error or "unknown error", retryable=o.status == "retry",
+                    backoff_base=self.settings.retry_backoff_base,
+                    backoff_max=self.settings.retry_backoff_max,
+                )
+                key = "retried" if result and result.status == "queued" else "failed"
+                self.counts[key] += 1
+                self.m_done.inc(tags={"kind": o.kind, "outcome": key})
+
+    async def _check_depth(self) -> None:
+        """Is the depth deployment there to take work? Checked every few seconds while it is
+        healthy and before claiming while it is not."""
+        now = time.monotonic()
+        if self.depth_ok and now - self.depth_checked < 10:
+            return
+        if not self.depth_ok and now - self.depth_checked < 2:
+            return
+        self.depth_checked = now
+        from ray import serve
+
+        from serve_app.depth_deployment import DEPLOYMENT_NAME
+
+        try:
+            handle = serve.get_deployment_handle(DEPLOYMENT_NAME, app_name=self.app_name)
+            await asyncio.wait_for(handle.info.remote(), timeout=10)
+            if not self.depth_ok:
+                log.info("depth deployment available; claiming")
+            self.depth_ok, self.depth_error = True, None
+        except Exception as e:
+            self.depth_ok = False
+            self.depth_error = f"depth deployment unavailable: {type(e).__name__}: {e}"[:500]
+
+    async def _heartbeat_loop(self) -> None:
+        interval = max(self.settings.lease_seconds / 3, 0.2)
+        while True:
+            await asyncio.sleep(interval)
+            leases: list[Lease] = [f.item.lease for f in self.in_flight.values()]
+            if not leases:
+                continue
+            try:
+                report = await asyncio.to_thread(
+                    self.db.run, queue.extend_leases, leases, self.settings.lease_seconds
+                )
+            except Exception as e:
+                self.last_error = f"heartbeat: {type(e).__name__}: {e}"
+                continue
+            for item_id in [*report.cancelled, *report.lost]:
+                flight = self.in_flight.get(item_id)
+                if flight is not None:
+                    ray.cancel(flight.ref, force=False)
+            for item_id in report.lost:
+                # Someone else owns it now (our lease expired); our result will be fenced off.
+                self.in_flight.pop(item_id, None)
+
+    async def _recovery_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_seconds)
+            try:
+                recovered = await asyncio.to_thread(self.db.run, queue.recover_expired_leases)
+                if recovered:
+                    log.warning("recovered %d expired leases", len(recovered))
+                    self.wake.set()
+            except Exception as e:
+                self.last_error = f"recovery: {type(e).__name__}: {e}"
+
+    async def _listen_loop(self) -> None:
+        """LISTEN for new work; on any trouble fall back to polling and reconnect later."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.settings.database_url, autocommit=True
+                ) as conn:
+                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    async for _ in conn.notifies():
+                        self.wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.info("LISTEN connection lost (%s); polling until it is back", e)
+                await asyncio.sleep(5)
+
+    async def _stats_loop(self) -> None:
+        while True:
+            try:
+                stats = await asyncio.to_thread(self.db.run, queue.stats)
+                for status, n in stats.status_counts().items():
+                    self.m_queue.set(n, tags={"status": status})
+            except Exception:
+                pass  # the claim loop reports database trouble
+            await asyncio.sleep(15)
+
+
+SchedulerActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(Scheduler)
+
+
+def get_or_start_scheduler(settings: Settings, app_name: str = APP_NAME):
+    """The cluster's one scheduler (named, detached): created if missing, then started."""
+    handle = SchedulerActor.options(
+        name=SCHEDULER_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
+    ).remote(settings, app_name)
+    ray.get(handle.start.remote())
+    return handle
+
+
+def get_scheduler():
+    """The running scheduler's handle, or None."""
+    try:
+        return ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return None

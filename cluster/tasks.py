@@ -1,0 +1,56 @@
+"""The processing step as a Ray task, calling the depth deployment through a Serve handle."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import ray
+
+from cluster.depth_model import DepthResult
+from cluster.processing import DepthUnavailable, Outcome, process_item
+from cluster.settings import Settings
+from cluster.storage import Storage, storage_from_settings
+from db.queue import ClaimedItem
+
+APP_NAME = "depthmill"
+DEPTH_TIMEOUT_S = 300
+
+
+_storages: dict[str, Storage] = {}
+
+
+def _storage(settings: Settings) -> Storage:
+    # One client per worker process, not per task.
+    key = settings.model_dump_json()
+    if key not in _storages:
+        _storages[key] = storage_from_settings(settings)
+    return _storages[key]
+
+
+def serve_depth(app_name: str = APP_NAME):
+    """A DepthFn backed by the deployment: one request per image, all in flight together, so
+    the deployment's dynamic batching sees them at once."""
+    from ray import serve
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+    from serve_app.depth_deployment import DEPLOYMENT_NAME
+
+    def depth(images: Sequence[np.ndarray], sizes) -> list[DepthResult]:
+        try:
+            handle = serve.get_deployment_handle(DEPLOYMENT_NAME, app_name=app_name)
+            responses = [handle.remote(im, size) for im, size in zip(images, sizes)]
+            return [r.result(timeout_s=DEPTH_TIMEOUT_S) for r in responses]
+        except (DeploymentUnavailableError, BackPressureError, ray.exceptions.RayActorError,
+                ray.exceptions.ActorUnavailableError, TimeoutError, ValueError) as e:
+            # ValueError: Serve raises it for an application that does not exist (yet).
+            raise DepthUnavailable(f"{type(e).__name__}: {e}") from e
+
+    return depth
+
+
+# max_retries: Ray re-runs the task when its worker or node dies; exceptions are turned into an
+# Outcome inside, so they are not retried here but by the queue (attempts, backoff).
+@ray.remote(max_retries=3, num_cpus=0.5)
+def process_item_task(item: ClaimedItem, settings: Settings, app_name: str = APP_NAME) -> Outcome:
+    return process_item(item, settings, _storage(settings), serve_depth(app_name))

@@ -1,0 +1,46 @@
+"""What the routes need, built once per gateway replica and reached through ``deps``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from cluster.media_probe import MediaLimits
+from cluster.settings import Settings
+from cluster.signing import UrlSigner
+from cluster.storage import Storage
+from db.connection import Database
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket per client: ``per_minute`` requests, refilled continuously."""
+
+    per_minute: int
+    buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def take(self, client: str) -> float:
+        """0 when allowed, else the seconds until a token is free."""
+        now = time.monotonic()
+        rate = self.per_minute / 60.0
+        tokens, last = self.buckets.get(client, (float(self.per_minute), now))
+        tokens = min(float(self.per_minute), tokens + (now - last) * rate)
+        if tokens >= 1:
+            self.buckets[client] = (tokens - 1, now)
+            return 0.0
+        self.buckets[client] = (tokens, now)
+        return (1 - tokens) / rate
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    db: Database
+    storage: Storage
+    signer: UrlSigner | None
+    limits: MediaLimits
+    upload_limiter: RateLimiter
+    depth: Any = None  # a Serve DeploymentHandle to the depth deployment
+    scheduler: Any = None  # callable returning the scheduler actor handle (or None)
+    version: str = "0.1.0"

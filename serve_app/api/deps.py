@@ -1,0 +1,69 @@
+"""Annotated dependencies, so route signatures read like sentences."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from cluster.settings import Settings
+from cluster.storage import Storage
+from db.connection import Database
+from serve_app.api.context import ApiContext
+from serve_app.api.errors import ApiError
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def get_context(request: Request) -> ApiContext:
+    return request.app.state.ctx
+
+
+Context = Annotated[ApiContext, Depends(get_context)]
+
+
+def get_db(ctx: Context) -> Database:
+    return ctx.db
+
+
+def get_storage(ctx: Context) -> Storage:
+    return ctx.storage
+
+
+def get_settings(ctx: Context) -> Settings:
+    return ctx.settings
+
+
+Db = Annotated[Database, Depends(get_db)]
+Store = Annotated[Storage, Depends(get_storage)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def require_api_key(
+    ctx: Context, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    keys = ctx.settings.api_keys
+    if not keys:
+        return
+    if credentials is None:
+        raise ApiError(401, "unauthorized", "missing API key: send Authorization: Bearer <key>",
+                       {"WWW-Authenticate": "Bearer"})
+    given = credentials.credentials.encode()
+    if not any(hmac.compare_digest(given, key.encode()) for key in keys):
+        raise ApiError(401, "unauthorized", "invalid API key", {"WWW-Authenticate": "Bearer"})
+
+
+def client_id(request: Request) -> str:
+    auth = request.headers.get("authorization")
+    if auth:
+        return "key:" + auth[-12:]
+    return "ip:" + (request.client.host if request.client else "unknown")
+
+
+def upload_rate_limit(ctx: Context, request: Request) -> None:
+    wait = ctx.upload_limiter.take(client_id(request))
+    if wait > 0:
+        raise ApiError(429, "rate_limited", "too many uploads; slow down",
+                       {"Retry-After": str(max(1, round(wait)))})

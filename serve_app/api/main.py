@@ -1,0 +1,30 @@
+"""The FastAPI application: routers, error handlers, CORS and API keys. No I/O here; the gateway
+deployment (or a test) attaches an ApiContext to ``app.state.ctx``."""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from serve_app.api import errors
+from serve_app.api.deps import require_api_key
+from serve_app.api.routes import files, health, media, queue
+
+DESCRIPTION = """Turn photos and videos into depth maps. Upload media, watch the queue, fetch
+depth maps through signed URLs. With API keys configured, send `Authorization: Bearer <key>`."""
+
+
+def create_api(cors_origins: list[str] | None = None) -> FastAPI:
+    app = FastAPI(title="depthmill", version="0.1.0", description=DESCRIPTION)
+    errors.install(app)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=cors_origins, allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    protected = [Depends(require_api_key)]
+    app.include_router(media.router, dependencies=protected)
+    app.include_router(queue.router, dependencies=protected)
+    app.include_router(health.router)  # open: load balancers and monitors probe it
+    app.include_router(files.router)  # open: the signature is the credential
+    return app

@@ -1,0 +1,107 @@
+"""/api/health (per service, seed 000's shape) and /api/ai/health, /api/ai/info."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from db import queue
+from serve_app.api.deps import Context
+
+router = APIRouter(tags=["health"])
+
+
+async def _depth_info(ctx) -> dict:
+    if ctx.depth is None:
+        return {"status": "unhealthy", "error": "no depth deployment configured"}
+    try:
+        info = await asyncio.wait_for(ctx.depth.info.remote(), timeout=5)
+        status = "healthy" if info.get("real_estimate") else "healthy"
+        return {"status": status, **info,
+                "note": None if info.get("real_estimate") else
+                "random weights: the output is not a real depth estimate"}
+    except Exception as e:
+        return {"status": "unhealthy", "error": f"{type(e).__name__}: {e}"[:300]}
+
+
+def _check(fn) -> dict:
+    try:
+        fn()
+        return {"status": "healthy"}
+    except Exception as e:
+        return {"status": "unhealthy", "error": f"{type(e).__name__}: {e}"[:300]}
+
+
+@router.get("/api/health", summary="Health of every service; 200 healthy/degraded, 503 unhealthy")
+async def health(ctx: Context) -> JSONResponse:
+    services: dict[str, dict] = {}
+    services["database"] = await asyncio.to_thread(_check, lambda: ctx.db.run(lambda c: c.execute("SELECT 1")))
+    services["storage"] = await asyncio.to_thread(_check, ctx.storage.check)
+    services["ray"] = _check(_ray_ok)
+    services["depth"] = await _depth_info(ctx)
+    scheduler = ctx.scheduler() if ctx.scheduler else None
+    if scheduler is None:
+        services["scheduler"] = {"status": "unhealthy", "error": "scheduler not running"}
+    else:
+        try:
+            st = await asyncio.wait_for(scheduler.status.remote(), timeout=5)
+            ok = st["depth_available"] and not st["last_error"]
+            services["scheduler"] = {"status": "healthy" if ok else "degraded", **st}
+        except Exception as e:
+            services["scheduler"] = {"status": "unhealthy", "error": str(e)[:300]}
+    if services["database"]["status"] == "healthy":
+        try:
+            counts = (await asyncio.to_thread(ctx.db.run, queue.stats)).status_counts()
+            services["queue"] = {"status": "healthy", **counts}
+        except Exception as e:
+            services["queue"] = {"status": "unhealthy", "error": str(e)[:300]}
+    else:
+        services["queue"] = {"status": "unhealthy", "error": "database unreachable"}
+    if services["database"]["status"] != "healthy":
+        overall = "unhealthy"
+    elif any(s["status"] != "healthy" for s in services.values()):
+        overall = "degraded"
+    else:
+        overall = "healthy"
+    body = {"status": overall, "timestamp": datetime.now(UTC).isoformat(), "version": ctx.version,
+            "services": services}
+    return JSONResponse(body, status_code=503 if overall == "unhealthy" else 200)
+
+
+def _ray_ok() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        raise RuntimeError("not connected to a Ray cluster")
+
+
+@router.get("/api/ai/health", summary="Depth model health")
+async def ai_health(ctx: Context) -> JSONResponse:
+    info = await _depth_info(ctx)
+    return JSONResponse(info, status_code=200 if info["status"] == "healthy" else 503)
+
+
+@router.get("/api/ai/info", summary="Depth model id, revision, device, dtype, replicas")
+async def ai_info(ctx: Context) -> JSONResponse:
+    info = await _depth_info(ctx)
+    if info["status"] != "healthy":
+        return JSONResponse({"error": {"code": "depth_unavailable", "message": info["error"]}}, 503)
+    info["replicas"] = _replica_count()
+    return JSONResponse(info)
+
+
+def _replica_count() -> int | None:
+    try:
+        from ray import serve
+
+        from serve_app.depth_deployment import DEPLOYMENT_NAME
+
+        for app in serve.status().applications.values():
+            if DEPLOYMENT_NAME in app.deployments:
+                return sum(app.deployments[DEPLOYMENT_NAME].replica_states.values())
+    except Exception:
+        return None
+    return None

@@ -1,0 +1,127 @@
+"""/api/media: upload, list, detail (with signed URLs), delete, depth redirect."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi.responses import RedirectResponse
+
+from cluster import storage_keys
+from cluster.ingest import IngestResult, ingest_stream
+from cluster.storage import ObjectNotFound
+from db import depth as depth_maps
+from db import media, queue
+from serve_app.api.deps import Context, Db, Store, upload_rate_limit
+from serve_app.api.errors import ApiError
+from serve_app.api.schemas import (
+    DepthOut, MediaDetail, MediaOut, MediaPageOut, QueueItemOut, UploadResponse, UploadResult,
+)
+
+router = APIRouter(prefix="/api/media", tags=["media"])
+
+
+def _result(r: IngestResult) -> UploadResult:
+    if r.status == "rejected":
+        return UploadResult(filename=r.name, status="rejected",
+                            error={"code": r.error_code, "message": r.error})
+    return UploadResult(filename=r.name, status=r.status, media_id=r.media.id,
+                        queue_item_id=r.queue_item.id, queue_status=r.queue_item.status)
+
+
+@router.post(
+    "/upload", response_model=UploadResponse, dependencies=[Depends(upload_rate_limit)],
+    summary="Upload photos and videos (multipart field `files`, repeatable)",
+)
+async def upload(
+    ctx: Context,
+    request: Request,
+    files: Annotated[list[UploadFile], File(description="photos and videos")],
+    priority: Annotated[int | None, Query(ge=0, le=200, description="override the priority")] = None,
+) -> UploadResponse:
+    limit = ctx.settings.max_files_per_request
+    if len(files) > limit:
+        raise ApiError(413, "too_many_files", f"{len(files)} files sent; at most {limit} per request")
+    results = []
+    for upload_file in files:
+        # Blocking work (hashing, probing, storage, SQL) off the event loop.
+        outcome = await asyncio.to_thread(
+            ingest_stream, upload_file.file, upload_file.filename, db=ctx.db, storage=ctx.storage,
+            settings=ctx.settings, limits=ctx.limits, priority=priority,
+        )
+        results.append(_result(outcome))
+    rejected = sum(r.status == "rejected" for r in results)
+    if rejected == len(results):
+        first = results[0].error
+        status = 413 if first["code"] == "file_too_large" else 415 if first["code"] == "unsupported_media_type" else 422
+        raise ApiError(status, first["code"], first["message"] if len(results) == 1 else
+                       f"all {len(results)} files were rejected; first: {first['message']}")
+    return UploadResponse(accepted=len(results) - rejected, rejected=rejected, results=results)
+
+
+@router.get("", response_model=MediaPageOut, summary="List media, newest first")
+def list_media(
+    db: Db,
+    kind: Literal["photo", "video"] | None = None,
+    status: Literal["pending", "queued", "processing", "completed", "failed", "cancelled"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> MediaPageOut:
+    page = db.run(media.list_media, kind=kind, status=status, limit=limit, cursor=cursor)
+    return MediaPageOut(items=[MediaOut.of(m, page.statuses.get(m.id)) for m in page.items],
+                        next_cursor=page.next_cursor)
+
+
+def _url(storage, key: str) -> str | None:
+    try:
+        return storage.signed_url(key)
+    except ObjectNotFound:
+        return None
+
+
+@router.get("/{media_id}", response_model=MediaDetail, summary="Metadata, queue status, signed URLs")
+def get_media(media_id: uuid.UUID, db: Db, storage: Store) -> MediaDetail:
+    item = db.run(media.get, media_id)
+    items = db.run(queue.items_for_media, media_id)
+    maps = db.run(depth_maps.for_media, media_id)
+    urls = {
+        "original": _url(storage, item.storage_key),
+        "thumbnail": _url(storage, storage_keys.thumbnail(media_id)),
+        "preview": _url(storage, storage_keys.preview(media_id)),
+    }
+    depth = [DepthOut(**{**m.__dict__, "url": _url(storage, m.storage_key)}) for m in maps]
+    for m in depth:
+        name = {"png16": "depth", "preview": "depth_preview", "video": "depth_video"}.get(m.format)
+        if name and name not in urls:
+            urls[name] = m.url
+    latest = max(items, key=lambda i: i.queued_at).status if items else None
+    return MediaDetail(**MediaOut.of(item, latest).model_dump(),
+                       queue=[QueueItemOut.of(i) for i in items], urls=urls, depth=depth)
+
+
+@router.delete("/{media_id}", status_code=204, summary="Delete media, its outputs and queue items")
+def delete_media(media_id: uuid.UUID, db: Db, storage: Store) -> None:
+    item = db.run(media.get, media_id)
+    maps = db.run(depth_maps.for_media, media_id)
+    db.run(media.delete, media_id)
+    # Rows first: once they are gone nothing hands out URLs to these objects.
+    if db.run(media.find_by_storage_key, item.storage_key) is None:
+        storage.delete(item.storage_key)
+    for key in [storage_keys.thumbnail(media_id), storage_keys.preview(media_id),
+                *(m.storage_key for m in maps)]:
+        storage.delete(key)
+
+
+@router.get("/{media_id}/depth", summary="Redirect to the depth map's signed URL",
+            response_class=RedirectResponse, status_code=307)
+def depth_redirect(
+    media_id: uuid.UUID, db: Db, storage: Store,
+    format: Literal["png16", "preview", "video"] = "png16",
+):
+    db.run(media.get, media_id)
+    for m in db.run(depth_maps.for_media, media_id):
+        if m.format == format:
+            return RedirectResponse(storage.signed_url(m.storage_key), status_code=307)
+    raise ApiError(404, "not_found", f"no {format} depth output for media {media_id} yet")

@@ -1,0 +1,113 @@
+"""Response models: the API's types at the boundary."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel
+
+from db.media import MediaItem
+from db.queue import QueueItem
+
+
+class QueueItemOut(BaseModel):
+    id: uuid.UUID
+    media_id: uuid.UUID
+    model_id: str
+    kind: str
+    bytes: int
+    status: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    last_error: str | None
+    error_count: int
+    cancel_requested: bool
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    run_after: datetime
+    queued_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    processing_duration: float | None
+
+    @classmethod
+    def of(cls, item: QueueItem) -> QueueItemOut:
+        return cls.model_validate(item, from_attributes=True)
+
+
+class MediaOut(BaseModel):
+    id: uuid.UUID
+    kind: str
+    mime: str
+    bytes: int
+    sha256: str
+    original_name: str | None
+    width: int | None
+    height: int | None
+    duration: float | None
+    fps: float | None
+    frame_count: int | None
+    codec: str | None
+    taken_at: datetime | None
+    camera: str | None
+    created_at: datetime
+    status: str | None = None
+
+    @classmethod
+    def of(cls, item: MediaItem, status: str | None = None) -> MediaOut:
+        return cls.model_validate({**item.__dict__, "status": status})
+
+
+class DepthOut(BaseModel):
+    model_id: str
+    model_revision: str | None
+    format: str
+    width: int
+    height: int
+    raw_min: float | None
+    raw_max: float | None
+    metadata: dict
+    url: str | None
+    created_at: datetime
+
+
+class MediaDetail(MediaOut):
+    queue: list[QueueItemOut]
+    urls: dict[str, str | None]
+    depth: list[DepthOut]
+
+
+class MediaPageOut(BaseModel):
+    items: list[MediaOut]
+    next_cursor: str | None
+
+
+class UploadResult(BaseModel):
+    filename: str | None
+    status: Literal["created", "duplicate", "rejected"]
+    media_id: uuid.UUID | None = None
+    queue_item_id: uuid.UUID | None = None
+    queue_status: str | None = None
+    error: dict | None = None
+
+
+class UploadResponse(BaseModel):
+    accepted: int
+    rejected: int
+    results: list[UploadResult]
+
+
+class QueuePageOut(BaseModel):
+    items: list[QueueItemOut]
+    next_cursor: str | None
+
+
+class QueueStatusOut(BaseModel):
+    waiting: int
+    active: int
+    completed: int
+    failed: int
+    total: int

@@ -1,0 +1,49 @@
+"""The HTTP gateway: the FastAPI app as a Serve ingress deployment holding a handle to the depth
+deployment."""
+
+from __future__ import annotations
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from cluster.media_probe import MediaLimits
+from cluster.settings import Settings
+from cluster.storage import LocalStorage, storage_from_settings
+from db.connection import Database
+from serve_app.api.context import ApiContext, RateLimiter
+from serve_app.api.main import create_api
+
+api = create_api()
+
+
+def build_context(settings: Settings, depth: DeploymentHandle | None = None, scheduler=None):
+    storage = storage_from_settings(settings)
+    signer = storage.signer if isinstance(storage, LocalStorage) else None
+    db = Database(settings.database_url, max_size=settings.db_pool_size, name="gateway").open()
+    return ApiContext(
+        settings=settings, db=db, storage=storage, signer=signer,
+        limits=MediaLimits.from_settings(settings),
+        upload_limiter=RateLimiter(settings.upload_rate_per_minute),
+        depth=depth, scheduler=scheduler,
+    )
+
+
+def _scheduler_handle():
+    from cluster.scheduler import get_scheduler
+
+    return get_scheduler()
+
+
+# Many uploads and reads in flight at once; this must never cap the depth batches either.
+@serve.deployment(name="Gateway", max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.25})
+@serve.ingress(api)
+class Gateway:
+    def __init__(self, depth: DeploymentHandle, settings: Settings) -> None:
+        if settings.cors_origins:
+            from fastapi.middleware.cors import CORSMiddleware
+
+            api.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                               allow_methods=["*"], allow_headers=["Authorization", "Content-Type"])
+        api.state.ctx = build_context(settings, depth, _scheduler_handle)
+
+
