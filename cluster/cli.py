@@ -6,7 +6,9 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import psycopg
 from rich.console import Console
@@ -59,6 +61,47 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from cluster import runtime
+
+    if args.model:
+        settings = settings.model_copy(update={"model": args.model})
+    with console.status("starting depthmill (Postgres, Ray, Serve, scheduler)…"):
+        running = runtime.up(settings, port=args.port, keep_postgres=args.detach)
+    console.print(f"[green]depthmill is up[/green] (model {running.settings.model})")
+    console.print(f"  API        {running.api_url}")
+    console.print(f"  docs       {running.api_url}/docs")
+    console.print(f"  dashboard  {running.dashboard_url or 'not available'}")
+    if args.detach:
+        return 0
+    console.print("Ctrl-C stops it.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("stopping…")
+        for line in runtime.down(settings):
+            console.print(f"  {line}")
+    return 0
+
+
+def _cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    from cluster import runtime
+
+    done = runtime.down(settings)
+    for line in done or ["nothing was running"]:
+        console.print(line)
+    return 0
+
+
+def _cmd_process(settings: Settings, args: argparse.Namespace) -> int:
+    from cluster.processing_cli import process_paths
+
+    if args.model:
+        settings = settings.model_copy(update={"model": args.model})
+    return process_paths(settings, [Path(p) for p in args.paths], console, timeout=args.timeout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="depthmill", description="Turn photos and videos into depth maps, at cluster scale."
@@ -71,6 +114,22 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="show the queue")
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(run=_cmd_status)
+
+    up = commands.add_parser("up", help="start Postgres, Ray, the Serve app and the scheduler")
+    up.add_argument("--model", help="Hugging Face id, local directory or `tiny`")
+    up.add_argument("--port", type=int, help="HTTP port (default DEPTHMILL_PORT, 8000)")
+    up.add_argument("--detach", action="store_true", help="return once it is up")
+    up.set_defaults(run=_cmd_up)
+
+    commands.add_parser("down", help="stop what `up` started").set_defaults(run=_cmd_down)
+
+    process = commands.add_parser(
+        "process", help="turn files and folders into depth maps, end to end, then report"
+    )
+    process.add_argument("paths", nargs="+", help="photos, videos and folders")
+    process.add_argument("--model", help="Hugging Face id, local directory or `tiny`")
+    process.add_argument("--timeout", type=float, default=24 * 3600, help="give up after seconds")
+    process.set_defaults(run=_cmd_process)
     return parser
 
 

@@ -1,0 +1,145 @@
+"""Bringing the system up and down: Postgres (embedded or configured), Ray (joined or started),
+the Serve application and the scheduler. Used by ``depthmill up``, ``down`` and ``process``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+from ray import serve
+
+from cluster.scheduler import get_or_start_scheduler, get_scheduler
+from cluster.settings import Settings
+from cluster.tasks import APP_NAME
+from db.embedded import EmbeddedPostgres
+from db.migrate import migrate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Running:
+    settings: Settings  # with database_url resolved
+    api_url: str
+    dashboard_url: str | None
+    started_ray: bool
+    embedded: EmbeddedPostgres | None
+
+
+def _ray_marker(settings: Settings) -> Path:
+    return settings.home / "ray_started_by_depthmill"
+
+
+def connect_ray(settings: Settings, *, start: bool = True) -> bool:
+    """Join RAY_ADDRESS or a running local cluster; otherwise start a head node (``ray start``,
+    so the cluster outlives this process for ``up --detach``). Returns True if we started it."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # explicit: see DESIGN.md
+    if ray.is_initialized():
+        return False
+    try:
+        _init(os.environ.get("RAY_ADDRESS", "auto"))
+        return False
+    except (ConnectionError, RuntimeError):
+        if not start or os.environ.get("RAY_ADDRESS"):
+            raise
+    ray_bin = shutil.which("ray") or str(Path(os.sys.executable).with_name("ray"))
+    # A free GCS port: Ray's default (6379) is Redis's, and often taken.
+    result = subprocess.run(
+        [ray_bin, "start", "--head", "--port", str(_free_port()), "--dashboard-host", "127.0.0.1",
+         "--disable-usage-stats"],
+        capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"`ray start --head` failed:\n{result.stderr[-2000:]}")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    _ray_marker(settings).write_text(str(time.time()))
+    _init("auto")
+    return True
+
+
+_dashboard: dict[str, str | None] = {"url": None}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _init(address: str) -> None:
+    context = ray.init(address=address, namespace="depthmill", log_to_driver=False)
+    url = getattr(context, "dashboard_url", None)
+    _dashboard["url"] = f"http://{url}" if url and not url.startswith("http") else url
+
+
+def up(settings: Settings, *, port: int | None = None, keep_postgres: bool = True) -> Running:
+    embedded = None
+    url = settings.database_url
+    if not url:
+        embedded = EmbeddedPostgres(settings.postgres_dir, stop_on_exit=not keep_postgres)
+        url = embedded.url
+    migrate(url)
+    settings = settings.model_copy(update={"database_url": url, "port": port or settings.port})
+    started = connect_ray(settings)
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    from serve_app.app import build_depthmill_app
+
+    serve.run(build_depthmill_app(settings), name=APP_NAME, route_prefix="/", blocking=False)
+    _wait_for_app(APP_NAME)
+    get_or_start_scheduler(settings)
+    return Running(settings, settings.api_url, _dashboard["url"], started, embedded)
+
+
+def _wait_for_app(name: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = serve.status().applications.get(name)
+        if status is not None and status.status == "RUNNING":
+            return
+        if status is not None and status.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+            raise RuntimeError(f"Serve application {name} failed: {status.message}")
+        time.sleep(0.5)
+    raise TimeoutError(f"Serve application {name} did not start in {timeout:.0f} s")
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop what ``up`` started: scheduler, Serve app, and the Ray head and embedded Postgres if
+    depthmill started them."""
+    done = []
+    try:
+        connect_ray(settings, start=False)
+    except Exception:
+        ray_up = False
+    else:
+        ray_up = True
+    if ray_up:
+        scheduler = get_scheduler()
+        if scheduler is not None:
+            try:
+                ray.get(scheduler.shutdown.remote(), timeout=10)
+            except Exception:
+                pass
+            ray.kill(scheduler)
+            done.append("scheduler stopped")
+        serve.shutdown()
+        done.append("Serve application removed")
+        ray.shutdown()
+    marker = _ray_marker(settings)
+    if marker.exists():
+        ray_bin = shutil.which("ray") or str(Path(os.sys.executable).with_name("ray"))
+        subprocess.run([ray_bin, "stop"], capture_output=True)
+        marker.unlink()
+        done.append("local Ray cluster stopped")
+    if not settings.database_url and (settings.postgres_dir / "postmaster.pid").exists():
+        import pgserver
+
+        pgserver.get_server(settings.postgres_dir, cleanup_mode="stop").cleanup()
+        done.append("embedded Postgres stopped")
+    return done
