@@ -10,10 +10,12 @@ from cluster.media_probe import MediaLimits
 from cluster.settings import Settings
 from cluster.storage import LocalStorage, storage_from_settings
 from db.connection import Database
-from serve_app.api.context import ApiContext, RateLimiter
+from serve_app.api.context import ApiContext, RateLimiter, install
 from serve_app.api.main import create_api
 
-api = create_api()
+# CORS origins are read at import: Serve imports this module in each replica, with the
+# replica's DEPTHMILL_* environment.
+api = create_api(Settings().cors_origins)
 
 
 def build_context(settings: Settings, depth: DeploymentHandle | None = None, scheduler=None):
@@ -39,11 +41,6 @@ def _scheduler_handle():
 @serve.ingress(api)
 class Gateway:
     def __init__(self, depth: DeploymentHandle, settings: Settings) -> None:
-        if settings.cors_origins:
-            from fastapi.middleware.cors import CORSMiddleware
-
-            api.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                               allow_methods=["*"], allow_headers=["Authorization", "Content-Type"])
-        api.state.ctx = build_context(settings, depth, _scheduler_handle)
+        install(build_context(settings, depth, _scheduler_handle))
 
 

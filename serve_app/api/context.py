@@ -44,3 +44,19 @@ class ApiContext:
     depth: Any = None  # a Serve DeploymentHandle to the depth deployment
     scheduler: Any = None  # callable returning the scheduler actor handle (or None)
     version: str = "0.1.0"
+
+
+# Serve ships the ingress FastAPI app to each replica by value, so the app object the replica
+# serves is not the one its constructor can reach; the constructor installs the context here
+# (one replica per process) and ``deps.get_context`` falls back to it.
+_installed: list[ApiContext] = []
+
+
+def install(ctx: ApiContext) -> None:
+    _installed[:] = [ctx]
+
+
+def installed() -> ApiContext:
+    if not _installed:
+        raise RuntimeError("no API context installed in this process")
+    return _installed[0]

@@ -11,14 +11,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from cluster.settings import Settings
 from cluster.storage import Storage
 from db.connection import Database
-from serve_app.api.context import ApiContext
+from serve_app.api.context import ApiContext, installed
 from serve_app.api.errors import ApiError
 
 _bearer = HTTPBearer(auto_error=False)
 
 
 def get_context(request: Request) -> ApiContext:
-    return request.app.state.ctx
+    ctx = getattr(request.app.state, "ctx", None)
+    return ctx if ctx is not None else installed()
 
 
 Context = Annotated[ApiContext, Depends(get_context)]

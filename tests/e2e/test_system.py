@@ -1,0 +1,158 @@
+"""The whole system on a real local Ray cluster: HTTP upload → queue → scheduler → Ray tasks →
+Serve depth deployment (tiny) → storage + Postgres → signed URLs."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import httpx
+import numpy as np
+import pytest
+import ray
+from PIL import Image
+from ray import serve
+
+from cluster.scheduler import get_or_start_scheduler, get_scheduler
+from cluster.settings import Settings
+from cluster.tasks import APP_NAME
+from serve_app.app import build_depthmill_app
+from tests.utils import media_files
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def system(serve_port, database_factory, tmp_path_factory):
+    with database_factory.database() as url:
+        settings = Settings(
+            home=tmp_path_factory.mktemp("home"), database_url=url, model="tiny",
+            port=serve_port, serve_num_cpus=0.25, serve_max_batch_size=8, serve_batch_wait_s=0.05,
+            lease_seconds=10, scheduler_poll_s=0.5, db_pool_size=4, max_files_per_request=6,
+        )
+        serve.run(build_depthmill_app(settings), name=APP_NAME, route_prefix="/")
+        get_or_start_scheduler(settings)
+        with httpx.Client(base_url=f"http://127.0.0.1:{serve_port}", timeout=60) as client:
+            yield client, settings
+        scheduler = get_scheduler()
+        if scheduler is not None:
+            ray.kill(scheduler)
+        serve.delete(APP_NAME)
+
+
+def wait_for(client, predicate, timeout=180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.get("/api/queue/status").json()
+        if predicate(status):
+            return status
+        time.sleep(0.5)
+    raise AssertionError(f"timed out; last queue status {status}")
+
+
+def upload(client, files: dict[str, bytes], **params):
+    return client.post("/api/media/upload", params=params,
+                       files=[("files", (name, content)) for name, content in files.items()])
+
+
+def test_upload_to_depth_maps_end_to_end(system):
+    client, _ = system
+    variants = media_files.photo_variants()
+    files = {
+        "a.jpg": variants["rgb.jpg"],
+        "b.heic": variants["photo.heic"],
+        "c.jpg": variants["rotated.jpg"],
+        "clip.mp4": media_files.video_bytes(seconds=2),
+        "fake.jpg": b"%PDF-1.7 not a photo",
+    }
+    response = upload(client, files)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["accepted"] == 4 and body["rejected"] == 1
+    by_name = {r["filename"]: r for r in body["results"]}
+    assert by_name["fake.jpg"]["error"]["code"] == "unsupported_media_type"
+    status = wait_for(client, lambda s: s["completed"] >= 4)
+    assert status["failed"] == 0 and status["total"] == 4
+
+    detail = client.get(f"/api/media/{by_name['c.jpg']['media_id']}").json()
+    assert detail["status"] == "completed" and (detail["width"], detail["height"]) == (300, 451)
+    assert {"original", "thumbnail", "preview", "depth", "depth_preview"} <= {
+        k for k, v in detail["urls"].items() if v}
+    png = client.get(detail["urls"]["depth"])
+    assert png.status_code == 200
+    depth = np.asarray(Image.open(io.BytesIO(png.content)))
+    # Upright 300×451 → the model works at 350×518 (W×H) and the PNG keeps that size.
+    assert depth.dtype == np.uint16 and depth.shape == (518, 350)
+    assert client.get(detail["urls"]["depth"].replace("signature=", "signature=0")).status_code == 403
+
+    video = client.get(f"/api/media/{by_name['clip.mp4']['media_id']}").json()
+    formats = {d["format"]: d for d in video["depth"]}
+    assert {"png16", "preview", "video"} <= set(formats)
+    assert [f["timestamp"] for f in formats["video"]["metadata"]["frames"]] == [0.0, 0.5, 1.0, 1.5]
+    redirect = client.get(f"/api/media/{by_name['a.jpg']['media_id']}/depth", follow_redirects=False)
+    assert redirect.status_code == 307
+
+    # The same bytes again: the existing item, no second result.
+    again = upload(client, {"copy.jpg": variants["rgb.jpg"]}).json()["results"][0]
+    assert again["status"] == "duplicate" and again["media_id"] == by_name["a.jpg"]["media_id"]
+    assert client.get("/api/queue/status").json()["total"] == 4
+
+
+def test_health_and_model_info(system):
+    client, _ = system
+    health = client.get("/api/health")
+    body = health.json()
+    assert health.status_code == 200 and body["status"] in ("healthy", "degraded")
+    for service in ("database", "storage", "ray", "depth", "scheduler", "queue"):
+        assert service in body["services"]
+    assert body["services"]["database"]["status"] == "healthy"
+    info = client.get("/api/ai/info").json()
+    assert info["model_id"] == "tiny" and info["real_estimate"] is False
+    assert "not a real depth estimate" in info["note"]
+
+
+def test_worker_stop_pauses_claiming_and_start_resumes(system):
+    client, _ = system
+    assert client.post("/api/queue/worker/stop").json()["paused"] is True
+    photo = media_files.jpeg_bytes(media_files.photo("coffee"))
+    item = upload(client, {"coffee.jpg": photo}).json()["results"][0]
+    time.sleep(2)
+    assert client.get(f"/api/queue/items/{item['queue_item_id']}").json()["status"] == "queued"
+    assert client.post("/api/queue/worker/start").json()["paused"] is False
+    deadline = time.monotonic() + 60
+    while client.get(f"/api/queue/items/{item['queue_item_id']}").json()["status"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+
+
+def test_delete_removes_rows_and_objects(system):
+    client, settings = system
+    photo = media_files.jpeg_bytes(media_files.photo("astronaut").rotate(90))
+    item = upload(client, {"x.jpg": photo}, priority=0).json()["results"][0]
+    deadline = time.monotonic() + 60
+    while client.get(f"/api/media/{item['media_id']}").json()["status"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    before = {p for p in (settings.home / "storage").rglob("*") if p.is_file()}
+    assert client.delete(f"/api/media/{item['media_id']}").status_code == 204
+    assert client.get(f"/api/media/{item['media_id']}").status_code == 404
+    after = {p for p in (settings.home / "storage").rglob("*") if p.is_file()}
+    removed = {p.name for p in before - after}
+    assert len(before - after) == 5 and "png16.png" in removed  # original, thumb, preview, 2 depth
+
+
+def test_bad_requests_get_json_errors(system):
+    client, _ = system
+    cases = [
+        client.get("/api/media/not-a-uuid"),
+        client.get("/api/queue/items", params={"limit": 0}),
+        client.get("/api/queue/items", params={"status": "exploded"}),
+        client.get("/api/queue/items", params={"cursor": "'; DROP TABLE media_items; --"}),
+        client.post("/api/queue/items/00000000-0000-0000-0000-000000000000/retry"),
+        client.post("/api/media/upload", files=[("files", ("e.jpg", b""))]),
+        upload(client, {f"{i}.jpg": b"x" for i in range(7)}),
+    ]
+    assert [c.status_code for c in cases] == [422, 422, 422, 400, 404, 422, 413]
+    for c in cases:
+        error = c.json()["error"]
+        assert error["code"] and error["message"]
