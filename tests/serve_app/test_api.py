@@ -1,0 +1,91 @@
+"""The FastAPI app with a real database and local storage, without Ray: keys, limits, errors."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cluster.settings import Settings
+from serve_app.api.main import create_api
+from serve_app.gateway import build_context
+from tests.utils import media_files
+
+OPEN = ("/api/health", "/api/ai/health", "/api/ai/info", "/api/files/{key}")
+
+
+def make_client(database_url, tmp_path, **overrides) -> TestClient:
+    settings = Settings(home=tmp_path, database_url=database_url, model="tiny", **overrides)
+    app = create_api(settings.cors_origins)
+    app.state.ctx = build_context(settings)
+    return TestClient(app)
+
+
+def routes(client) -> list[tuple[str, str]]:
+    spec = client.get("/openapi.json").json()
+    return [(method.upper(), path) for path, ops in spec["paths"].items() for method in ops]
+
+
+def concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", str(uuid.uuid4()), path)
+
+
+def test_every_route_but_health_and_files_needs_a_valid_key(database_url, tmp_path):
+    client = make_client(database_url, tmp_path, api_keys="secret-key-1,secret-key-2")
+    checked = 0
+    for method, path in routes(client):
+        if path in OPEN:
+            continue
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic eA=="}):
+            response = client.request(method, concrete(path), headers=headers)
+            assert response.status_code == 401, (method, path, headers, response.text)
+            assert response.json()["error"]["code"] == "unauthorized"
+        ok = client.request(method, concrete(path), headers={"Authorization": "Bearer secret-key-2"})
+        assert ok.status_code != 401, (method, path)
+        checked += 1
+    assert checked >= 15
+
+
+def test_upload_rate_limit_answers_429_with_retry_after(database_url, tmp_path):
+    client = make_client(database_url, tmp_path, upload_rate_per_minute=2)
+    photo = media_files.jpeg_bytes(media_files.photo("chelsea"))
+    codes = [client.post("/api/media/upload", files=[("files", ("a.jpg", photo))]).status_code
+             for _ in range(3)]
+    assert codes == [200, 200, 429]
+    limited = client.post("/api/media/upload", files=[("files", ("a.jpg", photo))])
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert limited.json()["error"]["code"] == "rate_limited"
+
+
+def test_cors_is_closed_by_default_and_opens_for_configured_origins(database_url, tmp_path):
+    preflight = {"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
+    closed = make_client(database_url, tmp_path / "a")
+    assert "access-control-allow-origin" not in closed.options("/api/media", headers=preflight).headers
+    opened = make_client(database_url, tmp_path / "b", cors_origins="https://app.example")
+    allowed = opened.options("/api/media", headers={**preflight, "Origin": "https://app.example"})
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+
+
+@pytest.mark.parametrize("name", sorted(media_files.bad_files()))
+def test_rejected_uploads_store_nothing(database_url, tmp_path, name):
+    client = make_client(database_url, tmp_path)
+    content, code = media_files.bad_files()[name]
+    response = client.post("/api/media/upload", files=[("files", (name, content))])
+    assert 400 <= response.status_code < 500
+    assert response.json()["error"]["code"] == code
+    assert client.get("/api/media").json()["items"] == []
+    storage = tmp_path / "storage"
+    assert not [p for p in storage.rglob("*") if p.is_file() and ".tmp" not in p.parts]
+
+
+def test_hostile_file_names_never_reach_storage_keys(database_url, tmp_path):
+    client = make_client(database_url, tmp_path)
+    photo = media_files.jpeg_bytes(media_files.photo("coffee"))
+    for name in ("../../etc/passwd.jpg", "x" * 1000 + ".jpg"):
+        result = client.post("/api/media/upload", files=[("files", (name, photo))]).json()
+        assert result["results"][0]["status"] in ("created", "duplicate")
+    keys = [p.relative_to(tmp_path / "storage").as_posix()
+            for p in (tmp_path / "storage").rglob("*") if p.is_file()]
+    assert keys and all(re.fullmatch(r"originals/[0-9a-f]{2}/[0-9a-f]{64}\.jpg", k) for k in keys)
