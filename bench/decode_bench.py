@@ -11,14 +11,13 @@ service does it. Images/s on one core (one process) and on all cores (one proces
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
+from bench.report import write_json
 
 
 def make_jpeg(path: Path, width: int = 4000, height: int = 3000) -> None:
@@ -105,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         r = results["images_per_s"][kind]
         print(f"{kind:>10} {r['one_core']:>13.1f} {r['all_cores']:>15.1f}")
     print(f"\nspeedup per core: {results['speedup_one_core']:.2f}x (target ≥ 2.5x)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    write_json(args.json, results)
     return 0
 
 

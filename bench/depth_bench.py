@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from bench.report import write_json
 
 
 def _timed(fn, seconds: float, min_iters: int = 2) -> tuple[int, float]:
@@ -176,9 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         s = results["serve"]
         print(f"through Serve ({s['callers']} callers): {s['images_per_s']:.1f} img/s, "
               f"mean batch {s['mean_batch_size']:.1f}, {s['fraction_of_model_only']:.0%} of model-only")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    write_json(args.json, results)
     return 0
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing as mp
 import os
 import statistics
@@ -26,6 +25,7 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from bench.report import write_json
 from db import queue
 from db.migrate import migrate
 
@@ -252,9 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     for rows, lat in results["claim_latency"].items():
         print(f"{rows:>12} {lat['p50_ms']:>13.2f} {lat['p99_ms']:>13.2f}")
 
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    write_json(args.json, results)
     if server is not None:
         server.stop()
     return 0

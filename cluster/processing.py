@@ -16,11 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from cluster import storage_keys
 from cluster.depth_encode import DepthVideoWriter, encode_depth_png16, encode_depth_preview
 from cluster.depth_model import DepthResult, target_size
 from cluster.media_decode import (
-    decode_for_model, poster_frame, preview_jpeg, sample_video_frames, thumbnail_webp,
+    decode_for_model,
+    poster_frame,
+    preview_jpeg,
+    sample_video_frames,
+    thumbnail_webp,
 )
 from cluster.media_probe import MediaRejected
 from cluster.settings import Settings

@@ -71,14 +71,14 @@ class Database:
             open=False,
         )
 
-    def open(self, wait: bool = True, timeout: float = 30.0) -> "Database":
+    def open(self, wait: bool = True, timeout: float = 30.0) -> Database:
         self.pool.open(wait=wait, timeout=timeout)
         return self
 
     def close(self) -> None:
         self.pool.close()
 
-    def __enter__(self) -> "Database":
+    def __enter__(self) -> Database:
         return self.open()
 
     def __exit__(self, *exc: object) -> None:

@@ -8,7 +8,10 @@ import pytest
 from PIL import Image
 
 from cluster.depth_encode import (
-    DepthVideoWriter, decode_depth_png16, encode_depth_png16, encode_depth_preview,
+    DepthVideoWriter,
+    decode_depth_png16,
+    encode_depth_png16,
+    encode_depth_preview,
 )
 
 

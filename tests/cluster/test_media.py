@@ -10,7 +10,12 @@ import pytest
 from PIL import Image
 
 from cluster.media_decode import (
-    decode_for_model, poster_frame, preview_jpeg, sample_video_frames, thumbnail_webp, to_rgb,
+    decode_for_model,
+    poster_frame,
+    preview_jpeg,
+    sample_video_frames,
+    thumbnail_webp,
+    to_rgb,
 )
 from cluster.media_probe import MediaLimits, MediaRejected, probe, sniff
 from tests.utils import media_files

@@ -17,7 +17,13 @@ from db import media, queue
 from serve_app.api.deps import Context, Db, Store, upload_rate_limit
 from serve_app.api.errors import ApiError
 from serve_app.api.schemas import (
-    DepthOut, MediaDetail, MediaOut, MediaPageOut, QueueItemOut, UploadResponse, UploadResult,
+    DepthOut,
+    MediaDetail,
+    MediaOut,
+    MediaPageOut,
+    QueueItemOut,
+    UploadResponse,
+    UploadResult,
 )
 
 router = APIRouter(prefix="/api/media", tags=["media"])
