@@ -1,0 +1,77 @@
+"""The bulk job's SQL: which media to reprocess, and closing their failed queue items."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+
+STATUSES = ("pending", "queued", "processing", "completed", "failed", "cancelled")
+
+
+def build_selection(
+    *,
+    model_id: str,
+    kind: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    missing_only: bool = True,
+) -> tuple[sql.Composed, dict]:
+    """Media to reprocess, with a ``shard`` column Ray Data splits reads on. Values travel as
+    parameters; the filters are fixed fragments."""
+    if kind not in (None, "photo", "video"):
+        raise ValueError(f"unknown kind {kind!r}; expected photo or video")
+    if status not in (None, *STATUSES):
+        raise ValueError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+    where = [sql.SQL("true")]
+    params: dict = {"model_id": model_id}
+    if kind:
+        where.append(sql.SQL("m.kind = %(kind)s"))
+        params["kind"] = kind
+    if since:
+        where.append(sql.SQL("m.created_at >= %(since)s"))
+        params["since"] = since
+    if status:
+        where.append(sql.SQL(
+            "EXISTS (SELECT 1 FROM processing_queue q WHERE q.media_id = m.id "
+            "AND q.model_id = %(model_id)s AND q.status = %(status)s)"))
+        params["status"] = status
+    if missing_only:
+        where.append(sql.SQL(
+            "NOT EXISTS (SELECT 1 FROM depth_maps d WHERE d.media_id = m.id "
+            "AND d.model_id = %(model_id)s AND d.format = 'png16')"))
+    query = sql.SQL(
+        """
+        SELECT m.id::text AS media_id, m.kind, m.storage_key, m.bytes,
+               -- bigint: abs() of the smallest int4 would overflow.
+               abs(hashtext(m.id::text)::bigint) AS shard
+        FROM media_items m
+        WHERE {where}
+        """
+    ).format(where=sql.SQL(" AND ").join(where))
+    return query, params
+
+
+def count_selection(conn: psycopg.Connection, query: sql.Composed, params: dict) -> dict[str, int]:
+    rows = conn.execute(
+        sql.SQL("SELECT kind, count(*) FROM ({}) s GROUP BY kind").format(query), params
+    ).fetchall()
+    return {row[0] if isinstance(row, tuple) else row["kind"]:
+            row[1] if isinstance(row, tuple) else row["count"] for row in rows}
+
+
+def close_failed_items(conn: psycopg.Connection, media_ids: Sequence[uuid.UUID], model_id: str) -> int:
+    """The bulk job produced these outputs: failed or cancelled queue items for them are done.
+    Items some scheduler holds (processing) are left to it."""
+    if not media_ids:
+        return 0
+    return conn.execute(
+        """
+        UPDATE processing_queue SET status = 'completed', completed_at = now(), updated_at = now()
+        WHERE media_id = ANY(%s) AND model_id = %s AND status IN ('failed', 'cancelled')
+        """,
+        [list(media_ids), model_id],
+    ).rowcount

@@ -1,0 +1,226 @@
+"""Bulk reprocessing as a Ray Data job:
+
+    ray job submit --working-dir . -- python -m pipelines.reprocess --model M [filters]
+    depthmill reprocess [filters]            # the same, through the Ray Jobs SDK
+
+Selects media from Postgres (``read_sql``, sharded), downloads and decodes on CPU, runs the depth
+core on an actor pool (GPUs when there are any), writes depth PNGs and previews to storage and
+records them in batched upserts. Re-running skips finished work unless ``--all``; a crash loses
+only the batches in flight, and the next run picks up the rest. Videos go to the queue instead
+(their frames are batched by the Serve deployment there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from datetime import datetime
+
+import numpy as np
+import psycopg
+import ray
+
+from cluster import storage_keys
+from cluster.depth_encode import encode_depth_png16, encode_depth_preview
+from cluster.depth_model import target_size
+from cluster.media_decode import decode_for_model
+from cluster.settings import Settings
+from cluster.storage import storage_from_settings
+from db import depth as depth_maps
+from db import queue
+from db import reprocess as selection
+from db.depth import NewDepthMap
+from db.embedded import resolve_database_url
+
+
+class Decode:
+    """CPU stage: fetch originals and decode them near the model's input size."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.storage = storage_from_settings(settings)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        out: dict[str, list] = {"media_id": [], "image": [], "error": []}
+        for media_id, key in zip(batch["media_id"], batch["storage_key"]):
+            out["media_id"].append(media_id)
+            try:
+                out["image"].append(decode_for_model(self.storage.get_bytes(key)))
+                out["error"].append("")
+            except Exception as e:  # one bad file fails alone
+                out["image"].append(np.zeros((1, 1, 3), np.uint8))
+                out["error"].append(f"{type(e).__name__}: {e}"[:500])
+        return out
+
+
+class Infer:
+    """Model stage (one model per actor): depth, encode, store; returns the rows to record."""
+
+    def __init__(self, settings: Settings) -> None:
+        from serve_app.depth_deployment import ModelOptions
+
+        self.core = ModelOptions.from_settings(settings).load()
+        self.storage = storage_from_settings(settings)
+        self.model_id = settings.model
+        self.revision = settings.model_revision
+        self.original_size = settings.depth_resolution == "original"
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        ids, images, errors = list(batch["media_id"]), list(batch["image"]), list(batch["error"])
+        todo = [i for i, e in enumerate(errors) if not e]
+        sizes = [images[i].shape[:2] if self.original_size else target_size(*images[i].shape[:2])
+                 for i in todo]
+        results = self.core.predict([images[i] for i in todo], sizes)
+        rows: dict[str, list] = {"media_id": [], "record": [], "error": []}
+        for i, result in zip(todo, results):
+            if not result.ok:
+                errors[i] = result.error
+                continue
+            rows["media_id"].append(ids[i])
+            rows["record"].append(json.dumps(self._store(uuid.UUID(ids[i]), result.depth)))
+            rows["error"].append("")
+        for i, error in enumerate(errors):
+            if error:
+                rows["media_id"].append(ids[i])
+                rows["record"].append("")
+                rows["error"].append(error)
+        return rows
+
+    def _store(self, media_id: uuid.UUID, depth: np.ndarray) -> list[dict]:
+        encoded = encode_depth_png16(depth)
+        png = storage_keys.depth(media_id, self.model_id, "png16")
+        preview = storage_keys.depth(media_id, self.model_id, "preview")
+        self.storage.put_bytes(png, encoded.png16, "image/png")
+        self.storage.put_bytes(preview, encode_depth_preview(depth), "image/webp")
+        common = {"media_id": str(media_id), "model_id": self.model_id,
+                  "model_revision": self.revision, "width": encoded.width, "height": encoded.height}
+        return [{**common, "format": "png16", "storage_key": png, "raw_min": encoded.raw_min,
+                 "raw_max": encoded.raw_max},
+                {**common, "format": "preview", "storage_key": preview}]
+
+
+class Record:
+    """Batched upserts of the outputs (one statement per batch) on one connection per actor."""
+
+    def __init__(self, database_url: str, model_id: str) -> None:
+        self.conn = psycopg.connect(database_url, autocommit=True)
+        self.model_id = model_id
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        maps, done = [], []
+        for media_id, record, error in zip(batch["media_id"], batch["record"], batch["error"]):
+            if error:
+                continue
+            done.append(uuid.UUID(media_id))
+            for row in json.loads(record):
+                maps.append(NewDepthMap(**{**row, "media_id": uuid.UUID(row["media_id"])}))
+        with self.conn.transaction():
+            depth_maps.upsert_many(self.conn, maps)
+            selection.close_failed_items(self.conn, done, self.model_id)
+        return {"media_id": list(batch["media_id"]), "error": list(batch["error"])}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pipelines.reprocess", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="model id (default DEPTHMILL_MODEL)")
+    parser.add_argument("--kind", choices=["photo", "video"])
+    parser.add_argument("--status", choices=selection.STATUSES,
+                        help="only media whose queue item for the model has this status")
+    parser.add_argument("--since", type=datetime.fromisoformat, help="uploaded on or after")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--missing-only", action="store_true", default=True,
+                       help="only media without a depth map for the model (default)")
+    which.add_argument("--all", action="store_true", help="reprocess even finished media")
+    parser.add_argument("--dry-run", action="store_true", help="count, write nothing")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per model batch")
+    parser.add_argument("--actors", type=int, default=1, help="model actors")
+    parser.add_argument("--num-gpus", type=float, default=None,
+                        help="GPUs per model actor (default 1 if the cluster has GPUs, else 0)")
+    parser.add_argument("--max-cpus", type=float, default=None,
+                        help="cap on CPUs for decoding, to share the cluster with Serve")
+    return parser
+
+
+def run(settings: Settings, args: argparse.Namespace) -> dict:
+    database_url, _embedded = resolve_database_url(settings.database_url, settings.home)
+    settings = settings.model_copy(update={"database_url": database_url})
+    model_id = settings.model
+    query, params = selection.build_selection(
+        model_id=model_id, kind=args.kind, status=args.status, since=args.since,
+        missing_only=not args.all,
+    )
+    with psycopg.connect(database_url) as conn:
+        counts = selection.count_selection(conn, query, params)
+        rendered = query.as_string(conn)
+    summary: dict = {"model": model_id, "selected": counts, "dry_run": args.dry_run}
+    if args.dry_run:
+        return summary
+
+    started = time.perf_counter()
+    # Videos: frames are batched best by the Serve deployment; hand them to the queue.
+    if counts.get("video") and args.kind != "photo":
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            rows = conn.execute(sql_videos(rendered), params).fetchall()
+            queued = queue.enqueue_many(conn, [r[0] for r in rows], model_id,
+                                        max_attempts=settings.max_attempts)
+        summary["videos_queued"] = len(queued)
+    if counts.get("photo") and args.kind != "video":
+        summary.update(_run_photos(settings, rendered, params, args))
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    return summary
+
+
+def sql_videos(rendered: str) -> str:
+    return f"SELECT media_id::uuid FROM ({rendered}) s WHERE kind = 'video'"
+
+
+def _run_photos(settings: Settings, rendered: str, params: dict, args) -> dict:
+    database_url = settings.database_url
+    num_gpus = args.num_gpus
+    if num_gpus is None:
+        num_gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    photos_sql = f"SELECT * FROM ({rendered}) s WHERE kind = 'photo'"
+    ds = ray.data.read_sql(
+        photos_sql, lambda: psycopg.connect(database_url), sql_params=params,
+        shard_keys=["shard"], shard_hash_fn="", parallelism=4,
+    )
+    if args.max_cpus:
+        ray.data.DataContext.get_current().execution_options.resource_limits = (
+            ray.data.ExecutionResources(cpu=args.max_cpus))
+    ds = ds.map_batches(Decode, fn_constructor_args=(settings,), batch_size=args.batch_size,
+                        compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.5)
+    ds = ds.map_batches(Infer, fn_constructor_args=(settings,), batch_size=args.batch_size,
+                        compute=ray.data.ActorPoolStrategy(size=args.actors),
+                        num_gpus=num_gpus, num_cpus=0 if num_gpus else 1)
+    ds = ds.map_batches(Record, fn_constructor_args=(database_url, settings.model),
+                        batch_size=64, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.1)
+    processed = failed = 0
+    errors: list[dict] = []
+    for batch in ds.iter_batches(batch_size=256, batch_format="numpy"):
+        for media_id, error in zip(batch["media_id"], batch["error"]):
+            if error:
+                failed += 1
+                if len(errors) < 20:
+                    errors.append({"media_id": str(media_id), "error": str(error)})
+            else:
+                processed += 1
+    return {"photos_processed": processed, "photos_failed": failed, "errors": errors}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    if args.model:
+        settings = settings.model_copy(update={"model": args.model})
+    if not ray.is_initialized():
+        ray.init(address="auto", log_to_driver=False)
+    summary = run(settings, args)
+    print(json.dumps(summary, indent=2, default=str))
+    return 1 if summary.get("photos_failed") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
