@@ -102,6 +102,13 @@ def _cmd_process(settings: Settings, args: argparse.Namespace) -> int:
     return process_paths(settings, [Path(p) for p in args.paths], console, timeout=args.timeout)
 
 
+def _cmd_reprocess(settings: Settings, args: argparse.Namespace) -> int:
+    from cluster.jobs import submit_reprocess
+
+    return submit_reprocess(settings, args.address, args.filters, working_dir=args.working_dir,
+                            echo=console.print)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="depthmill", description="Turn photos and videos into depth maps, at cluster scale."
@@ -130,11 +137,26 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument("--model", help="Hugging Face id, local directory or `tiny`")
     process.add_argument("--timeout", type=float, default=24 * 3600, help="give up after seconds")
     process.set_defaults(run=_cmd_process)
+
+    reprocess = commands.add_parser(
+        "reprocess", help="submit the Ray Data reprocess job and follow it",
+        description="Filters are passed to `python -m pipelines.reprocess` (see its --help): "
+        "--model M --kind photo|video --status S --since DATE --missing-only|--all --dry-run",
+    )
+    reprocess.add_argument("--address", help="Ray dashboard URL (default RAY_ADDRESS or "
+                           "http://127.0.0.1:8265)")
+    reprocess.add_argument("--working-dir", help="ship this directory with the job")
+    reprocess.set_defaults(run=_cmd_reprocess)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # `reprocess` forwards its filters to the job untouched; every other command is strict.
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "reprocess":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.filters = extra
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -1,0 +1,56 @@
+"""Submitting the bulk jobs through the Ray Jobs SDK and following their logs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import time
+from collections.abc import Callable, Sequence
+
+from cluster.settings import Settings
+
+DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+
+def dashboard_address(address: str | None) -> str:
+    address = address or os.environ.get("RAY_ADDRESS") or DEFAULT_DASHBOARD
+    return address if "://" in address else f"http://{address}"
+
+
+def job_env(settings: Settings) -> dict[str, str]:
+    """The job runs elsewhere in the cluster: hand it this process's depthmill configuration."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("DEPTHMILL_")}
+    env.setdefault("DEPTHMILL_HOME", str(settings.home))
+    if settings.database_url:
+        env["DEPTHMILL_DATABASE_URL"] = settings.database_url
+    return env
+
+
+def submit_reprocess(
+    settings: Settings, address: str | None, filters: Sequence[str], *,
+    working_dir: str | None = None, echo: Callable[[str], object] = print,
+) -> int:
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(dashboard_address(address))
+    runtime_env: dict = {"env_vars": job_env(settings)}
+    if working_dir:
+        runtime_env["working_dir"] = working_dir
+    entrypoint = "python -m pipelines.reprocess " + shlex.join(filters)
+    job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+    echo(f"submitted {job_id}: {entrypoint}")
+
+    async def follow() -> None:
+        async for lines in client.tail_job_logs(job_id):
+            echo(lines.rstrip("\n"))
+
+    asyncio.run(follow())
+    status = client.get_job_status(job_id)
+    while str(status.value if hasattr(status, "value") else status) not in TERMINAL:
+        time.sleep(0.5)
+        status = client.get_job_status(job_id)
+    status = str(status.value if hasattr(status, "value") else status)
+    echo(f"job {job_id} {status}")
+    return 0 if status == "SUCCEEDED" else 1
