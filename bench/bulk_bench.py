@@ -1,0 +1,105 @@
+"""Bulk throughput: the Ray Data reprocess job against the queue path (scheduler → Ray tasks →
+Serve deployment) on the same photos, same model, same machine.
+
+    python -m bench.bulk_bench --json bench/results/bulk.json [--photos 96] [--model tiny]
+
+Uses the Postgres at DEPTHMILL_TEST_ADMIN_URL / 127.0.0.1:5432 (or an embedded one), local
+storage in a temp directory, and a local Ray cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+import ray
+from PIL import ImageOps
+from ray import serve
+
+from bench.queue_bench import admin_url, fresh_database
+from bench.report import write_json
+from cluster.ingest import ingest_file
+from cluster.media_probe import MediaLimits
+from cluster.scheduler import get_or_start_scheduler, get_scheduler
+from cluster.settings import Settings
+from cluster.storage import storage_from_settings
+from cluster.tasks import APP_NAME
+from db.connection import Database
+from db.migrate import migrate
+from pipelines.reprocess import build_parser, run
+from serve_app.app import build_depthmill_app
+from tests.utils import media_files
+
+
+def seed(settings: Settings, root: Path, photos: int) -> None:
+    storage = storage_from_settings(settings)
+    limits = MediaLimits.from_settings(settings)
+    base = [media_files.photo(n) for n in ("astronaut", "chelsea", "coffee")]
+    with Database(settings.database_url, max_size=2) as db:
+        for i in range(photos):
+            img = ImageOps.fit(base[i % 3].rotate(i, expand=True), (1024, 768))
+            path = media_files.write(root, f"{i}.jpg", media_files.jpeg_bytes(img))
+            ingest_file(path, db=db, storage=storage, settings=settings, limits=limits)
+
+
+def queue_path(settings: Settings, photos: int) -> float:
+    serve.run(build_depthmill_app(settings), name=APP_NAME, route_prefix="/")
+    started = time.perf_counter()
+    get_or_start_scheduler(settings)
+    with psycopg.connect(settings.database_url) as conn:
+        while conn.execute(
+            "SELECT count(*) FROM processing_queue WHERE status = 'completed'"
+        ).fetchone()[0] < photos:
+            time.sleep(0.2)
+    elapsed = time.perf_counter() - started
+    ray.kill(get_scheduler())
+    serve.delete(APP_NAME)
+    return photos / elapsed
+
+
+def data_path(settings: Settings, photos: int, batch: int) -> float:
+    started = time.perf_counter()
+    summary = run(settings, build_parser().parse_args(["--all", "--batch-size", str(batch)]))
+    assert summary["photos_processed"] == photos, summary
+    return photos / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=int, default=96)
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    admin, server = admin_url()
+    url = fresh_database(admin, "depthmill_bulk_bench")
+    migrate(url)
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(home=Path(tmp), database_url=url, model=args.model,
+                            serve_num_cpus=0.5, serve_max_batch_size=args.batch_size,
+                            scheduler_poll_s=0.5)
+        seed(settings, Path(tmp), args.photos)
+        ray.init(include_dashboard=False, log_to_driver=False)
+        results = {"photos": args.photos, "model": args.model, "photo_size": "1024x768",
+                   "cpus": ray.cluster_resources().get("CPU"),
+                   "gpus": ray.cluster_resources().get("GPU", 0)}
+        results["queue_items_per_s"] = queue_path(settings, args.photos)
+        print(f"  queue path: {results['queue_items_per_s']:.1f} items/s", file=sys.stderr)
+        results["ray_data_items_per_s"] = data_path(settings, args.photos, args.batch_size)
+        print(f"  Ray Data:   {results['ray_data_items_per_s']:.1f} items/s", file=sys.stderr)
+        serve.shutdown()
+        ray.shutdown()
+    print(f"\n{'path':>10} {'items/s':>9}\n{'queue':>10} {results['queue_items_per_s']:>9.1f}\n"
+          f"{'Ray Data':>10} {results['ray_data_items_per_s']:>9.1f}")
+    write_json(args.json, results)
+    if server is not None:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
