@@ -155,6 +155,11 @@ class Settings(BaseSettings):
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
+    def max_upload_bytes(self) -> int:
+        """The most one upload request may carry: every file at its limit, plus form overhead."""
+        return int(self.max_file_size) * self.max_files_per_request + 1024 * 1024
+
+    @property
     def model_cache_dir(self) -> Path:
         return self.home / "models"
 

@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="count, write nothing")
     parser.add_argument("--batch-size", type=int, default=16, help="images per model batch")
     parser.add_argument("--actors", type=int, default=1, help="model actors")
+    parser.add_argument("--decoders", type=int, default=4, help="most decoding actors")
     parser.add_argument("--num-gpus", type=float, default=None,
                         help="GPUs per model actor (default 1 if the cluster has GPUs, else 0)")
     parser.add_argument("--max-cpus", type=float, default=None,
@@ -185,16 +186,20 @@ def _run_photos(settings: Settings, rendered: str, params: dict, args) -> dict:
     photos_sql = f"SELECT * FROM ({rendered}) s WHERE kind = 'photo'"
     ds = ray.data.read_sql(
         photos_sql, lambda: psycopg.connect(database_url), sql_params=params,
-        shard_keys=["shard"], shard_hash_fn="", parallelism=4,
+        shard_keys=["shard"], shard_hash_fn="", override_num_blocks=4,
+        # Fractional CPUs everywhere: the stages must fit beside each other (and beside Serve)
+        # on a small machine, or the read waits forever for a CPU the actors hold.
+        num_cpus=0.25,
     )
     if args.max_cpus:
         ray.data.DataContext.get_current().execution_options.resource_limits = (
             ray.data.ExecutionResources(cpu=args.max_cpus))
     ds = ds.map_batches(Decode, fn_constructor_args=(settings,), batch_size=args.batch_size,
-                        compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.5)
+                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=args.decoders),
+                        num_cpus=0.25)
     ds = ds.map_batches(Infer, fn_constructor_args=(settings,), batch_size=args.batch_size,
                         compute=ray.data.ActorPoolStrategy(size=args.actors),
-                        num_gpus=num_gpus, num_cpus=0 if num_gpus else 1)
+                        num_gpus=num_gpus, num_cpus=0.25 if num_gpus else 0.5)
     ds = ds.map_batches(Record, fn_constructor_args=(database_url, settings.model),
                         batch_size=64, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.1)
     processed = failed = 0

@@ -15,7 +15,7 @@ from serve_app.api.main import create_api
 
 # CORS origins are read at import: Serve imports this module in each replica, with the
 # replica's DEPTHMILL_* environment.
-api = create_api(Settings().cors_origins)
+api = create_api(Settings().cors_origins, Settings().max_upload_bytes)
 
 
 def build_context(settings: Settings, depth: DeploymentHandle | None = None, scheduler=None):

@@ -18,7 +18,7 @@ OPEN = ("/api/health", "/api/ai/health", "/api/ai/info", "/api/files/{key}")
 
 def make_client(database_url, tmp_path, **overrides) -> TestClient:
     settings = Settings(home=tmp_path, database_url=database_url, model="tiny", **overrides)
-    app = create_api(settings.cors_origins)
+    app = create_api(settings.cors_origins, settings.max_upload_bytes)
     app.state.ctx = build_context(settings)
     return TestClient(app)
 
@@ -89,3 +89,23 @@ def test_hostile_file_names_never_reach_storage_keys(database_url, tmp_path):
     keys = [p.relative_to(tmp_path / "storage").as_posix()
             for p in (tmp_path / "storage").rglob("*") if p.is_file()]
     assert keys and all(re.fullmatch(r"originals/[0-9a-f]{2}/[0-9a-f]{64}\.jpg", k) for k in keys)
+
+
+def test_oversized_uploads_are_refused_before_the_body_is_read(database_url, tmp_path):
+    client = make_client(database_url, tmp_path, max_file_size=100_000, max_files_per_request=1)
+    limit = 100_000 + 1024 * 1024
+    declared = client.post("/api/media/upload", content=b"x" * 10,
+                           headers={"Content-Length": str(limit + 1), "Content-Type": "multipart/form-data; boundary=b"})
+    assert declared.status_code == 413 and declared.json()["error"]["code"] == "payload_too_large"
+
+    def chunks():
+        yield b'--b\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\n\r\n'
+        for _ in range(200):
+            yield b"y" * 65536  # 13 MB, streamed without a length
+
+    streamed = client.post("/api/media/upload", content=chunks(),
+                           headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert streamed.status_code == 413
+    one_file_too_big = client.post("/api/media/upload", files=[("files", ("big.jpg", b"z" * 200_000))])
+    assert one_file_too_big.status_code == 413
+    assert one_file_too_big.json()["error"]["code"] == "file_too_large"
