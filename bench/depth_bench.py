@@ -55,7 +55,7 @@ def model_only(model, batch_sizes: list[int], seconds: float) -> dict[str, float
         images = [np.random.default_rng(i).integers(0, 255, (750, 1000, 3), np.uint8) for i in range(batch)]
 
         @torch.inference_mode()
-        def run():
+        def run(images=images):
             pixels = model.preprocess(images, shape)
             model.forward(pixel_values=pixels).predicted_depth.float().cpu()
 

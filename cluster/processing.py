@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -94,15 +95,18 @@ def _checked(results: list[DepthResult]) -> list[DepthResult]:
     return results
 
 
-def _store_depth(
-    item: ClaimedItem, storage: Storage, depth: DepthResult, revision, metadata=None
+def store_depth_outputs(
+    storage: Storage, media_id: uuid.UUID, model_id: str, revision: str | None,
+    depth: np.ndarray, metadata: dict | None = None,
 ) -> list[NewDepthMap]:
-    encoded = encode_depth_png16(depth.depth)
-    png_key = storage_keys.depth(item.media_id, item.model_id, "png16")
-    preview_key = storage_keys.depth(item.media_id, item.model_id, "preview")
+    """Encode and store a depth map (16-bit PNG + colour preview); the rows that record them.
+    The queue path and the bulk job both write outputs through here."""
+    encoded = encode_depth_png16(depth)
+    png_key = storage_keys.depth(media_id, model_id, "png16")
+    preview_key = storage_keys.depth(media_id, model_id, "preview")
     storage.put_bytes(png_key, encoded.png16, "image/png")
-    storage.put_bytes(preview_key, encode_depth_preview(depth.depth), "image/webp")
-    common = dict(media_id=item.media_id, model_id=item.model_id, model_revision=revision)
+    storage.put_bytes(preview_key, encode_depth_preview(depth), "image/webp")
+    common = dict(media_id=media_id, model_id=model_id, model_revision=revision)
     return [
         NewDepthMap(**common, format="png16", storage_key=png_key, width=encoded.width,
                     height=encoded.height, raw_min=encoded.raw_min, raw_max=encoded.raw_max,
@@ -125,7 +129,7 @@ def _process_photo(item, settings, storage, depth, revision) -> list[NewDepthMap
     except (OSError, SyntaxError, ValueError) as e:
         raise PermanentError(f"cannot decode the photo: {e}") from None
     (result,) = _checked(depth([rgb], [_output_size(rgb, settings)]))
-    outputs = _store_depth(item, storage, result, revision)
+    outputs = store_depth_outputs(storage, item.media_id, item.model_id, revision, result.depth)
     _store_renditions(item, storage, content)
     return outputs
 
@@ -161,7 +165,8 @@ def _process_video(item, settings, storage, depth, revision) -> list[NewDepthMap
         video_key = storage_keys.depth(item.media_id, item.model_id, "video")
         with out_path.open("rb") as f:
             storage.put(video_key, f, "video/mp4")
-        outputs = _store_depth(item, storage, first, revision, {"poster_timestamp": 0.0})
+        outputs = store_depth_outputs(storage, item.media_id, item.model_id, revision,
+                                      first.depth, {"poster_timestamp": 0.0})
         outputs.append(NewDepthMap(
             media_id=item.media_id, model_id=item.model_id, model_revision=revision,
             format="video", storage_key=video_key, width=writer.width, height=writer.height,

@@ -23,10 +23,9 @@ import numpy as np
 import psycopg
 import ray
 
-from cluster import storage_keys
-from cluster.depth_encode import encode_depth_png16, encode_depth_preview
 from cluster.depth_model import target_size
 from cluster.media_decode import decode_for_model
+from cluster.processing import store_depth_outputs
 from cluster.settings import Settings
 from cluster.storage import storage_from_settings
 from db import depth as depth_maps
@@ -89,16 +88,8 @@ class Infer:
         return rows
 
     def _store(self, media_id: uuid.UUID, depth: np.ndarray) -> list[dict]:
-        encoded = encode_depth_png16(depth)
-        png = storage_keys.depth(media_id, self.model_id, "png16")
-        preview = storage_keys.depth(media_id, self.model_id, "preview")
-        self.storage.put_bytes(png, encoded.png16, "image/png")
-        self.storage.put_bytes(preview, encode_depth_preview(depth), "image/webp")
-        common = {"media_id": str(media_id), "model_id": self.model_id,
-                  "model_revision": self.revision, "width": encoded.width, "height": encoded.height}
-        return [{**common, "format": "png16", "storage_key": png, "raw_min": encoded.raw_min,
-                 "raw_max": encoded.raw_max},
-                {**common, "format": "preview", "storage_key": preview}]
+        maps = store_depth_outputs(self.storage, media_id, self.model_id, self.revision, depth)
+        return [{**m.__dict__, "media_id": str(m.media_id)} for m in maps]
 
 
 class Record:
