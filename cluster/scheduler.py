@@ -70,7 +70,14 @@ class Scheduler:
         self.counts = {"claimed": 0, "completed": 0, "failed": 0, "retried": 0, "given_back": 0}
         self.wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._started = False
         self._metrics()
+        # As a Ray async actor this runs on the actor's event loop: start right away, so that an
+        # actor Ray restarts after a crash (max_restarts) goes back to work without being asked.
+        try:
+            asyncio.get_running_loop().create_task(self.start())
+        except RuntimeError:
+            pass  # constructed outside an event loop (a plain object): start() is called later
 
     def _metrics(self) -> None:
         self.m_done = metrics.Counter(
@@ -86,7 +93,8 @@ class Scheduler:
 
     async def start(self) -> dict:
         self.paused = False
-        if not self._tasks:
+        if not self._started:
+            self._started = True  # before the first await: two start() calls must not race
             recovered = await asyncio.to_thread(self.db.run, queue.recover_expired_leases)
             if recovered:
                 log.warning("recovered %d expired leases at start", len(recovered))
@@ -108,7 +116,7 @@ class Scheduler:
     async def status(self) -> dict[str, Any]:
         await self.start_if_needed()
         return {
-            "running": bool(self._tasks) and not self.paused,
+            "running": self._started and not self.paused,
             "paused": self.paused,
             "owner": self.owner,
             "in_flight": len(self.in_flight),
@@ -121,9 +129,7 @@ class Scheduler:
         }
 
     async def start_if_needed(self) -> None:
-        # After Ray restarts this actor (max_restarts) nobody calls start(); the first call of
-        # any kind does.
-        if not self._tasks and not self.paused:
+        if not self._started and not self.paused:
             await self.start()
 
     async def shutdown(self) -> None:
@@ -132,6 +138,7 @@ class Scheduler:
         for t in self._tasks:
             t.cancel()
         self._tasks = []
+        self._started = False
 
     # ----------------------------------------------------------------------------- the loops
 
