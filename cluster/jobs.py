@@ -28,6 +28,18 @@ def job_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def _submit(client, entrypoint: str, runtime_env: dict, wait_s: float = 90) -> str:
+    """Submit, waiting out a cluster that is still starting (its job agent not up yet)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
 def submit_reprocess(
     settings: Settings, address: str | None, filters: Sequence[str], *,
     working_dir: str | None = None, echo: Callable[[str], object] = print,
@@ -39,7 +51,7 @@ def submit_reprocess(
     if working_dir:
         runtime_env["working_dir"] = working_dir
     entrypoint = "python -m pipelines.reprocess " + shlex.join(filters)
-    job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+    job_id = _submit(client, entrypoint, runtime_env)
     echo(f"submitted {job_id}: {entrypoint}")
 
     async def follow() -> None:

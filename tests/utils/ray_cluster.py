@@ -14,8 +14,9 @@ def start_local_cluster(num_cpus: int = 8) -> None:
     # Token auth switches itself on when ~/.ray/auth_token exists; tests run without it.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # Logical CPUs: more than the 2 cores of CI so fractional replicas and tasks all fit.
+    # address="local": always a fresh cluster of our own, never one a `ray start` left running.
     ray.init(
-        num_cpus=num_cpus, include_dashboard=False, namespace="depthmill-tests",
+        address="local", num_cpus=num_cpus, include_dashboard=False, namespace="depthmill-tests",
         log_to_driver=False, configure_logging=False,
     )
 
