@@ -76,6 +76,11 @@ def _rendition(source: Source, size: int) -> Image.Image:
     return out
 
 
+def gallery_image(source: Source) -> Image.Image:
+    """The photo upright and in RGB at preview size: one decode for both renditions."""
+    return _rendition(source, PREVIEW_SIZE)
+
+
 def thumbnail_webp(source: Source | Image.Image) -> bytes:
     img = source if isinstance(source, Image.Image) else _rendition(source, THUMBNAIL_SIZE)
     img = img.copy()

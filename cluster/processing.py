@@ -12,17 +12,18 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from cluster import storage_keys
 from cluster.depth_encode import DepthVideoWriter, encode_depth_png16, encode_depth_preview
 from cluster.depth_model import DepthResult, target_size
 from cluster.media_decode import (
     decode_for_model,
+    gallery_image,
     poster_frame,
     preview_jpeg,
     sample_video_frames,
@@ -117,9 +118,11 @@ def store_depth_outputs(
 
 
 def _store_renditions(item: ClaimedItem, storage: Storage, source) -> None:
-    """Thumbnail and preview for a gallery (Immich's sizes), made on the way through."""
-    storage.put_bytes(storage_keys.thumbnail(item.media_id), thumbnail_webp(source), "image/webp")
-    storage.put_bytes(storage_keys.preview(item.media_id), preview_jpeg(source), "image/jpeg")
+    """Thumbnail and preview for a gallery (Immich's sizes), made on the way through from one
+    decode: the thumbnail is cut from the preview-sized image."""
+    image = source if isinstance(source, Image.Image) else gallery_image(source)
+    storage.put_bytes(storage_keys.thumbnail(item.media_id), thumbnail_webp(image), "image/webp")
+    storage.put_bytes(storage_keys.preview(item.media_id), preview_jpeg(image), "image/jpeg")
 
 
 def _process_photo(item, settings, storage, depth, revision) -> list[NewDepthMap]:
@@ -148,17 +151,16 @@ def _process_video(item, settings, storage, depth, revision) -> list[NewDepthMap
             original, fps=settings.video_sample_fps, max_frames=settings.video_max_frames
         )
         writer = None
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            for chunk in _chunks(frames, 16):
-                # One request per frame, all in flight at once: the deployment batches them.
-                images = [f.rgb for f in chunk]
-                results = _checked(depth(images, [_output_size(im, settings) for im in images]))
-                if writer is None:
-                    h, w = results[0].depth.shape
-                    writer = DepthVideoWriter(out_path, w, h)
-                    first = results[0]
-                # Encoding overlaps the next chunk's inference.
-                pool.submit(_write_frames, writer, results, [f.timestamp for f in chunk]).result()
+        for chunk in _chunks(frames, 16):
+            # One request per frame, all in flight at once: the deployment batches them.
+            images = [f.rgb for f in chunk]
+            results = _checked(depth(images, [_output_size(im, settings) for im in images]))
+            if writer is None:
+                h, w = results[0].depth.shape
+                writer = DepthVideoWriter(out_path, w, h)
+                first = results[0]
+            for result, frame in zip(results, chunk):
+                writer.write(result.depth, frame.timestamp)
         if writer is None or first is None:
             raise PermanentError("the video has no decodable frames")
         frame_meta = writer.close()
@@ -175,11 +177,6 @@ def _process_video(item, settings, storage, depth, revision) -> list[NewDepthMap
             metadata={"frames": frame_meta, "sample_fps": settings.video_sample_fps},
         ))
         return outputs
-
-
-def _write_frames(writer: DepthVideoWriter, results: list[DepthResult], stamps: list[float]):
-    for result, stamp in zip(results, stamps):
-        writer.write(result.depth, stamp)
 
 
 def _chunks(iterable, size: int):

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,10 +50,9 @@ def connect_ray(settings: Settings, *, start: bool = True) -> bool:
     except (ConnectionError, RuntimeError):
         if not start or os.environ.get("RAY_ADDRESS"):
             raise
-    ray_bin = shutil.which("ray") or str(Path(os.sys.executable).with_name("ray"))
     # A free GCS port: Ray's default (6379) is Redis's, and often taken.
     result = subprocess.run(
-        [ray_bin, "start", "--head", "--port", str(_free_port()), "--dashboard-host", "127.0.0.1",
+        [_ray_bin(), "start", "--head", "--port", str(_free_port()), "--dashboard-host", "127.0.0.1",
          "--disable-usage-stats"],
         capture_output=True, text=True,
     )
@@ -65,6 +65,10 @@ def connect_ray(settings: Settings, *, start: bool = True) -> bool:
 
 
 _dashboard: dict[str, str | None] = {"url": None}
+
+
+def _ray_bin() -> str:
+    return shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
 
 
 def _free_port() -> int:
@@ -133,8 +137,7 @@ def down(settings: Settings) -> list[str]:
         ray.shutdown()
     marker = _ray_marker(settings)
     if marker.exists():
-        ray_bin = shutil.which("ray") or str(Path(os.sys.executable).with_name("ray"))
-        subprocess.run([ray_bin, "stop"], capture_output=True)
+        subprocess.run([_ray_bin(), "stop"], capture_output=True)
         marker.unlink()
         done.append("local Ray cluster stopped")
     if not settings.database_url and (settings.postgres_dir / "postmaster.pid").exists():

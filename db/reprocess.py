@@ -8,6 +8,7 @@ from datetime import datetime
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import tuple_row
 
 STATUSES = ("pending", "queued", "processing", "completed", "failed", "cancelled")
 
@@ -56,11 +57,11 @@ def build_selection(
 
 
 def count_selection(conn: psycopg.Connection, query: sql.Composed, params: dict) -> dict[str, int]:
-    rows = conn.execute(
-        sql.SQL("SELECT kind, count(*) FROM ({}) s GROUP BY kind").format(query), params
-    ).fetchall()
-    return {row[0] if isinstance(row, tuple) else row["kind"]:
-            row[1] if isinstance(row, tuple) else row["count"] for row in rows}
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(
+            sql.SQL("SELECT kind, count(*) FROM ({}) s GROUP BY kind").format(query), params
+        ).fetchall()
+    return dict(rows)
 
 
 def close_failed_items(conn: psycopg.Connection, media_ids: Sequence[uuid.UUID], model_id: str) -> int:

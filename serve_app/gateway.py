@@ -15,7 +15,8 @@ from serve_app.api.main import create_api
 
 # CORS origins are read at import: Serve imports this module in each replica, with the
 # replica's DEPTHMILL_* environment.
-api = create_api(Settings().cors_origins, Settings().max_upload_bytes)
+_import_settings = Settings()
+api = create_api(_import_settings.cors_origins, _import_settings.max_upload_bytes)
 
 
 def build_context(settings: Settings, depth: DeploymentHandle | None = None, scheduler=None):
