@@ -51,7 +51,8 @@ class UrlSigner:
         return expires, self._mac(key, expires)
 
     def verify(self, key: str, expires: int, signature: str, *, now: float | None = None) -> None:
-        if not hmac.compare_digest(self._mac(key, expires), signature):
+        # Bytes: compare_digest refuses non-ASCII str, and a signature is anyone's input.
+        if not hmac.compare_digest(self._mac(key, expires).encode(), signature.encode()):
             raise SignatureError("invalid signature")
         if (time.time() if now is None else now) > expires:
             raise SignatureError("signed URL has expired")

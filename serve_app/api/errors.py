@@ -4,6 +4,7 @@ real server faults."""
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,6 +15,7 @@ from cluster.signing import SignatureError
 from cluster.storage import ObjectNotFound, StorageUnavailable
 from db.connection import DatabaseUnavailable
 from db.errors import IllegalTransition, InvalidCursor, NotFound
+from serve_app.api.schemas import ErrorOut
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,12 @@ def _validation_message(exc: RequestValidationError) -> str:
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
           415: "unsupported_media_type", 422: "invalid_request", 429: "rate_limited"}
+
+
+def documented(*statuses: int) -> dict[int | str, dict]:
+    """OpenAPI entries for the errors a route can answer, so clients (and schemathesis) know them."""
+    return {status: {"model": ErrorOut, "description": HTTPStatus(status).phrase}
+            for status in statuses}
 
 
 def install(app: FastAPI) -> None:

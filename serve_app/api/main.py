@@ -26,8 +26,10 @@ def create_api(cors_origins: list[str] | None = None, max_upload_bytes: int | No
             allow_headers=["Authorization", "Content-Type"],
         )
     protected = [Depends(require_api_key)]
-    app.include_router(media.router, dependencies=protected)
-    app.include_router(queue.router, dependencies=protected)
+    # Every protected route can answer a bad key, bad parameters and a database outage.
+    common = errors.documented(401, 422, 503)
+    app.include_router(media.router, dependencies=protected, responses=common)
+    app.include_router(queue.router, dependencies=protected, responses=common)
     app.include_router(health.router)  # open: load balancers and monitors probe it
-    app.include_router(files.router)  # open: the signature is the credential
+    app.include_router(files.router, responses=errors.documented(403, 404, 422))  # signed
     return app

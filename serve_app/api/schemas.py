@@ -12,6 +12,17 @@ from db.media import MediaItem
 from db.queue import QueueItem
 
 
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    """The body of every 4xx and 5xx."""
+
+    error: ErrorDetail
+
+
 class QueueItemOut(BaseModel):
     id: uuid.UUID
     media_id: uuid.UUID

@@ -6,18 +6,12 @@ from __future__ import annotations
 import io
 import time
 
-import httpx
 import numpy as np
 import pytest
-import ray
 from PIL import Image
-from ray import serve
 
-from cluster.scheduler import get_or_start_scheduler, get_scheduler
-from cluster.settings import Settings
-from cluster.tasks import APP_NAME
-from serve_app.app import build_depthmill_app
 from tests.utils import media_files
+from tests.utils.system import running_system, system_settings
 
 pytestmark = pytest.mark.slow
 
@@ -25,19 +19,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def system(serve_port, database_factory, tmp_path_factory):
     with database_factory.database() as url:
-        settings = Settings(
-            home=tmp_path_factory.mktemp("home"), database_url=url, model="tiny",
-            port=serve_port, serve_num_cpus=0.25, serve_max_batch_size=8, serve_batch_wait_s=0.05,
-            lease_seconds=10, scheduler_poll_s=0.5, db_pool_size=4, max_files_per_request=6,
-        )
-        serve.run(build_depthmill_app(settings), name=APP_NAME, route_prefix="/")
-        get_or_start_scheduler(settings)
-        with httpx.Client(base_url=f"http://127.0.0.1:{serve_port}", timeout=60) as client:
+        settings = system_settings(tmp_path_factory.mktemp("home"), url, serve_port,
+                                   max_files_per_request=6)
+        with running_system(settings) as client:
             yield client, settings
-        scheduler = get_scheduler()
-        if scheduler is not None:
-            ray.kill(scheduler)
-        serve.delete(APP_NAME)
 
 
 def wait_for(client, predicate, timeout=180):

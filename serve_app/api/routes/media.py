@@ -15,7 +15,7 @@ from cluster.storage import ObjectNotFound
 from db import depth as depth_maps
 from db import media, queue
 from serve_app.api.deps import Context, Db, Store, upload_rate_limit
-from serve_app.api.errors import ApiError
+from serve_app.api.errors import ApiError, documented
 from serve_app.api.schemas import (
     DepthOut,
     MediaDetail,
@@ -39,12 +39,13 @@ def _result(r: IngestResult) -> UploadResult:
 
 @router.post(
     "/upload", response_model=UploadResponse, dependencies=[Depends(upload_rate_limit)],
+    responses=documented(413, 415, 429),
     summary="Upload photos and videos (multipart field `files`, repeatable)",
 )
 async def upload(
     ctx: Context,
     request: Request,
-    files: Annotated[list[UploadFile], File(description="photos and videos")],
+    files: Annotated[list[UploadFile], File(description="photos and videos", min_length=1)],
     priority: Annotated[int | None, Query(ge=0, le=200, description="override the priority")] = None,
 ) -> UploadResponse:
     limit = ctx.settings.max_files_per_request
@@ -67,7 +68,7 @@ async def upload(
     return UploadResponse(accepted=len(results) - rejected, rejected=rejected, results=results)
 
 
-@router.get("", response_model=MediaPageOut, summary="List media, newest first")
+@router.get("", response_model=MediaPageOut, responses=documented(400), summary="List media, newest first")
 def list_media(
     db: Db,
     kind: Literal["photo", "video"] | None = None,
@@ -87,7 +88,7 @@ def _url(storage, key: str) -> str | None:
         return None
 
 
-@router.get("/{media_id}", response_model=MediaDetail, summary="Metadata, queue status, signed URLs")
+@router.get("/{media_id}", response_model=MediaDetail, responses=documented(404), summary="Metadata, queue status, signed URLs")
 def get_media(media_id: uuid.UUID, db: Db, storage: Store) -> MediaDetail:
     item = db.run(media.get, media_id)
     items = db.run(queue.items_for_media, media_id)
@@ -107,7 +108,7 @@ def get_media(media_id: uuid.UUID, db: Db, storage: Store) -> MediaDetail:
                        queue=[QueueItemOut.of(i) for i in items], urls=urls, depth=depth)
 
 
-@router.delete("/{media_id}", status_code=204, summary="Delete media, its outputs and queue items")
+@router.delete("/{media_id}", status_code=204, responses=documented(404), summary="Delete media, its outputs and queue items")
 def delete_media(media_id: uuid.UUID, db: Db, storage: Store) -> None:
     item = db.run(media.get, media_id)
     maps = db.run(depth_maps.for_media, media_id)
@@ -121,7 +122,7 @@ def delete_media(media_id: uuid.UUID, db: Db, storage: Store) -> None:
 
 
 @router.get("/{media_id}/depth", summary="Redirect to the depth map's signed URL",
-            response_class=RedirectResponse, status_code=307)
+            response_class=RedirectResponse, status_code=307, responses=documented(404))
 def depth_redirect(
     media_id: uuid.UUID, db: Db, storage: Store,
     format: Literal["png16", "preview", "video"] = "png16",

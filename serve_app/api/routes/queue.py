@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 
 from db import queue
 from serve_app.api.deps import Context, Db, SettingsDep
-from serve_app.api.errors import ApiError
+from serve_app.api.errors import ApiError, documented
 from serve_app.api.schemas import QueueItemOut, QueuePageOut, QueueStatusOut
 
 router = APIRouter(prefix="/api/queue", tags=["queue"])
@@ -44,7 +44,7 @@ def summary(db: Db) -> list[dict]:
     return [row.__dict__ for row in db.run(queue.summary)]
 
 
-@router.get("/items", response_model=QueuePageOut, summary="Items in claim order, filtered, paged")
+@router.get("/items", response_model=QueuePageOut, responses=documented(400), summary="Items in claim order, filtered, paged")
 def items(
     db: Db,
     status: Annotated[list[StatusName] | None, Query()] = None,
@@ -58,12 +58,12 @@ def items(
     return QueuePageOut(items=[QueueItemOut.of(i) for i in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/items/{item_id}", response_model=QueueItemOut)
+@router.get("/items/{item_id}", response_model=QueueItemOut, responses=documented(404))
 def item(item_id: uuid.UUID, db: Db) -> QueueItemOut:
     return QueueItemOut.of(db.run(queue.get_item, item_id))
 
 
-@router.post("/enqueue/{media_id}", response_model=QueueItemOut,
+@router.post("/enqueue/{media_id}", response_model=QueueItemOut, responses=documented(404),
              summary="Queue media for processing (optionally now: priority 0)")
 def enqueue(
     media_id: uuid.UUID, db: Db, settings: SettingsDep,
@@ -73,12 +73,12 @@ def enqueue(
                                   max_attempts=settings.max_attempts))
 
 
-@router.post("/items/{item_id}/cancel", response_model=QueueItemOut)
+@router.post("/items/{item_id}/cancel", response_model=QueueItemOut, responses=documented(404, 409))
 def cancel(item_id: uuid.UUID, db: Db) -> QueueItemOut:
     return QueueItemOut.of(db.run(queue.cancel, item_id))
 
 
-@router.post("/items/{item_id}/retry", response_model=QueueItemOut)
+@router.post("/items/{item_id}/retry", response_model=QueueItemOut, responses=documented(404, 409))
 def retry(item_id: uuid.UUID, db: Db) -> QueueItemOut:
     return QueueItemOut.of(db.run(queue.retry, item_id))
 
