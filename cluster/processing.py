@@ -1,8 +1,9 @@
 """Processing one queue item: fetch → decode → depth → encode → store. Plain functions, no Ray:
 ``cluster.tasks`` runs them as Ray tasks and the scheduler records their :class:`Outcome`.
 
-Errors are sorted here, where their meaning is known: corrupt media fails at once, storage and
-network trouble is retryable, and an unreachable depth service gives the item back untouched.
+Errors are sorted here, where their meaning is known: corrupt media fails at once, other network
+trouble is retryable, and an unreachable depth service or object store gives the item back
+untouched (the outage is not the item's fault; the scheduler waits for the service instead).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Outcome:
     outputs: list[NewDepthMap] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    dependency: str | None = None  # for "unavailable": which service was down (depth | storage)
 
 
 def process_item(
@@ -70,17 +72,24 @@ def process_item(
             outputs = _process_video(item, settings, storage, depth, model_revision)
         status, error = "completed", None
     except DepthUnavailable as e:
-        outputs, status, error = [], "unavailable", f"depth service unavailable: {e}"
+        return _unavailable(item, "depth", f"depth service unavailable: {e}", started)
+    except StorageUnavailable as e:
+        return _unavailable(item, "storage", f"storage unavailable: {e}", started)
     except (PermanentError, MediaRejected) as e:
         outputs, status, error = [], "failed", str(e)
     except ObjectNotFound as e:
         outputs, status, error = [], "failed", f"original is missing from storage ({e.key})"
-    except (StorageUnavailable, ConnectionError, TimeoutError, OSError) as e:
+    except (ConnectionError, TimeoutError, OSError) as e:
         outputs, status, error = [], "retry", f"transient error: {type(e).__name__}: {e}"
     except Exception as e:  # noqa: BLE001 - a bug or an unknown fault: record it, retry
         log.exception("processing %s failed", item.id)
         outputs, status, error = [], "retry", f"unexpected error: {type(e).__name__}: {e}"
     return Outcome(item.lease, item.kind, status, outputs, error, time.perf_counter() - started)
+
+
+def _unavailable(item: ClaimedItem, dependency: str, error: str, started: float) -> Outcome:
+    return Outcome(item.lease, item.kind, "unavailable", error=error,
+                   seconds=time.perf_counter() - started, dependency=dependency)
 
 
 def _output_size(rgb: np.ndarray, settings: Settings) -> tuple[int, int]:

@@ -3,7 +3,7 @@
 It claims batches sized to its free slots (one statement, ``FOR UPDATE SKIP LOCKED``), runs each
 item as a Ray task, heartbeats the leases of what is in flight, records outcomes in batches, wakes
 on ``NOTIFY`` with polling as the fallback, and recovers expired leases. When the depth deployment
-is down it stops claiming (instead of burning attempts) and resumes by itself.
+or the object store is down it stops claiming (instead of burning attempts) and resumes by itself.
 
 All state that matters lives in Postgres: a restarted scheduler (Ray restarts it) simply recovers
 expired leases and carries on.
@@ -17,7 +17,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -26,6 +26,7 @@ from ray.util import metrics
 
 from cluster.processing import Outcome
 from cluster.settings import Settings
+from cluster.storage import storage_from_settings
 from cluster.tasks import APP_NAME, process_item_task
 from db import depth as depth_maps
 from db import queue
@@ -34,8 +35,28 @@ from db.queue import NOTIFY_CHANNEL, ClaimedItem, Lease
 
 log = logging.getLogger(__name__)
 
+# An item given back this many times in a row while its services looked healthy is retried like
+# any failure (spending attempts), so no single item can bounce between queue and worker forever.
+MAX_GIVE_BACKS = 5
+
 SCHEDULER_NAME = "depthmill-scheduler"
 NAMESPACE = "depthmill"
+
+
+@dataclass
+class Dependency:
+    """A service items need (depth deployment, object store): while it is down, claim nothing."""
+
+    ok: bool = False
+    error: str | None = "not checked yet"
+    checked: float = 0.0
+
+    def due(self, now: float) -> bool:
+        # Healthy: confirm every 10 s. Down: probe every 2 s so work resumes promptly.
+        return now - self.checked >= (10 if self.ok else 2)
+
+    def down(self, error: str) -> None:
+        self.ok, self.error = False, error[:500]
 
 
 @dataclass
@@ -63,9 +84,9 @@ class Scheduler:
         self.in_flight: dict[uuid.UUID, InFlight] = {}
         self.finished: list[Outcome] = []
         self.paused = False
-        self.depth_ok = False
-        self.depth_error: str | None = "not checked yet"
-        self.depth_checked = 0.0
+        self.deps = {"depth": Dependency(), "storage": Dependency()}
+        self._storage = None
+        self.give_backs: dict[uuid.UUID, int] = {}
         self.last_error: str | None = None
         self.counts = {"claimed": 0, "completed": 0, "failed": 0, "retried": 0, "given_back": 0}
         self.wake = asyncio.Event()
@@ -121,8 +142,10 @@ class Scheduler:
             "owner": self.owner,
             "in_flight": len(self.in_flight),
             "max_in_flight": self.max_in_flight,
-            "depth_available": self.depth_ok,
-            "depth_error": self.depth_error,
+            "depth_available": self.deps["depth"].ok,
+            "depth_error": self.deps["depth"].error,
+            "storage_available": self.deps["storage"].ok,
+            "storage_error": self.deps["storage"].error,
             "last_error": self.last_error,
             "counts": dict(self.counts),
             "model": self.settings.model,
@@ -146,9 +169,10 @@ class Scheduler:
         while True:
             try:
                 await self._flush()
-                await self._check_depth()
+                await self._check_dependencies()
                 free = self.max_in_flight - len(self.in_flight)
-                if not self.paused and self.depth_ok and free > 0:
+                ready = all(d.ok for d in self.deps.values())
+                if not self.paused and ready and free > 0:
                     items = await asyncio.to_thread(
                         self.db.run, queue.claim_batch, free, self.owner,
                         self.settings.lease_seconds, model_id=self.settings.model,
@@ -206,11 +230,18 @@ class Scheduler:
                 self.m_done.inc(tags={"kind": o.kind, "outcome": "completed"})
                 self.m_latency.observe(o.seconds, tags={"kind": o.kind})
         unavailable = [o for o in batch if o.status == "unavailable"]
-        if unavailable:
-            self.db.run(queue.give_back, [o.lease for o in unavailable], unavailable[0].error)
-            self.counts["given_back"] += len(unavailable)
-            self.depth_ok, self.depth_error = False, unavailable[0].error
+        for o in unavailable:
+            self.deps[o.dependency or "depth"].down(o.error or "unavailable")
+        give_back = [o for o in unavailable if self._may_give_back(o.lease.item_id)]
+        if give_back:
+            self.db.run(queue.give_back, [o.lease for o in give_back], give_back[0].error)
+            self.counts["given_back"] += len(give_back)
+        given = {o.lease.item_id for o in give_back}
+        batch = [replace(o, status="retry") if o.status == "unavailable" and o.lease.item_id not in given
+                 else o for o in batch]
         for o in batch:
+            if o.status != "unavailable":
+                self.give_backs.pop(o.lease.item_id, None)
             if o.status in ("failed", "retry"):
                 result = self.db.run(
                     queue.fail, o.lease, o.error or "unknown error", retryable=o.status == "retry",
@@ -221,28 +252,42 @@ class Scheduler:
                 self.counts[key] += 1
                 self.m_done.inc(tags={"kind": o.kind, "outcome": key})
 
-    async def _check_depth(self) -> None:
-        """Is the depth deployment there to take work? Checked every few seconds while it is
-        healthy and before claiming while it is not."""
+    def _may_give_back(self, item_id: uuid.UUID) -> bool:
+        self.give_backs[item_id] = self.give_backs.get(item_id, 0) + 1
+        return self.give_backs[item_id] <= MAX_GIVE_BACKS
+
+    async def _check_dependencies(self) -> None:
+        """Are the depth deployment and the object store there to take work? Checked every few
+        seconds while healthy, and before each claim while not."""
         now = time.monotonic()
-        if self.depth_ok and now - self.depth_checked < 10:
-            return
-        if not self.depth_ok and now - self.depth_checked < 2:
-            return
-        self.depth_checked = now
+        for name, check in (("depth", self._probe_depth), ("storage", self._probe_storage)):
+            dep = self.deps[name]
+            if not dep.due(now):
+                continue
+            dep.checked = now
+            try:
+                await check()
+                if not dep.ok:
+                    log.info("%s available; claiming", name)
+                dep.ok, dep.error = True, None
+            except Exception as e:
+                dep.down(f"{name} unavailable: {type(e).__name__}: {e}")
+
+    async def _probe_depth(self) -> None:
         from ray import serve
 
         from serve_app.depth_deployment import DEPLOYMENT_NAME
 
-        try:
-            handle = serve.get_deployment_handle(DEPLOYMENT_NAME, app_name=self.app_name)
-            await asyncio.wait_for(handle.info.remote(), timeout=10)
-            if not self.depth_ok:
-                log.info("depth deployment available; claiming")
-            self.depth_ok, self.depth_error = True, None
-        except Exception as e:
-            self.depth_ok = False
-            self.depth_error = f"depth deployment unavailable: {type(e).__name__}: {e}"[:500]
+        handle = serve.get_deployment_handle(DEPLOYMENT_NAME, app_name=self.app_name)
+        await asyncio.wait_for(handle.info.remote(), timeout=10)
+
+    async def _probe_storage(self) -> None:
+        def check() -> None:
+            if self._storage is None:  # built lazily: S3 may be down when the scheduler starts
+                self._storage = storage_from_settings(self.settings)
+            self._storage.check()
+
+        await asyncio.wait_for(asyncio.to_thread(check), timeout=30)
 
     async def _heartbeat_loop(self) -> None:
         interval = max(self.settings.lease_seconds / 3, 0.2)

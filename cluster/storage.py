@@ -13,6 +13,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import quote
@@ -20,7 +21,8 @@ from urllib.parse import quote
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from cluster.settings import Settings
 from cluster.signing import UrlSigner
@@ -144,6 +146,20 @@ class LocalStorage:
             raise StorageUnavailable(f"storage directory {self.root} is not writable")
 
 
+@contextmanager
+def _unavailable_when_unreachable(bucket: str) -> Iterator[None]:
+    """Connection failures and server errors that outlived botocore's retries mean the backend is
+    down, not that the request was wrong: callers wait and retry instead of failing the item."""
+    try:
+        yield
+    except (BotoConnectionError, HTTPClientError) as e:
+        raise StorageUnavailable(f"S3 bucket {bucket!r} unreachable: {e}") from e
+    except ClientError as e:
+        if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
+            raise StorageUnavailable(f"S3 bucket {bucket!r} failing: {e}") from e
+        raise
+
+
 class S3Storage:
     """S3 or any S3-compatible server (MinIO) through boto3, with botocore's adaptive retries."""
 
@@ -195,33 +211,37 @@ class S3Storage:
 
     def put(self, key: str, data: BinaryIO, content_type: str) -> int:
         counter = _CountingReader(data)
-        self.client.upload_fileobj(
-            counter, self.bucket, check_key(key),
-            ExtraArgs={"ContentType": content_type}, Config=self.transfer,
-        )
+        with _unavailable_when_unreachable(self.bucket):
+            self.client.upload_fileobj(
+                counter, self.bucket, check_key(key),
+                ExtraArgs={"ContentType": content_type}, Config=self.transfer,
+            )
         return counter.count
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
-        self.client.put_object(
-            Bucket=self.bucket, Key=check_key(key), Body=data, ContentType=content_type
-        )
+        with _unavailable_when_unreachable(self.bucket):
+            self.client.put_object(
+                Bucket=self.bucket, Key=check_key(key), Body=data, ContentType=content_type
+            )
         return len(data)
 
     def open(self, key: str) -> BinaryIO:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=check_key(key))["Body"]
+            with _unavailable_when_unreachable(self.bucket):
+                return self.client.get_object(Bucket=self.bucket, Key=check_key(key))["Body"]
         except ClientError as e:
             if e.response["Error"]["Code"] in ("NoSuchKey", "404"):
                 raise ObjectNotFound(key) from None
             raise
 
     def get_bytes(self, key: str) -> bytes:
-        with self.open(key) as body:
+        with self.open(key) as body, _unavailable_when_unreachable(self.bucket):
             return body.read()
 
     def exists(self, key: str) -> bool:
         try:
-            self.client.head_object(Bucket=self.bucket, Key=check_key(key))
+            with _unavailable_when_unreachable(self.bucket):
+                self.client.head_object(Bucket=self.bucket, Key=check_key(key))
             return True
         except ClientError as e:
             if e.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
@@ -229,15 +249,17 @@ class S3Storage:
             raise
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=check_key(key))
+        with _unavailable_when_unreachable(self.bucket):
+            self.client.delete_object(Bucket=self.bucket, Key=check_key(key))
 
     def list(self, prefix: str = "") -> Iterator[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=prefix
         )
-        for page in pages:
-            for obj in page.get("Contents", []):
-                yield obj["Key"]
+        with _unavailable_when_unreachable(self.bucket):
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    yield obj["Key"]
 
     def signed_url(self, key: str, expires_in: int | None = None) -> str:
         # Presigning never touches the network; check first so that a URL always works.

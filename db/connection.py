@@ -90,6 +90,17 @@ class Database:
         with self.pool.connection() as conn:
             yield conn
 
+    def ping(self, timeout: float = 2.0) -> None:
+        """One quick round trip, no retries: for health checks, which must answer promptly
+        while the server is away rather than wait out the retries."""
+        try:
+            with self.pool.connection(timeout=timeout) as conn:
+                conn.execute("SELECT 1")
+        except Exception as exc:
+            if _is_connection_loss(exc):
+                raise DatabaseUnavailable(f"database unreachable: {exc}") from exc
+            raise
+
     def run(
         self,
         operation: Callable[Concatenate[psycopg.Connection, P], T],

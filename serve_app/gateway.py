@@ -22,7 +22,9 @@ api = create_api(_import_settings.cors_origins, _import_settings.max_upload_byte
 def build_context(settings: Settings, depth: DeploymentHandle | None = None, scheduler=None):
     storage = storage_from_settings(settings)
     signer = storage.signer if isinstance(storage, LocalStorage) else None
-    db = Database(settings.database_url, max_size=settings.db_pool_size, name="gateway").open()
+    # Short waits: during an outage a request should get its 503 in seconds, not minutes.
+    db = Database(settings.database_url, max_size=settings.db_pool_size, name="gateway",
+                  timeout=3, retries=2).open()
     return ApiContext(
         settings=settings, db=db, storage=storage, signer=signer,
         limits=MediaLimits.from_settings(settings),

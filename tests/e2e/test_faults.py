@@ -1,43 +1,53 @@
-"""Faults on the tiny model with items in flight: every item reaches a terminal state, none is
-lost, none has two results."""
+"""Faults with items in flight on the tiny model: kill -9 of a Ray worker, of the scheduler and of
+the depth replica, a Postgres restart and an S3 outage. After each, every item reaches a terminal
+state, none is lost, none has two results (one depth map per media + model + format), nothing
+stays `processing`, and the API keeps answering throughout."""
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
+import psutil
 import pytest
 import ray
-from ray import serve
 
 from cluster.ingest import ingest_file
 from cluster.media_probe import MediaLimits
-from cluster.scheduler import get_or_start_scheduler, get_scheduler
+from cluster.scheduler import get_scheduler
 from cluster.settings import Settings
 from cluster.storage import storage_from_settings
-from cluster.tasks import APP_NAME
 from db.connection import Database
-from serve_app.depth_deployment import build_depth_app
+from db.migrate import migrate
 from tests.utils import media_files
+from tests.utils.postgres import restart_embedded
+from tests.utils.s3 import MotoS3Server
+from tests.utils.system import running_system, system_settings
 
 pytestmark = pytest.mark.slow
 
+ITEMS = 40
 
-def seed(settings, db, tmp_path, n):
+
+def seed(settings: Settings, db: Database, tmp_path: Path, n: int) -> None:
     storage = storage_from_settings(settings)
     limits = MediaLimits.from_settings(settings)
     base = [media_files.photo(name) for name in ("astronaut", "chelsea", "coffee")]
     for i in range(n):
-        img = base[i % 3].rotate(i * 7, expand=True).resize((400 + i, 300 + i))
+        img = base[i % 3].rotate(i * 7, expand=True).resize((160 + i, 120 + i))
         path = media_files.write(tmp_path, f"{i}.jpg", media_files.jpeg_bytes(img))
         ingest_file(path, db=db, storage=storage, settings=settings, limits=limits)
 
 
-def counts(db) -> dict:
+def counts(db: Database) -> dict:
     return db.run(lambda c: c.execute(
         """SELECT count(*) FILTER (WHERE status = 'completed') AS completed,
-                  count(*) FILTER (WHERE status = 'failed') AS failed,
+                  count(*) FILTER (WHERE status IN ('failed', 'cancelled')) AS failed,
                   count(*) FILTER (WHERE status = 'processing') AS processing,
                   count(*) AS total,
                   (SELECT count(*) FROM depth_maps WHERE format = 'png16') AS depth_rows,
@@ -45,36 +55,151 @@ def counts(db) -> dict:
            FROM processing_queue""").fetchone())
 
 
-def test_killing_the_scheduler_mid_run_loses_nothing(ray_cluster, serve_port, database_url, tmp_path):
-    settings = Settings(home=tmp_path / "home", database_url=database_url, model="tiny",
-                        lease_seconds=4, scheduler_poll_s=0.5, scheduler_max_in_flight=8,
-                        serve_num_cpus=0.25, retry_backoff_base=0.2, retry_backoff_max=1)
-    items = 40
+def wait_until(db: Database, predicate, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while not predicate(c := counts(db)):
+        assert time.monotonic() < deadline, c
+        time.sleep(0.5)
+    return c
+
+
+def assert_each_item_once(db: Database, items: int) -> None:
+    final = wait_until(db, lambda c: c["completed"] + c["failed"] == items, timeout=240)
+    assert final["total"] == items and final["processing"] == 0
+    assert final["completed"] == items, final
+    # One result per media + model + format, however many attempts it took.
+    assert final["depth_rows"] == final["media_with_depth"] == items
+
+
+class HealthWatch:
+    """Polls /api/health in the background: every poll must be answered (JSON, 200 or 503)."""
+
+    def __init__(self, client) -> None:
+        self.client, self.seen, self.errors = client, [], []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                r = self.client.get("/api/health", timeout=15)
+                assert r.status_code in (200, 503), r.text
+                self.seen.append(r.json()["status"])
+            except Exception as e:  # recorded, asserted on by the test
+                self.errors.append(repr(e))
+            self._stop.wait(1.0)
+
+    def __enter__(self) -> HealthWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@contextmanager
+def loaded_system(serve_port: int, database_url: str, tmp_path: Path, **overrides) -> Iterator:
+    """The whole system with ITEMS photos queued; yields once a few have completed."""
+    settings = system_settings(
+        tmp_path / "home", database_url, serve_port, lease_seconds=4, scheduler_max_in_flight=6,
+        retry_backoff_base=0.2, retry_backoff_max=1, **overrides)
     with Database(database_url, max_size=2) as db:
-        seed(settings, db, tmp_path, items)
-        serve.run(build_depth_app(settings), name=APP_NAME, route_prefix=None)
-        scheduler = get_or_start_scheduler(settings)
-        try:
-            deadline = time.monotonic() + 60
-            while counts(db)["completed"] < 5:
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
-            # kill -9 the scheduler mid-run: Ray restarts it; it starts itself and recovers leases.
-            pid = ray.get(scheduler.__ray_call__.remote(lambda self: os.getpid()))
-            os.kill(pid, signal.SIGKILL)
-            time.sleep(1)
-            deadline = time.monotonic() + 150
-            while (c := counts(db))["completed"] + c["failed"] < items:
-                assert time.monotonic() < deadline, c
-                time.sleep(0.5)
-            final = counts(db)
-            assert final["total"] == items and final["processing"] == 0
-            assert final["completed"] == items, final
-            # One result per media + model + format, however many attempts it took.
-            assert final["depth_rows"] == final["media_with_depth"] == items
-            assert ray.get(get_scheduler().status.remote())["running"] is True
-        finally:
-            s = get_scheduler()
-            if s is not None:
-                ray.kill(s, no_restart=True)
-            serve.delete(APP_NAME)
+        seed(settings, db, tmp_path, ITEMS)
+        with running_system(settings) as client:
+            wait_until(db, lambda c: c["completed"] >= 5, timeout=120)
+            yield client, db
+
+
+def pids_of(title: str) -> list[int]:
+    """Ray names its worker processes after what they run (``ray::process_item_task``)."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if cmd and cmd[0].startswith(title):
+            found.append(p.pid)
+    return found
+
+
+def kill_first(title: str, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while not (pids := pids_of(title)):
+        assert time.monotonic() < deadline, f"no process titled {title!r}"
+        time.sleep(0.05)
+    os.kill(pids[0], signal.SIGKILL)
+    return pids[0]
+
+
+def test_kill_9_of_a_worker_mid_item(ray_cluster, serve_port, database_url, tmp_path):
+    with loaded_system(serve_port, database_url, tmp_path) as (client, db), HealthWatch(client) as watch:
+        kill_first("ray::process_item_task")  # Ray re-runs the task (max_retries)
+        time.sleep(1)
+        kill_first("ray::process_item_task")
+        assert_each_item_once(db, ITEMS)
+    assert not watch.errors and watch.seen
+
+
+def test_kill_9_of_the_scheduler_mid_run(ray_cluster, serve_port, database_url, tmp_path):
+    with loaded_system(serve_port, database_url, tmp_path) as (client, db), HealthWatch(client) as watch:
+        # Ray restarts it (max_restarts); it starts itself and recovers the expired leases.
+        pid = ray.get(get_scheduler().__ray_call__.remote(lambda self: os.getpid()))
+        os.kill(pid, signal.SIGKILL)
+        assert_each_item_once(db, ITEMS)
+        assert ray.get(get_scheduler().status.remote())["running"] is True
+    assert not watch.errors and watch.seen
+
+
+def test_kill_9_of_the_depth_replica(ray_cluster, serve_port, database_url, tmp_path):
+    with loaded_system(serve_port, database_url, tmp_path) as (client, db), HealthWatch(client) as watch:
+        # Serve replaces the replica; the scheduler gives back what it could not run and waits.
+        kill_first("ray::ServeReplica:depthmill:DepthModel")
+        assert_each_item_once(db, ITEMS)
+    assert not watch.errors and watch.seen
+
+
+@pytest.fixture
+def own_postgres(tmp_path):
+    """A Postgres of this test's own, so it can be restarted without touching the others."""
+    from db.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(tmp_path / "pg")
+    migrate(server.url)
+    yield server
+    server.stop()
+
+
+def test_postgres_restart_mid_run(ray_cluster, serve_port, own_postgres, tmp_path):
+    with loaded_system(serve_port, own_postgres.url, tmp_path) as (client, db), HealthWatch(client) as watch:
+        # Down longer than a lease: leases expire and are recovered; fencing and the unique
+        # depth row keep a result from being recorded twice.
+        restart_embedded(own_postgres, down_s=6,
+                         while_down=lambda: _assert_health(client, "unhealthy", 503))
+        assert_each_item_once(db, ITEMS)
+        _assert_health(client, "healthy", 200, timeout=30)
+    assert not watch.errors and "unhealthy" in watch.seen
+
+
+def test_s3_outage_mid_run(ray_cluster, serve_port, database_url, tmp_path):
+    s3 = MotoS3Server()
+    s3.start()
+    try:
+        with loaded_system(serve_port, database_url, tmp_path, storage="s3", s3_endpoint=s3.endpoint,
+                           s3_bucket="faults") as (client, db), HealthWatch(client) as watch:
+            s3.stop()
+            _assert_health(client, "degraded", 200)
+            time.sleep(6)
+            s3.start()
+            # Items met the outage were given back, not failed: all complete once S3 is back.
+            assert_each_item_once(db, ITEMS)
+            _assert_health(client, "healthy", 200, timeout=30)
+    finally:
+        s3.stop()
+    assert not watch.errors and "degraded" in watch.seen
+
+
+def _assert_health(client, expected: str, code: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while (r := client.get("/api/health", timeout=15)).json()["status"] != expected:
+        assert time.monotonic() < deadline, r.json()
+        time.sleep(0.5)
+    assert r.status_code == code

@@ -70,3 +70,19 @@ class DatabaseFactory:
         with psycopg.connect(self.admin, autocommit=True) as conn:
             conn.execute(f"ALTER DATABASE \"{self.template}\" WITH IS_TEMPLATE false")
             conn.execute(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)')
+
+
+def restart_embedded(server, down_s: float, while_down=None) -> None:
+    """Crash-stop an embedded server (``-m immediate``: no clean shutdown), keep it down for
+    ``down_s`` seconds (running ``while_down`` meanwhile), then start it on the same socket."""
+    import time
+
+    import pgserver
+
+    pg = server._server
+    pgserver.pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=pg.pgdata, user=pg.system_user)
+    started = time.monotonic()
+    if while_down is not None:
+        while_down()
+    time.sleep(max(0.0, down_s - (time.monotonic() - started)))
+    pg.ensure_postgres_running()

@@ -7,12 +7,13 @@ import os
 import ray
 from ray import serve
 
-from tests.utils.s3 import free_port
+from tests.utils.s3 import free_port, use_test_credentials
 
 
 def start_local_cluster(num_cpus: int = 8) -> None:
     # Token auth switches itself on when ~/.ray/auth_token exists; tests run without it.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    use_test_credentials()
     # Logical CPUs: more than the 2 cores of CI so fractional replicas and tasks all fit.
     # address="local": always a fresh cluster of our own, never one a `ray start` left running.
     ray.init(

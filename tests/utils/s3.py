@@ -16,15 +16,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextmanager
-def moto_s3_server() -> Iterator[str]:
-    # boto3 insists on credentials even for a local server.
+def use_test_credentials() -> None:
+    """boto3 insists on credentials even for a local server. Set before Ray starts, so its
+    workers inherit them as a cluster's nodes would their real ones."""
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+
+
+class MotoS3Server:
+    """moto's server on a fixed port, which can be stopped and started again (an outage). Its
+    buckets live in this process, so they survive the outage like a real server's disks."""
+
+    def __init__(self) -> None:
+        use_test_credentials()
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._server: ThreadedMotoServer | None = None
+
+    def start(self) -> None:
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+
+@contextmanager
+def moto_s3_server() -> Iterator[str]:
+    server = MotoS3Server()
     server.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield server.endpoint
     finally:
         server.stop()

@@ -37,7 +37,7 @@ def _check(fn) -> dict:
 @router.get("/api/health", summary="Health of every service; 200 healthy/degraded, 503 unhealthy")
 async def health(ctx: Context) -> JSONResponse:
     services: dict[str, dict] = {}
-    services["database"] = await asyncio.to_thread(_check, lambda: ctx.db.run(lambda c: c.execute("SELECT 1")))
+    services["database"] = await asyncio.to_thread(_check, ctx.db.ping)
     services["storage"] = await asyncio.to_thread(_check, ctx.storage.check)
     services["ray"] = _check(_ray_ok)
     services["depth"] = await _depth_info(ctx)
@@ -47,7 +47,7 @@ async def health(ctx: Context) -> JSONResponse:
     else:
         try:
             st = await asyncio.wait_for(scheduler.status.remote(), timeout=5)
-            ok = st["depth_available"] and not st["last_error"]
+            ok = st["depth_available"] and st["storage_available"] and not st["last_error"]
             services["scheduler"] = {"status": "healthy" if ok else "degraded", **st}
         except Exception as e:
             services["scheduler"] = {"status": "unhealthy", "error": str(e)[:300]}
