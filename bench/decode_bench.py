@@ -27,7 +27,7 @@ def make_jpeg(path: Path, width: int = 4000, height: int = 3000) -> None:
 
 
 def _fast(content: bytes, model) -> None:
-    from cluster.depth_model import target_size
+    from cluster.depth_io import target_size
     from cluster.media_decode import decode_for_model
 
     rgb = decode_for_model(content)

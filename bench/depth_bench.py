@@ -47,7 +47,7 @@ def model_dir(architecture: str, root: Path) -> Path:
 
 
 def model_only(model, batch_sizes: list[int], seconds: float) -> dict[str, float]:
-    from cluster.depth_model import target_size
+    from cluster.depth_io import target_size
 
     shape = target_size(750, 1000)
     out = {}

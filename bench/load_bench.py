@@ -10,9 +10,10 @@ scheduler, which processes the uploads while the load runs.
 
 Each upload is a distinct photo of about --photo-mb MB (a unique JPEG comment segment, so no two
 are deduplicated). Readers cycle through list, detail, queue status and health. Any non-2xx
-answer or transport error counts as an error. --soak runs that long and reports the resident
-memory of every process of the system (Ray workers and actors, raylet, GCS, Postgres, this
-driver) after a warm-up and at the end.
+answer or transport error counts as an error; the first --warmup seconds are not recorded.
+--soak runs that long and samples the memory (PSS) of every process of the system (Ray workers
+and actors, raylet, GCS, Postgres) once a minute, reporting growth over the whole soak and over
+its second half. This process, the load generator, is left out.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import itertools
 import os
 import random
 import statistics
@@ -37,13 +39,24 @@ from PIL import Image
 
 from bench.report import write_json
 
-WARMUP_S = 60
+WARMUP_S = 20
 
 
 def base_photo(megabytes: float) -> bytes:
-    """A JPEG of roughly the requested size (noise compresses badly, so size tracks pixels)."""
+    """A JPEG of about the requested size: a gradient with noise, which compresses like a busy
+    photo. Bytes grow with pixels, so rescale the side until the size is within 5%."""
+    target = megabytes * 1_000_000
+    side = int((target / 0.75) ** 0.5)
+    for _ in range(6):
+        out = _noisy_jpeg(side)
+        if abs(len(out) - target) < 0.05 * target:
+            break
+        side = int(side * (target / len(out)) ** 0.5)
+    return out
+
+
+def _noisy_jpeg(side: int) -> bytes:
     rng = np.random.default_rng(0)
-    side = int((megabytes * 1_000_000 / 0.75) ** 0.5)
     smooth = np.linspace(0, 255, side, dtype=np.float32)
     img = (smooth[None, :, None] + rng.normal(0, 40, (side, side, 3))).clip(0, 255).astype(np.uint8)
     out = io.BytesIO()
@@ -58,22 +71,40 @@ def unique(photo: bytes, n: int) -> bytes:
 
 
 class Recorder:
-    def __init__(self) -> None:
+    """Latencies and errors of requests started after ``warmup`` seconds; earlier ones (cold
+    replicas, Ray spawning its first workers) are sent but not counted."""
+
+    def __init__(self, warmup: float = 0) -> None:
         self.latencies: dict[str, list[float]] = defaultdict(list)
+        self.timeline: list[tuple[str, float, float]] = []  # (op, started, latency)
+        self.t0 = time.perf_counter() + warmup
         self.errors: dict[str, list[str]] = defaultdict(list)
 
     async def timed(self, op: str, request) -> httpx.Response | None:
         """Await one request (a coroutine, not yet started) and record how it went."""
         started = time.perf_counter()
+        counted = started >= self.t0
         try:
             response = await request
         except httpx.HTTPError as e:
-            self.errors[op].append(f"{type(e).__name__}: {e}")
+            if counted:
+                self.errors[op].append(f"{type(e).__name__}: {e}")
             return None
+        if not counted:
+            return response
         self.latencies[op].append(time.perf_counter() - started)
+        self.timeline.append((op, started - self.t0, self.latencies[op][-1]))
         if response.status_code >= 300:
             self.errors[op].append(f"{response.status_code}: {response.text[:200]}")
         return response
+
+    def p99_by_window(self, op: str, window_s: float) -> list[float]:
+        """p99 latency (ms) of ``op`` per window: drift over a soak shows here."""
+        windows: dict[int, list[float]] = defaultdict(list)
+        for name, started, latency in self.timeline:
+            if name == op:
+                windows[int(started // window_s)].append(latency)
+        return [round(1000 * _p99(sorted(windows[w])), 1) for w in sorted(windows)]
 
     def table(self, seconds: float) -> dict:
         rows = {}
@@ -83,11 +114,15 @@ class Recorder:
                 "requests": len(lat) + sum(1 for e in self.errors[op] if not e[:3].isdigit()),
                 "requests_per_s": len(lat) / seconds,
                 "p50_ms": 1000 * statistics.median(lat) if lat else None,
-                "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else None,
+                "p99_ms": 1000 * _p99(lat) if lat else None,
                 "errors": len(self.errors[op]),
                 "first_errors": self.errors[op][:3],
             }
         return rows
+
+
+def _p99(ordered: list[float]) -> float:
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
 async def uploader(client, rec: Recorder, photo: bytes, stop_at: float, ids: list, counter) -> None:
@@ -110,27 +145,34 @@ async def reader(client, rec: Recorder, stop_at: float, ids: list) -> None:
         await rec.timed("health", client.get("/api/health"))
 
 
-async def drive(url: str, api_key: str | None, args, photo: bytes, seconds: float) -> Recorder:
-    import itertools
-
-    rec, ids, counter = Recorder(), [], itertools.count()
+async def drive(url: str, api_key: str | None, args, photo: bytes, seconds: float,
+                warmup: float = 0, memory: MemoryWatch | None = None) -> Recorder:
+    """Load for ``warmup`` + ``seconds``; only the last ``seconds`` are recorded."""
+    rec, ids, counter = Recorder(warmup), [], itertools.count()
+    watcher = asyncio.create_task(memory.run()) if memory else None
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     limits = httpx.Limits(max_connections=args.uploaders + args.readers + 4)
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60, limits=limits) as client:
-        stop_at = time.monotonic() + seconds
+        stop_at = time.monotonic() + warmup + seconds
         await asyncio.gather(
             *(uploader(client, rec, photo, stop_at, ids, counter) for _ in range(args.uploaders)),
             *(reader(client, rec, stop_at, ids) for _ in range(args.readers)),
         )
+    if watcher:
+        memory.stop()
+        await watcher
     return rec
 
 
 def system_processes() -> dict[int, str]:
-    """pid → a readable name, for every process of a local system (Ray's and Postgres's)."""
-    found = {os.getpid(): "bench driver"}
+    """pid → a readable name, for every process of a local system (Ray's and Postgres's).
+    This process (the load generator, and the driver that started the system) is not one."""
+    found = {}
     for p in psutil.process_iter(["cmdline", "name"]):
         cmd = p.info["cmdline"] or []
         head = cmd[0] if cmd else (p.info["name"] or "")
+        if p.pid == os.getpid():
+            continue
         if head.startswith("ray::") or "raylet" in head or "gcs_server" in head or (
             p.info["name"] or "").startswith("postgres"):
             found[p.pid] = head.split(" ")[0][:80] if head.startswith("ray::") else (
@@ -138,27 +180,62 @@ def system_processes() -> dict[int, str]:
     return found
 
 
-def rss_by_process() -> dict[str, dict]:
+def memory_sample() -> dict[int, tuple[str, float]]:
+    """pid → (name, PSS in MB). PSS splits shared pages among their users, so Postgres backends
+    touching more of the shared buffers, or workers mapping the same libraries, are not growth."""
     out = {}
     for pid, name in system_processes().items():
         try:
-            out[f"{name} [{pid}]"] = {"pid": pid, "rss_mb": psutil.Process(pid).memory_info().rss / 2**20}
+            out[pid] = (name, psutil.Process(pid).memory_full_info().pss / 2**20)
         except psutil.Error:
             continue
     return out
 
 
-def memory_growth(before: dict, after: dict) -> dict:
-    rows = {}
-    for key, b in before.items():
-        if key in after:
-            growth = 100 * (after[key]["rss_mb"] - b["rss_mb"]) / b["rss_mb"] if b["rss_mb"] else 0
-            rows[key] = {"start_mb": b["rss_mb"], "end_mb": after[key]["rss_mb"], "growth_pct": growth}
-    total_b = sum(r["start_mb"] for r in rows.values())
-    total_a = sum(r["end_mb"] for r in rows.values())
-    return {"processes": rows, "total_start_mb": total_b, "total_end_mb": total_a,
-            "total_growth_pct": 100 * (total_a - total_b) / total_b if total_b else 0,
-            "exited_or_started": sorted(set(before) ^ set(after))}
+class MemoryWatch:
+    """Samples every process's PSS once a window while the soak runs."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s, self.samples = every_s, []
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            self.samples.append(await asyncio.to_thread(memory_sample))
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.every_s)
+                return
+            except TimeoutError:
+                continue
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def report(self) -> dict:
+        """Growth of the processes alive throughout, over the whole soak and over its second
+        half: a leak keeps growing in the second half; a cache or a lazy import has levelled off."""
+        first, mid, last = self.samples[0], self.samples[len(self.samples) // 2], self.samples[-1]
+        steady = sorted(set(first) & set(last))
+
+        def total(sample: dict) -> float:
+            return sum(sample[pid][1] for pid in steady if pid in sample)
+
+        rows = {f"{first[pid][0]} [{pid}]": {
+            "start_mb": round(first[pid][1], 1), "mid_mb": round(mid.get(pid, first[pid])[1], 1),
+            "end_mb": round(last[pid][1], 1),
+            "growth_pct": round(100 * (last[pid][1] / first[pid][1] - 1), 1) if first[pid][1] else 0,
+        } for pid in steady}
+        started = {f"{name} [{pid}]": round(mb, 1) for pid, (name, mb) in last.items() if pid not in first}
+        return {
+            "samples": len(self.samples), "every_s": self.every_s, "processes": rows,
+            "total_start_mb": round(total(first), 1), "total_mid_mb": round(total(mid), 1),
+            "total_end_mb": round(total(last), 1),
+            "total_growth_pct": round(100 * (total(last) / total(first) - 1), 1),
+            "second_half_growth_pct": round(100 * (total(last) / total(mid) - 1), 1),
+            "total_mb_by_sample": [round(sum(mb for _, mb in sample.values()), 1) for sample in self.samples],
+            "started_during_soak_mb": started,
+            "exited_during_soak": sorted(f"{first[p][0]} [{p}]" for p in set(first) - set(last)),
+        }
 
 
 def start_local_system(stack: ExitStack, args) -> str:
@@ -166,12 +243,12 @@ def start_local_system(stack: ExitStack, args) -> str:
     from ray import serve
 
     from bench.queue_bench import admin_url, fresh_database
+    from cluster.runtime import free_port
     from cluster.scheduler import get_or_start_scheduler
     from cluster.settings import Settings
     from cluster.tasks import APP_NAME
     from db.migrate import migrate
     from serve_app.app import build_depthmill_app
-    from tests.utils.s3 import free_port
 
     admin, server = admin_url()
     if server is not None:
@@ -206,8 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uploaders", type=int, default=20)
     parser.add_argument("--readers", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--warmup", type=float, default=WARMUP_S,
+                        help="seconds of load sent before recording starts")
     parser.add_argument("--photo-mb", type=float, default=2.0)
     parser.add_argument("--soak", type=float, default=0, help="soak for this many seconds instead")
+    parser.add_argument("--no-processing", action="store_true",
+                        help="stop the scheduler first: the API alone, no depth work competing for CPU")
     parser.add_argument("--url", help="an already running gateway (default: start one here)")
     parser.add_argument("--api-key", default=os.environ.get("DEPTHMILL_API_KEY"))
     parser.add_argument("--json", type=Path)
@@ -215,28 +296,37 @@ def main(argv: list[str] | None = None) -> int:
 
     photo = base_photo(args.photo_mb)
     results: dict = {"uploaders": args.uploaders, "readers": args.readers,
-                     "photo_bytes": len(photo), "cpus": os.cpu_count(), "model": "tiny"}
+                     "photo_bytes": len(photo), "cpus": os.cpu_count(), "model": "tiny",
+                     "processing": not args.no_processing}
     with ExitStack() as stack:
         url = args.url or start_local_system(stack, args)
+        if args.no_processing:
+            headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+            httpx.post(f"{url}/api/queue/worker/stop", headers=headers, timeout=60).raise_for_status()
         if args.soak:
-            warmup = min(WARMUP_S, args.soak / 5)
-            asyncio.run(drive(url, args.api_key, args, photo, warmup))
-            before = rss_by_process()
-            rec = asyncio.run(drive(url, args.api_key, args, photo, args.soak))
-            results["memory"] = memory_growth(before, rss_by_process())
+            # Memory is measured from the end of the warm-up: workers, pools and caches that
+            # fill once are not growth.
+            asyncio.run(drive(url, args.api_key, args, photo, 0, warmup=args.warmup))
+            memory = MemoryWatch(every_s=min(60, args.soak / 10))
+            rec = asyncio.run(drive(url, args.api_key, args, photo, args.soak, memory=memory))
+            results["memory"] = memory.report()
             seconds = args.soak
         else:
-            rec = asyncio.run(drive(url, args.api_key, args, photo, args.seconds))
+            rec = asyncio.run(drive(url, args.api_key, args, photo, args.seconds, args.warmup))
             seconds = args.seconds
-        results.update(seconds=seconds, ops=rec.table(seconds))
+        results.update(seconds=seconds, warmup_s=args.warmup, ops=rec.table(seconds),
+                       upload_p99_ms_by_minute=rec.p99_by_window("upload", 60))
     print_table(results["ops"])
     if "memory" in results:
         mem = results["memory"]
-        print(f"\nmemory: {mem['total_start_mb']:.0f} MB → {mem['total_end_mb']:.0f} MB "
-              f"({mem['total_growth_pct']:+.1f}%) over {len(mem['processes'])} processes")
+        print(f"\nmemory (PSS) of the {len(mem['processes'])} processes alive throughout: "
+              f"{mem['total_start_mb']:.0f} → {mem['total_mid_mb']:.0f} → {mem['total_end_mb']:.0f} MB "
+              f"({mem['total_growth_pct']:+.1f}%; second half {mem['second_half_growth_pct']:+.1f}%)")
         worst = sorted(mem["processes"].items(), key=lambda kv: -kv[1]["growth_pct"])[:8]
         for name, row in worst:
-            print(f"  {name:>60} {row['start_mb']:7.0f} → {row['end_mb']:7.0f} MB {row['growth_pct']:+6.1f}%")
+            print(f"  {name:>56} {row['start_mb']:7.0f} → {row['mid_mb']:7.0f} → {row['end_mb']:7.0f} MB"
+                  f" {row['growth_pct']:+6.1f}%")
+        print(f"  started during the soak: {mem['started_during_soak_mb']}")
     write_json(args.json, results)
     return 0
 

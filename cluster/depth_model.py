@@ -26,11 +26,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cluster.depth_io import INPUT_SIZE, PATCH, DepthResult, target_size
+
 log = logging.getLogger(__name__)
 
 TINY = "tiny"
-INPUT_SIZE = 518
-PATCH = 14
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -67,20 +67,6 @@ class ModelInfo:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class DepthResult:
-    """One image's depth (float32, larger = nearer) at the requested size, or why it failed."""
-
-    depth: np.ndarray | None
-    raw_min: float = 0.0
-    raw_max: float = 0.0
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 # ------------------------------------------------------------------------------------- loading
@@ -168,21 +154,6 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 # ---------------------------------------------------------------------------------- preprocess
-
-
-def target_size(height: int, width: int, size: int = INPUT_SIZE, multiple: int = PATCH):
-    """The transformers DPT processor's output size with keep_aspect_ratio and
-    ensure_multiple_of (same rounding), so both paths feed the model the same shape."""
-    scale_h, scale_w = size / height, size / width
-    if abs(1 - scale_w) < abs(1 - scale_h):
-        scale_h = scale_w
-    else:
-        scale_w = scale_h
-    return _multiple_of(scale_h * height, multiple), _multiple_of(scale_w * width, multiple)
-
-
-def _multiple_of(value: float, multiple: int) -> int:
-    return max(multiple, round(value / multiple) * multiple)
 
 
 def check_image(image: object) -> np.ndarray:

@@ -21,7 +21,7 @@ from PIL import Image
 
 from cluster import storage_keys
 from cluster.depth_encode import DepthVideoWriter, encode_depth_png16, encode_depth_preview
-from cluster.depth_model import DepthResult, target_size
+from cluster.depth_io import DepthResult, target_size
 from cluster.media_decode import (
     decode_for_model,
     gallery_image,

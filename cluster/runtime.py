@@ -52,7 +52,7 @@ def connect_ray(settings: Settings, *, start: bool = True) -> bool:
             raise
     # A free GCS port: Ray's default (6379) is Redis's, and often taken.
     result = subprocess.run(
-        [_ray_bin(), "start", "--head", "--port", str(_free_port()), "--dashboard-host", "127.0.0.1",
+        [_ray_bin(), "start", "--head", "--port", str(free_port()), "--dashboard-host", "127.0.0.1",
          "--disable-usage-stats"],
         capture_output=True, text=True,
     )
@@ -71,7 +71,7 @@ def _ray_bin() -> str:
     return shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import ray
 
-from cluster.depth_model import DepthResult
+from cluster.cpu_priority import yield_cpu_to_foreground
+from cluster.depth_io import DepthResult
 from cluster.processing import DepthUnavailable, Outcome, process_item
 from cluster.settings import Settings
 from cluster.storage import Storage, storage_from_settings
@@ -53,4 +54,5 @@ def serve_depth(app_name: str = APP_NAME):
 # Outcome inside, so they are not retried here but by the queue (attempts, backoff).
 @ray.remote(max_retries=3, num_cpus=0.5)
 def process_item_task(item: ClaimedItem, settings: Settings, app_name: str = APP_NAME) -> Outcome:
+    yield_cpu_to_foreground()
     return process_item(item, settings, _storage(settings), serve_depth(app_name))

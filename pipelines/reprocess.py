@@ -23,7 +23,7 @@ import numpy as np
 import psycopg
 import ray
 
-from cluster.depth_model import target_size
+from cluster.depth_io import target_size
 from cluster.media_decode import decode_for_model
 from cluster.processing import store_depth_outputs
 from cluster.settings import Settings

@@ -1,6 +1,6 @@
 """The depth model on Ray Serve: the core (``cluster.depth_model``) behind dynamic batching and
 autoscaling replicas. Callers send decoded RGB arrays (they travel through Ray's object store) and
-get :class:`~cluster.depth_model.DepthResult` back; nothing here knows about HTTP.
+get :class:`~cluster.depth_io.DepthResult` back; nothing here knows about HTTP.
 
     serve run serve_app/depth.yaml          # or: serve deploy serve_app/depth.yaml
 """
@@ -18,7 +18,9 @@ import ray
 from ray import serve
 from ray.serve import Application
 
-from cluster.depth_model import DepthModel, DepthResult
+from cluster.cpu_priority import yield_cpu_to_foreground
+from cluster.depth_io import DepthResult
+from cluster.depth_model import DepthModel
 from cluster.settings import Settings
 
 DEPLOYMENT_NAME = "DepthModel"
@@ -59,6 +61,8 @@ class ModelOptions:
 class DepthDeployment:
     def __init__(self, options: ModelOptions) -> None:
         self.core = options.load()
+        if self.core.device.type == "cpu":
+            yield_cpu_to_foreground()  # on a GPU the host CPU work is small; on a CPU it is all
         self.batches = 0
         self.items = 0
         self.largest_batch = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,11 @@ class ApiContext:
     depth: Any = None  # a Serve DeploymentHandle to the depth deployment
     scheduler: Any = None  # callable returning the scheduler actor handle (or None)
     version: str = "0.1.0"
+    # Uploads (hash, decode-check, store, SQL) run here, not on the loop's default executor, so
+    # a burst of uploads never queues health checks and reads behind it. Decoding releases the
+    # GIL; more threads than cores would only add waiting.
+    ingest_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
+        max_workers=8, thread_name_prefix="ingest"))
 
 
 # Serve ships the ingress FastAPI app to each replica by value, so the app object the replica

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from cluster.depth_model import DepthModel, ModelLoadError, target_size, tiny_model_dir
+from cluster.depth_io import target_size
+from cluster.depth_model import DepthModel, ModelLoadError, tiny_model_dir
 from cluster.media_decode import decode_for_model
 from tests.utils import media_files
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cluster.cli import main
-from tests.utils.s3 import free_port
+from cluster.runtime import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,8 @@ import os
 import ray
 from ray import serve
 
-from tests.utils.s3 import free_port, use_test_credentials
+from cluster.runtime import free_port
+from tests.utils.s3 import use_test_credentials
 
 
 def start_local_cluster(num_cpus: int = 8) -> None:

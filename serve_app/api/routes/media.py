@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from functools import partial
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
@@ -53,11 +54,10 @@ async def upload(
         raise ApiError(413, "too_many_files", f"{len(files)} files sent; at most {limit} per request")
     results = []
     for upload_file in files:
-        # Blocking work (hashing, probing, storage, SQL) off the event loop.
-        outcome = await asyncio.to_thread(
+        outcome = await asyncio.get_running_loop().run_in_executor(ctx.ingest_pool, partial(
             ingest_stream, upload_file.file, upload_file.filename, db=ctx.db, storage=ctx.storage,
             settings=ctx.settings, limits=ctx.limits, priority=priority,
-        )
+        ))
         results.append(_result(outcome))
     rejected = sum(r.status == "rejected" for r in results)
     if rejected == len(results):
