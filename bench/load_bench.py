@@ -145,12 +145,16 @@ async def reader(client, rec: Recorder, stop_at: float, ids: list) -> None:
         await rec.timed("health", client.get("/api/health"))
 
 
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 async def drive(url: str, api_key: str | None, args, photo: bytes, seconds: float,
                 warmup: float = 0, memory: MemoryWatch | None = None) -> Recorder:
     """Load for ``warmup`` + ``seconds``; only the last ``seconds`` are recorded."""
     rec, ids, counter = Recorder(warmup), [], itertools.count()
     watcher = asyncio.create_task(memory.run()) if memory else None
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = auth_headers(api_key)
     limits = httpx.Limits(max_connections=args.uploaders + args.readers + 4)
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60, limits=limits) as client:
         stop_at = time.monotonic() + warmup + seconds
@@ -301,8 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         url = args.url or start_local_system(stack, args)
         if args.no_processing:
-            headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-            httpx.post(f"{url}/api/queue/worker/stop", headers=headers, timeout=60).raise_for_status()
+            httpx.post(f"{url}/api/queue/worker/stop", headers=auth_headers(args.api_key),
+                       timeout=60).raise_for_status()
         if args.soak:
             # Memory is measured from the end of the warm-up: workers, pools and caches that
             # fill once are not growth.

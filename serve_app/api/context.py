@@ -46,8 +46,8 @@ class ApiContext:
     scheduler: Any = None  # callable returning the scheduler actor handle (or None)
     version: str = "0.1.0"
     # Uploads (hash, decode-check, store, SQL) run here, not on the loop's default executor, so
-    # a burst of uploads never queues health checks and reads behind it. Decoding releases the
-    # GIL; more threads than cores would only add waiting.
+    # a burst of uploads never queues health checks and reads behind it. More threads than cores:
+    # decoding releases the GIL, and much of an upload is waiting on disk and Postgres commits.
     ingest_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
         max_workers=8, thread_name_prefix="ingest"))
 
