@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 BACKGROUND_NICENESS = 19
 
 
 def yield_cpu_to_foreground() -> None:
-    """Lowest CPU priority for this process, which does background depth work. Where the gateway
-    shares CPUs with it (a laptop, a small node), uploads and reads keep their latency while the
-    queue is worked off with whatever CPU is left; with idle CPU it changes nothing."""
-    if os.getpriority(os.PRIO_PROCESS, 0) < BACKGROUND_NICENESS:
-        os.setpriority(os.PRIO_PROCESS, 0, BACKGROUND_NICENESS)
+    """Lowest CPU priority for every thread of this process, which does background depth work.
+    Where the gateway shares CPUs with it (a laptop, a small node), uploads and reads keep their
+    latency while the queue is worked off with whatever CPU is left; with idle CPU it changes
+    nothing. Threads started later inherit it from the thread that starts them."""
+    for tid in _thread_ids():
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) < BACKGROUND_NICENESS:
+                os.setpriority(os.PRIO_PROCESS, tid, BACKGROUND_NICENESS)
+        except ProcessLookupError:
+            pass  # the thread ended meanwhile
+
+
+def _thread_ids() -> list[int]:
+    # On Linux the nice value belongs to a thread, not the process: Ray's gRPC and event-loop
+    # threads, and the thread a task or replica runs on, each need lowering. Elsewhere PRIO_PROCESS
+    # 0 is the whole process.
+    tasks = Path("/proc/self/task")
+    return [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]

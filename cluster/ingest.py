@@ -41,17 +41,16 @@ class TooLarge(Exception):
 def spooled_copy(source: BinaryIO, max_bytes: int) -> Iterator[tuple[Path, str]]:
     """Copy a stream to a temp file while hashing it; stop as soon as it exceeds ``max_bytes``."""
     digest = hashlib.sha256()
-    with tempfile.TemporaryDirectory(prefix="depthmill-ingest-") as tmp:
-        path = Path(tmp) / "upload"
+    with tempfile.NamedTemporaryFile(prefix="depthmill-ingest-") as out:
         size = 0
-        with path.open("wb") as out:
-            while chunk := source.read(CHUNK):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise TooLarge(size)
-                digest.update(chunk)
-                out.write(chunk)
-        yield path, digest.hexdigest()
+        while chunk := source.read(CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                raise TooLarge(size)
+            digest.update(chunk)
+            out.write(chunk)
+        out.flush()
+        yield Path(out.name), digest.hexdigest()
 
 
 def ingest_path(
@@ -62,30 +61,42 @@ def ingest_path(
         probed = probe(path, limits)
     except MediaRejected as e:
         return IngestResult(name, "rejected", error_code=e.code, error=e.message)
-    existing = db.run(media.find_by_sha256, sha256)
-    if existing is None:
-        key = storage_keys.original(sha256, probed.extension)
-        with path.open("rb") as f:
-            storage.put(key, f, probed.mime)
-        row = NewMedia(
-            kind=probed.kind, storage_key=key, sha256=sha256, mime=probed.mime, bytes=probed.bytes,
-            original_name=(name or "")[:255] or None, width=probed.width, height=probed.height,
-            duration=probed.duration, fps=probed.fps, frame_count=probed.frame_count,
-            codec=probed.codec, taken_at=probed.taken_at, camera=probed.camera,
-        )
-        existing = db.run(media.insert, row)
-    status = "created" if existing.created else "duplicate"
-    if status == "duplicate":
+    recorded = None
+    while recorded is None:  # twice at most: a duplicate deleted meanwhile is stored anew
+        new = None
+        if db.run(media.find_by_sha256, sha256) is None:
+            key = storage_keys.original(sha256, probed.extension)
+            with path.open("rb") as f:
+                storage.put(key, f, probed.mime)
+            new = NewMedia(
+                kind=probed.kind, storage_key=key, sha256=sha256, mime=probed.mime,
+                bytes=probed.bytes, original_name=(name or "")[:255] or None,
+                width=probed.width, height=probed.height, duration=probed.duration,
+                fps=probed.fps, frame_count=probed.frame_count, codec=probed.codec,
+                taken_at=probed.taken_at, camera=probed.camera,
+            )
+        recorded = db.run(_record, new, sha256, settings, priority)
+    found, item = recorded
+    return IngestResult(name, "created" if found.created else "duplicate", found, item)
+
+
+def _record(
+    conn, new: NewMedia | None, sha256: str, settings: Settings, priority: int | None,
+) -> tuple[MediaItem, QueueItem] | None:
+    """The media row and its queue item in one transaction: one commit per upload, and no media
+    row is ever left without the item that processes it. None when the known content was
+    deleted since it was looked up."""
+    found = media.insert(conn, new) if new else media.find_by_sha256(conn, sha256)
+    if found is None:
+        return None
+    if not found.created:
         # Known content: report its latest item for this model instead of processing it again.
-        earlier = [i for i in db.run(queue.items_for_media, existing.id)
-                   if i.model_id == settings.model]
+        earlier = [i for i in queue.items_for_media(conn, found.id) if i.model_id == settings.model]
         if earlier:
-            return IngestResult(name, status, existing, max(earlier, key=lambda i: i.queued_at))
-    item = db.run(
-        queue.enqueue, existing.id, settings.model, priority=priority,
-        max_attempts=settings.max_attempts,
-    )
-    return IngestResult(name, status, existing, item)
+            return found, max(earlier, key=lambda i: i.queued_at)
+    item = queue.enqueue(conn, found.id, settings.model, priority=priority,
+                         max_attempts=settings.max_attempts)
+    return found, item
 
 
 def ingest_stream(source: BinaryIO, name: str | None, **kw) -> IngestResult:

@@ -128,6 +128,10 @@ class Settings(BaseSettings):
     scheduler_poll_s: float = Field(
         default=5.0, gt=0, description="Polling interval when no NOTIFY arrives."
     )
+    gateway_replicas: int = Field(
+        default=2, ge=1, description="HTTP gateway replicas: each is a process of its own, so "
+        "uploads are checked and stored on more than one core.",
+    )
     upload_rate_per_minute: int = Field(
         default=600, ge=1, description="Upload requests per client per minute (429 beyond)."
     )

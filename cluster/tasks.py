@@ -29,17 +29,29 @@ def _storage(settings: Settings) -> Storage:
     return _storages[key]
 
 
-def serve_depth(app_name: str = APP_NAME):
-    """A DepthFn backed by the deployment: one request per image, all in flight together, so
-    the deployment's dynamic batching sees them at once."""
+_depth_handles: dict[str, object] = {}
+
+
+def _depth_handle(app_name: str):
+    # One handle per worker process, as for storage: each handle starts its own Serve router
+    # (replica long-poll, metrics push), which a handle per task would start again every time.
     from ray import serve
-    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
     from serve_app.depth_deployment import DEPLOYMENT_NAME
 
+    if app_name not in _depth_handles:
+        _depth_handles[app_name] = serve.get_deployment_handle(DEPLOYMENT_NAME, app_name=app_name)
+    return _depth_handles[app_name]
+
+
+def serve_depth(app_name: str = APP_NAME):
+    """A DepthFn backed by the deployment: one request per image, all in flight together, so
+    the deployment's dynamic batching sees them at once."""
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
     def depth(images: Sequence[np.ndarray], sizes) -> list[DepthResult]:
         try:
-            handle = serve.get_deployment_handle(DEPLOYMENT_NAME, app_name=app_name)
+            handle = _depth_handle(app_name)
             responses = [handle.remote(im, size) for im, size in zip(images, sizes)]
             return [r.result(timeout_s=DEPTH_TIMEOUT_S) for r in responses]
         except (DeploymentUnavailableError, BackPressureError, ray.exceptions.RayActorError,

@@ -13,7 +13,8 @@ from serve_app.gateway import Gateway
 
 
 def build_depthmill_app(settings: Settings) -> Application:
-    return Gateway.bind(build_depth_app(settings), settings)
+    return Gateway.options(num_replicas=settings.gateway_replicas).bind(
+        build_depth_app(settings), settings)
 
 
 def build_app(args: dict[str, str]) -> Application:

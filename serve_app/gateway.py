@@ -19,7 +19,9 @@ _import_settings = Settings()
 api = create_api(_import_settings.cors_origins, _import_settings.max_upload_bytes)
 
 
-def build_context(settings: Settings, depth: DeploymentHandle | None = None, scheduler=None):
+def build_context(
+    settings: Settings, depth: DeploymentHandle | None = None, scheduler=None, *, replicas: int = 1,
+) -> ApiContext:
     storage = storage_from_settings(settings)
     signer = storage.signer if isinstance(storage, LocalStorage) else None
     # Short waits: during an outage a request should get its 503 in seconds, not minutes.
@@ -28,7 +30,9 @@ def build_context(settings: Settings, depth: DeploymentHandle | None = None, sch
     return ApiContext(
         settings=settings, db=db, storage=storage, signer=signer,
         limits=MediaLimits.from_settings(settings),
-        upload_limiter=RateLimiter(settings.upload_rate_per_minute),
+        # Each replica keeps its own buckets and the proxy spreads a client's requests over them,
+        # so each allows its share of the rate.
+        upload_limiter=RateLimiter(settings.upload_rate_per_minute / replicas),
         depth=depth, scheduler=scheduler,
     )
 
@@ -44,6 +48,7 @@ def _scheduler_handle():
 @serve.ingress(api)
 class Gateway:
     def __init__(self, depth: DeploymentHandle, settings: Settings) -> None:
-        install(build_context(settings, depth, _scheduler_handle))
+        install(build_context(settings, depth, _scheduler_handle,
+                              replicas=settings.gateway_replicas))
 
 

@@ -18,7 +18,7 @@ from db.connection import Database
 class RateLimiter:
     """A token bucket per client: ``per_minute`` requests, refilled continuously."""
 
-    per_minute: int
+    per_minute: float
     buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def take(self, client: str) -> float:

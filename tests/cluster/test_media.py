@@ -17,7 +17,7 @@ from cluster.media_decode import (
     thumbnail_webp,
     to_rgb,
 )
-from cluster.media_probe import MediaLimits, MediaRejected, probe, sniff
+from cluster.media_probe import MediaLimits, MediaRejected, jpeg_is_whole, probe, sniff
 from tests.utils import media_files
 
 LIMITS = MediaLimits(max_bytes=50 * 1024 * 1024, max_pixels=150_000_000, max_video_seconds=60)
@@ -26,6 +26,7 @@ BAD = media_files.bad_files()
 
 EXPECTED_FORMAT = {
     "rgb.jpg": "JPEG", "rotated.jpg": "JPEG", "cmyk.jpg": "JPEG", "gray.jpg": "JPEG",
+    "progressive.jpg": "JPEG", "motion.jpg": "JPEG",
     "gray16.png": "PNG", "rgba.png": "PNG", "photo.webp": "WEBP", "photo.heic": "HEIF",
     "photo.tiff": "TIFF", "anim.gif": "GIF",
 }
@@ -81,6 +82,18 @@ def test_bad_files_are_rejected_with_the_right_code(tmp_path, name):
         probe(path, LIMITS)
     assert err.value.code == code
     assert err.value.message  # a sentence for people
+
+
+def test_whole_jpegs_are_told_from_broken_ones_by_structure(tmp_path):
+    # Upload skips the decode for a JPEG that passes, so nothing broken may pass.
+    whole = [n for n in VARIANTS if EXPECTED_FORMAT[n] == "JPEG"]
+    broken = ["truncated.jpg", "no-end-marker.jpg", "truncated-with-thumbnail.jpg",
+              "broken-marker.jpg"]
+    assert {"progressive.jpg", "motion.jpg", "rotated.jpg"} <= set(whole)
+    for name in whole:
+        assert jpeg_is_whole(media_files.write(tmp_path, name, VARIANTS[name])), name
+    for name in broken:
+        assert not jpeg_is_whole(media_files.write(tmp_path, name, BAD[name][0])), name
 
 
 def test_size_and_pixel_limits(tmp_path):

@@ -47,6 +47,11 @@ def exif_jpeg(img: Image.Image, orientation: int = 6) -> bytes:
     return jpeg_bytes(img, exif=exif.tobytes())
 
 
+def with_comment(jpeg: bytes, comment: bytes) -> bytes:
+    """The JPEG with a comment segment (COM) right after its start marker."""
+    return jpeg[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + jpeg[2:]
+
+
 def photo_variants() -> dict[str, bytes]:
     """name → bytes of every photo format and awkward mode we promise to read."""
     rgb = photo("astronaut")
@@ -59,6 +64,9 @@ def photo_variants() -> dict[str, bytes]:
         "rotated.jpg": exif_jpeg(photo("chelsea"), 6),
         "cmyk.jpg": jpeg_bytes(rgb.convert("CMYK")),
         "gray.jpg": jpeg_bytes(rgb.convert("L")),
+        "progressive.jpg": jpeg_bytes(rgb, progressive=True),
+        # A phone's motion photo: the JPEG, then a video appended after its end marker.
+        "motion.jpg": jpeg_bytes(rgb) + video_bytes(seconds=1),
         "gray16.png": encoded(gray16, "PNG"),
         "rgba.png": encoded(rgba, "PNG"),
         "photo.webp": encoded(rgb, "WEBP", quality=90),
@@ -120,6 +128,13 @@ def bad_files() -> dict[str, tuple[bytes, str]]:
     return {
         "empty.jpg": (b"", "empty_file"),
         "truncated.jpg": (good_jpeg[: len(good_jpeg) // 2], "corrupt_file"),
+        "no-end-marker.jpg": (good_jpeg[:-2], "corrupt_file"),
+        "broken-marker.jpg": (good_jpeg[: len(good_jpeg) // 2] + b"\xff\x02" * 100
+                              + good_jpeg[len(good_jpeg) // 2 + 200 :], "corrupt_file"),
+        # The thumbnail (here in a comment segment, as EXIF carries one) is a whole JPEG with its
+        # own end marker; the image after it is cut off.
+        "truncated-with-thumbnail.jpg": (with_comment(good_jpeg, jpeg_bytes(photo("astronaut")
+                                         .resize((64, 64))))[:-len(good_jpeg) // 3], "corrupt_file"),
         "corrupt.png": (bytes(corrupt_png), "corrupt_file"),
         "polyglot.jpg": (good_jpeg + zip_bytes(), "polyglot_file"),
         "bomb.png": (png_bomb(), "image_too_large"),
