@@ -229,28 +229,29 @@ class Scheduler:
             for o in completed:
                 self.m_done.inc(tags={"kind": o.kind, "outcome": "completed"})
                 self.m_latency.observe(o.seconds, tags={"kind": o.kind})
-        unavailable = [o for o in batch if o.status == "unavailable"]
-        for o in unavailable:
-            self.deps[o.dependency or "depth"].down(o.error or "unavailable")
-        give_back = [o for o in unavailable if self._may_give_back(o.lease.item_id)]
+        give_back, failed = [], []
+        for o in batch:
+            if o.status == "unavailable":
+                self.deps[o.dependency or "depth"].down(o.error or "unavailable")
+                if self._may_give_back(o.lease.item_id):
+                    give_back.append(o)
+                    continue
+                o = replace(o, status="retry")  # given back too often: now it costs an attempt
+            self.give_backs.pop(o.lease.item_id, None)
+            if o.status in ("failed", "retry"):
+                failed.append(o)
         if give_back:
             self.db.run(queue.give_back, [o.lease for o in give_back], give_back[0].error)
             self.counts["given_back"] += len(give_back)
-        given = {o.lease.item_id for o in give_back}
-        batch = [replace(o, status="retry") if o.status == "unavailable" and o.lease.item_id not in given
-                 else o for o in batch]
-        for o in batch:
-            if o.status != "unavailable":
-                self.give_backs.pop(o.lease.item_id, None)
-            if o.status in ("failed", "retry"):
-                result = self.db.run(
-                    queue.fail, o.lease, o.error or "unknown error", retryable=o.status == "retry",
-                    backoff_base=self.settings.retry_backoff_base,
-                    backoff_max=self.settings.retry_backoff_max,
-                )
-                key = "retried" if result and result.status == "queued" else "failed"
-                self.counts[key] += 1
-                self.m_done.inc(tags={"kind": o.kind, "outcome": key})
+        for o in failed:
+            result = self.db.run(
+                queue.fail, o.lease, o.error or "unknown error", retryable=o.status == "retry",
+                backoff_base=self.settings.retry_backoff_base,
+                backoff_max=self.settings.retry_backoff_max,
+            )
+            key = "retried" if result and result.status == "queued" else "failed"
+            self.counts[key] += 1
+            self.m_done.inc(tags={"kind": o.kind, "outcome": key})
 
     def _may_give_back(self, item_id: uuid.UUID) -> bool:
         self.give_backs[item_id] = self.give_backs.get(item_id, 0) + 1
