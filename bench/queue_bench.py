@@ -74,11 +74,15 @@ def depthmill_fill(url: str, jobs: int) -> None:
         )
         # The same statement enqueue_many runs, over every media row at once.
         conn.execute(
-            "INSERT INTO processing_queue (media_id, model_id, priority) "
-            "SELECT id, 'tiny', depthmill_default_priority(kind, bytes) FROM media_items"
+            "INSERT INTO processing_queue (media_id, model_id, priority, kind, bytes, mime, storage_key) "
+            "SELECT id, 'tiny', depthmill_default_priority(kind, bytes), kind, bytes, mime, storage_key "
+            "FROM media_items"
         )
         conn.execute("VACUUM ANALYZE processing_queue")
         conn.execute("VACUUM ANALYZE media_items")
+        # Flush the fill's dirty pages now, so the checkpoint that writes them does not land in
+        # the middle of the measurement.
+        conn.execute("CHECKPOINT")
 
 
 def depthmill_worker(url: str, batch: int, barrier, results) -> None:
@@ -203,18 +207,30 @@ def claim_latency(admin: str, rows: int, samples: int) -> dict[str, float]:
     migrate(url)
     depthmill_fill(url, rows)
     timings = []
+    wal_before = _wal(url)
     with psycopg.connect(url, autocommit=True) as conn:
         for _ in range(samples):
             started = time.perf_counter()
             items = queue.claim_batch(conn, 10, "latency", 60)
             timings.append((time.perf_counter() - started) * 1000)
             queue.complete_many(conn, [i.lease for i in items])
+    wal_after = _wal(url)  # a backend reports its WAL statistics when it exits, so after the close
     timings.sort()
     return {
         "p50_ms": statistics.median(timings),
         "p99_ms": timings[min(len(timings) - 1, int(len(timings) * 0.99))],
         "samples": samples,
+        # Claim + completion of 10 items. Full-page images are written the first time a page
+        # changes after a checkpoint: with 1M rows claimed in priority order, most pages are new.
+        "wal_kb_per_cycle": (wal_after[0] - wal_before[0]) / samples / 1024,
+        "full_page_images_per_cycle": (wal_after[1] - wal_before[1]) / samples,
     }
+
+
+def _wal(url: str) -> tuple[int, int]:
+    """(WAL bytes written, full-page images written) by the server so far."""
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT wal_bytes::bigint, wal_fpi FROM pg_stat_wal").fetchone()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,9 +264,10 @@ def main(argv: list[str] | None = None) -> int:
         dm = results["depthmill_jobs_per_s"][str(batch)]
         pq = results["pgqueuer_jobs_per_s"][str(batch)]
         print(f"{batch:>6} {dm:>18.0f} {pq:>17.0f} {dm / pq:>7.2f}")
-    print(f"\n{'queued rows':>12} {'claim p50 ms':>13} {'claim p99 ms':>13}")
+    print(f"\n{'queued rows':>12} {'claim p50 ms':>13} {'claim p99 ms':>13} {'WAL KB/cycle':>13} {'FPI/cycle':>10}")
     for rows, lat in results["claim_latency"].items():
-        print(f"{rows:>12} {lat['p50_ms']:>13.2f} {lat['p99_ms']:>13.2f}")
+        print(f"{rows:>12} {lat['p50_ms']:>13.2f} {lat['p99_ms']:>13.2f}"
+              f" {lat['wal_kb_per_cycle']:>13.1f} {lat['full_page_images_per_cycle']:>10.1f}")
 
     write_json(args.json, results)
     if server is not None:

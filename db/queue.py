@@ -183,9 +183,9 @@ class Page:
     next_cursor: str | None
 
 
-# Columns of a QueueItem, read from processing_queue q joined with media_items m.
+# Columns of a QueueItem, read from processing_queue q.
 _ITEM_COLUMNS = sql.SQL(
-    """q.id, q.media_id, q.model_id, m.kind, m.bytes, m.mime, m.storage_key, q.status,
+    """q.id, q.media_id, q.model_id, q.kind, q.bytes, q.mime, q.storage_key, q.status,
        q.priority, q.attempts, q.max_attempts, q.last_error, q.error_count, q.cancel_requested,
        q.lease_owner, q.lease_expires_at, q.run_after, q.queued_at, q.started_at,
        q.completed_at, q.processing_duration"""
@@ -210,10 +210,11 @@ def _tuples(conn: psycopg.Connection, query: sql.Composable, params: object = No
 _ENQUEUE = sql.SQL(
     """
     WITH new AS (
-        INSERT INTO processing_queue AS q (media_id, model_id, priority, max_attempts, status)
+        INSERT INTO processing_queue AS q (media_id, model_id, priority, max_attempts, status,
+                                           kind, bytes, mime, storage_key)
         SELECT m.id, %(model_id)s,
                coalesce(%(priority)s, depthmill_default_priority(m.kind, m.bytes)),
-               %(max_attempts)s, %(status)s
+               %(max_attempts)s, %(status)s, m.kind, m.bytes, m.mime, m.storage_key
         FROM media_items m
         WHERE m.id = ANY(%(media_ids)s)
         -- An active item for this media + model already exists: keep it, and let an explicit
@@ -223,8 +224,7 @@ _ENQUEUE = sql.SQL(
                       updated_at = now()
         RETURNING q.*, (q.xmax = 0) AS created
     )
-    SELECT {columns}, q.created
-    FROM new q JOIN media_items m ON m.id = q.media_id
+    SELECT {columns}, q.created FROM new q
     """
 ).format(columns=_ITEM_COLUMNS)
 
@@ -331,9 +331,9 @@ def build_claim_query(*, for_model: bool) -> sql.Composed:
             lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
             started_at = now(),
             updated_at = now()
-        FROM next, media_items m
-        WHERE q.id = next.id AND m.id = q.media_id
-        RETURNING q.id, q.media_id, q.model_id, m.kind, m.bytes, m.mime, m.storage_key,
+        FROM next
+        WHERE q.id = next.id
+        RETURNING q.id, q.media_id, q.model_id, q.kind, q.bytes, q.mime, q.storage_key,
                   q.priority, q.attempts, q.max_attempts, q.lease_owner, q.lease_expires_at,
                   q.queued_at
         """
@@ -615,9 +615,8 @@ _RETRY_ALL_FAILED = sql.SQL(
     UPDATE processing_queue q
     SET status = 'queued', attempts = 0, run_after = now(), queued_at = now(),
         started_at = NULL, completed_at = NULL, processing_duration = NULL, updated_at = now()
-    FROM media_items m
-    WHERE m.id = q.media_id AND q.status = 'failed'
-      AND (%(kind)s::text IS NULL OR m.kind = %(kind)s)
+    WHERE q.status = 'failed'
+      AND (%(kind)s::text IS NULL OR q.kind = %(kind)s)
       AND (%(model_id)s::text IS NULL OR q.model_id = %(model_id)s)
       -- Never two active items for one media + model: skip a failed item re-enqueued since.
       AND NOT EXISTS (
@@ -648,7 +647,7 @@ def retry_all_failed(
 # --------------------------------------------------------------------------------------------
 
 _GET = sql.SQL(
-    "SELECT {columns} FROM processing_queue q JOIN media_items m ON m.id = q.media_id "
+    "SELECT {columns} FROM processing_queue q "
     "WHERE q.id = %(id)s"
 ).format(columns=_ITEM_COLUMNS)
 
@@ -662,7 +661,7 @@ def get_item(conn: psycopg.Connection, item_id: uuid.UUID) -> QueueItem:
 
 def items_for_media(conn: psycopg.Connection, media_id: uuid.UUID) -> list[QueueItem]:
     query = sql.SQL(
-        "SELECT {columns} FROM processing_queue q JOIN media_items m ON m.id = q.media_id "
+        "SELECT {columns} FROM processing_queue q "
         "WHERE q.media_id = %(id)s ORDER BY q.queued_at DESC, q.id DESC"
     ).format(columns=_ITEM_COLUMNS)
     return _items(conn, query, {"id": media_id})
@@ -706,7 +705,7 @@ def list_items(
         where.append(sql.SQL("q.status = ANY(%(statuses)s)"))
         params["statuses"] = list(statuses)
     if kind:
-        where.append(sql.SQL("m.kind = %(kind)s"))
+        where.append(sql.SQL("q.kind = %(kind)s"))
         params["kind"] = kind
     if model_id:
         where.append(sql.SQL("q.model_id = %(model_id)s"))
@@ -715,7 +714,7 @@ def list_items(
         where.append(sql.SQL("(q.priority, q.queued_at, q.id) > (%(c_pri)s, %(c_at)s, %(c_id)s)"))
         params["c_pri"], params["c_at"], params["c_id"] = decode_cursor(cursor)
     query = sql.SQL(
-        "SELECT {columns} FROM processing_queue q JOIN media_items m ON m.id = q.media_id "
+        "SELECT {columns} FROM processing_queue q "
         "WHERE {where} ORDER BY q.priority, q.queued_at, q.id LIMIT %(limit)s"
     ).format(columns=_ITEM_COLUMNS, where=sql.SQL(" AND ").join(where))
     rows = _items(conn, query, params)
@@ -726,12 +725,12 @@ def list_items(
 
 _STATS = sql.SQL(
     """
-    SELECT q.status, m.kind, count(*) AS n,
+    SELECT q.status, q.kind, count(*) AS n,
            count(*) FILTER (WHERE q.completed_at > now() - interval '1 minute') AS last_minute,
            count(*) FILTER (WHERE q.completed_at > now() - interval '1 hour') AS last_hour,
            avg(q.processing_duration) AS avg_seconds
-    FROM processing_queue q JOIN media_items m ON m.id = q.media_id
-    GROUP BY q.status, m.kind
+    FROM processing_queue q
+    GROUP BY q.status, q.kind
     """
 )
 
