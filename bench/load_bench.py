@@ -247,7 +247,7 @@ def start_local_system(stack: ExitStack, args) -> str:
     from ray import serve
 
     from bench.queue_bench import admin_url, fresh_database
-    from cluster.runtime import free_port
+    from cluster.runtime import free_port, use_node_env
     from cluster.scheduler import get_or_start_scheduler
     from cluster.settings import Settings
     from cluster.tasks import APP_NAME
@@ -264,7 +264,7 @@ def start_local_system(stack: ExitStack, args) -> str:
     settings = Settings(home=home, database_url=url, model="tiny", port=port,
                         upload_rate_per_minute=1_000_000, serve_num_cpus=0.25, db_pool_size=8,
                         max_file_size=64 * 2**20)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    use_node_env()
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     stack.callback(ray.shutdown)
     serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -16,6 +16,7 @@ from pathlib import Path
 import ray
 from ray import serve
 
+from cluster.cpu_priority import FOREGROUND_ENV
 from cluster.scheduler import get_or_start_scheduler, get_scheduler
 from cluster.settings import Settings
 from cluster.tasks import APP_NAME
@@ -38,10 +39,17 @@ def _ray_marker(settings: Settings) -> Path:
     return settings.home / "ray_started_by_depthmill"
 
 
+def use_node_env() -> None:
+    """The environment of a Ray node this process starts (``ray start`` or ``ray.init``)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # explicit: see DESIGN.md
+    for name, value in FOREGROUND_ENV.items():
+        os.environ.setdefault(name, value)
+
+
 def connect_ray(settings: Settings, *, start: bool = True) -> bool:
     """Join RAY_ADDRESS or a running local cluster; otherwise start a head node (``ray start``,
     so the cluster outlives this process for ``up --detach``). Returns True if we started it."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # explicit: see DESIGN.md
+    use_node_env()
     if ray.is_initialized():
         return False
     try:

@@ -24,6 +24,7 @@ import psycopg
 import ray
 from ray.util import metrics
 
+from cluster.cpu_priority import FOREGROUND_RUNTIME_ENV
 from cluster.processing import Outcome
 from cluster.settings import Settings
 from cluster.storage import storage_from_settings
@@ -350,7 +351,8 @@ class Scheduler:
             await asyncio.sleep(15)
 
 
-SchedulerActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(Scheduler)
+SchedulerActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1,
+                            runtime_env=FOREGROUND_RUNTIME_ENV)(Scheduler)
 
 
 def get_or_start_scheduler(settings: Settings, app_name: str = APP_NAME):

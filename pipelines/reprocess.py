@@ -23,6 +23,7 @@ import numpy as np
 import psycopg
 import ray
 
+from cluster.cpu_priority import yield_cpu_to_foreground
 from cluster.depth_io import target_size
 from cluster.media_decode import decode_for_model
 from cluster.processing import store_depth_outputs
@@ -39,6 +40,7 @@ class Decode:
     """CPU stage: fetch originals and decode them near the model's input size."""
 
     def __init__(self, settings: Settings) -> None:
+        yield_cpu_to_foreground()  # a bulk job, like the queue's depth work, is background
         self.storage = storage_from_settings(settings)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -60,6 +62,7 @@ class Infer:
     def __init__(self, settings: Settings) -> None:
         from serve_app.depth_deployment import ModelOptions
 
+        yield_cpu_to_foreground()
         self.core = ModelOptions.from_settings(settings).load()
         self.storage = storage_from_settings(settings)
         self.model_id = settings.model

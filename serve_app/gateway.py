@@ -6,6 +6,7 @@ from __future__ import annotations
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from cluster.cpu_priority import FOREGROUND_RUNTIME_ENV
 from cluster.media_probe import MediaLimits
 from cluster.settings import Settings
 from cluster.storage import LocalStorage, storage_from_settings
@@ -44,7 +45,8 @@ def _scheduler_handle():
 
 
 # Many uploads and reads in flight at once; this must never cap the depth batches either.
-@serve.deployment(name="Gateway", max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.25})
+@serve.deployment(name="Gateway", max_ongoing_requests=256,
+                  ray_actor_options={"num_cpus": 0.25, "runtime_env": FOREGROUND_RUNTIME_ENV})
 @serve.ingress(api)
 class Gateway:
     def __init__(self, depth: DeploymentHandle, settings: Settings) -> None:

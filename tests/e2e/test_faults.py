@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import psutil
 import pytest
 import ray
 
@@ -27,11 +26,13 @@ from db.migrate import migrate
 from tests.utils import media_files
 from tests.utils.postgres import restart_embedded
 from tests.utils.s3 import MotoS3Server
-from tests.utils.system import running_system, system_settings
+from tests.utils.system import pids_of, running_system, system_settings
 
 pytestmark = pytest.mark.slow
 
-ITEMS = 40
+# "A few hundred items in flight": enough that every fault lands with items queued, leased and
+# being written at once, yet the five tests still fit the CI budget on two cores.
+ITEMS = 200
 
 
 def seed(settings: Settings, db: Database, tmp_path: Path, n: int) -> None:
@@ -64,7 +65,7 @@ def wait_until(db: Database, predicate, timeout: float) -> dict:
 
 
 def assert_each_item_once(db: Database, items: int) -> None:
-    final = wait_until(db, lambda c: c["completed"] + c["failed"] == items, timeout=240)
+    final = wait_until(db, lambda c: c["completed"] + c["failed"] == items, timeout=600)
     assert final["total"] == items and final["processing"] == 0
     assert final["completed"] == items, final
     # One result per media + model + format, however many attempts it took.
@@ -109,16 +110,6 @@ def loaded_system(serve_port: int, database_url: str, tmp_path: Path, **override
         with running_system(settings) as client:
             wait_until(db, lambda c: c["completed"] >= 5, timeout=120)
             yield client, db
-
-
-def pids_of(title: str) -> list[int]:
-    """Ray names its worker processes after what they run (``ray::process_item_task``)."""
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = p.info["cmdline"] or []
-        if cmd and cmd[0].startswith(title):
-            found.append(p.pid)
-    return found
 
 
 def kill_first(title: str, timeout: float = 30) -> int:

@@ -4,14 +4,19 @@ Serve depth deployment (tiny) → storage + Postgres → signed URLs."""
 from __future__ import annotations
 
 import io
+import os
+import sys
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from cluster.cpu_priority import BACKGROUND_NICENESS
+from cluster.tasks import APP_NAME
+from serve_app.depth_deployment import DEPLOYMENT_NAME
 from tests.utils import media_files
-from tests.utils.system import running_system, system_settings
+from tests.utils.system import pids_of, running_system, system_settings
 
 pytestmark = pytest.mark.slow
 
@@ -81,6 +86,29 @@ def test_upload_to_depth_maps_end_to_end(system):
     again = upload(client, {"copy.jpg": variants["rgb.jpg"]}).json()["results"][0]
     assert again["status"] == "duplicate" and again["media_id"] == by_name["a.jpg"]["media_id"]
     assert client.get("/api/queue/status").json()["total"] == 4
+
+
+def thread_niceness(pid: int) -> set[int]:
+    return {os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir(f"/proc/{pid}/task")}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
+def test_api_runs_in_the_foreground_and_depth_work_in_the_background(system):
+    """Ray would start the gateway, its proxy and the scheduler at nice 15, where depth work at 19
+    takes a third of the CPU they need for uploads (docs/RELIABILITY.md, load)."""
+    client, _ = system
+    assert client.get("/api/health").status_code == 200  # the proxy and a gateway are up
+    expected = {
+        f"ray::ServeReplica:{APP_NAME}:Gateway": {0},
+        "ray::ProxyActor": {0},
+        "ray::Scheduler": {0},
+        # The tiny model runs on the CPU here, so its replica is background work.
+        f"ray::ServeReplica:{APP_NAME}:{DEPLOYMENT_NAME}": {BACKGROUND_NICENESS},
+    }
+    for title, niceness in expected.items():
+        pids = pids_of(title)
+        assert pids, f"no process titled {title!r}"
+        assert all(thread_niceness(pid) == niceness for pid in pids), title
 
 
 def test_health_and_model_info(system):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cluster.cpu_priority import FOREGROUND_ENV
 from cluster.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +37,7 @@ def test_compose_services_ports_and_environment(monkeypatch):
     assert "healthcheck" in head and "/api/health" in " ".join(head["healthcheck"]["test"])
     env = head["environment"]
     assert env["RAY_AUTH_MODE"] == "disabled"
+    assert {k: env[k] for k in FOREGROUND_ENV} == FOREGROUND_ENV
     depthmill_env = {k: v for k, v in env.items() if k.startswith("DEPTHMILL_")}
     unknown = {k for k in depthmill_env if k.removeprefix("DEPTHMILL_").lower() not in Settings.model_fields}
     assert not unknown, f"compose sets settings that do not exist: {unknown}"
@@ -62,7 +64,10 @@ def test_cluster_launcher_config():
     head_start = " ".join(config["head_start_ray_commands"])
     assert "ray start --head" in head_start and "depthmill up" in head_start
     assert "RAY_AUTH_MODE" in head_start
-    assert "6380" in " ".join(config["worker_start_ray_commands"])
+    worker_start = " ".join(config["worker_start_ray_commands"])
+    assert "6380" in worker_start
+    for start in (head_start, worker_start):
+        assert all(f"{k}={v} " in start for k, v in FOREGROUND_ENV.items())
 
 
 @pytest.mark.parametrize("name", ["serve_app/depth.yaml", "serve_app/depthmill.yaml"])

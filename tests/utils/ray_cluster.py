@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import os
-
 import ray
 from ray import serve
 
-from cluster.runtime import free_port
+from cluster.runtime import free_port, use_node_env
 from tests.utils.s3 import use_test_credentials
 
 
 def start_local_cluster(num_cpus: int = 8) -> None:
-    # Token auth switches itself on when ~/.ray/auth_token exists; tests run without it.
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # As `depthmill up` starts a node; among it, token auth off (it switches itself on when
+    # ~/.ray/auth_token exists).
+    use_node_env()
     use_test_credentials()
     # Logical CPUs: more than the 2 cores of CI so fractional replicas and tasks all fit.
     # address="local": always a fresh cluster of our own, never one a `ray start` left running.

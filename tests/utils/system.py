@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
+import psutil
 import ray
 from ray import serve
 
@@ -38,3 +39,13 @@ def running_system(settings: Settings) -> Iterator[httpx.Client]:
         if scheduler is not None:
             ray.kill(scheduler, no_restart=True)
         serve.delete(APP_NAME)
+
+
+def pids_of(title: str) -> list[int]:
+    """Ray names its worker processes after what they run (``ray::process_item_task``)."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if cmd and cmd[0].startswith(title):
+            found.append(p.pid)
+    return found
