@@ -4,8 +4,6 @@ message a person can act on."""
 
 from __future__ import annotations
 
-import mmap
-import re
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -15,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import av
+import numpy as np
 import pillow_heif
 from PIL import ExifTags, Image, ImageFile
 
@@ -172,15 +171,16 @@ def _probe_photo(path: Path, fmt: str, size: int, limits: MediaLimits) -> Probed
     )
 
 
-_JPEG_EOI = b"\xff\xd9"
 _JPEG_SOS = 0xDA
+_JPEG_EOI = 0xD9
 # Markers that stand alone, without a length: TEM, RST0-7, SOI.
 _JPEG_STANDALONE = {0x01, *range(0xD0, 0xD9)}
 # Inside scan data 0xFF is followed only by 00 (a stuffed byte), FF (fill), RSTn, or the segments
-# that may sit between the scans of a progressive JPEG (DHT, DAC, SOS, DQT, DRI, APPn, COM).
-_JPEG_BAD_IN_SCAN = re.compile(
-    rb"\xff[\x01-\xc3\xc5-\xcb\xcd-\xcf\xd8\xdc\xde\xdf\xf0-\xfd]"
-)
+# that may sit between the scans of a progressive JPEG (DHT, DAC, SOS, DQT, DRI, APPn, COM):
+# True for the bytes that may not follow it.
+_JPEG_BAD_IN_SCAN = np.ones(256, dtype=bool)
+_JPEG_BAD_IN_SCAN[[0x00, 0xFF, *range(0xD0, 0xD8), 0xC4, 0xCC, 0xDA, 0xDB, 0xDD, 0xD9,
+                   *range(0xE0, 0xF0), 0xFE]] = False
 
 
 def jpeg_is_whole(path: Path) -> bool:
@@ -190,13 +190,20 @@ def jpeg_is_whole(path: Path) -> bool:
     the errors libjpeg raises; one that fails is decoded to decide. The end marker is looked for
     after the first scan header, not anywhere: the EXIF thumbnail is a whole JPEG of its own,
     and bytes may follow the image (a phone's motion-photo video)."""
-    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        scan = _jpeg_scan_start(data)
-        end = data.find(_JPEG_EOI, scan) if scan is not None else -1
-        return end >= 0 and _JPEG_BAD_IN_SCAN.search(data, scan, end) is None
+    data = path.read_bytes()
+    scan = _jpeg_scan_start(data)
+    if scan is None:
+        return False
+    # Vectorised: what follows each 0xFF of the scan data, up to the first end marker. (A regex
+    # and bytes.find over the same 2 MB took 15 ms: entropy-coded data is full of 0xFF 00.)
+    octets = np.frombuffer(data, dtype=np.uint8)
+    marks = np.flatnonzero(octets[scan:-1] == 0xFF) + scan
+    following = octets[marks + 1]
+    ends = np.flatnonzero(following == _JPEG_EOI)
+    return len(ends) > 0 and not _JPEG_BAD_IN_SCAN[following[:ends[0]]].any()
 
 
-def _jpeg_scan_start(data: mmap.mmap) -> int | None:
+def _jpeg_scan_start(data: bytes) -> int | None:
     """Where the first scan's entropy-coded data begins, walking the segments from SOI."""
     pos = 2  # after SOI, which sniff() has seen
     while pos + 4 <= len(data) and data[pos] == 0xFF:
