@@ -83,6 +83,21 @@ def test_priority_out_of_range_is_rejected(conn):
 # enqueue
 
 
+def test_ids_are_time_ordered(conn):
+    """UUID v7: later rows sort after earlier ones, so a claim in queued order touches index
+    pages side by side (bench/queue_bench.py)."""
+    made = []
+    for _ in range(3):
+        media_id = insert_media(conn).id
+        made.append((media_id, queue.enqueue(conn, media_id, MODEL).id))
+        time.sleep(0.002)  # the time part counts milliseconds
+    for ids in zip(*made):
+        assert all(i.version == 7 for i in ids)
+        assert list(ids) == sorted(ids)
+        # The time part is this clock's milliseconds.
+        assert abs(int.from_bytes(ids[0].bytes[:6], "big") / 1000 - time.time()) < 60
+
+
 def test_enqueue_twice_returns_the_active_item(conn):
     media_id = insert_media(conn).id
     first = queue.enqueue(conn, media_id, MODEL)
