@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import ray
 
-from cluster.cpu_priority import yield_cpu_to_foreground
+from cluster.cpu_priority import BACKGROUND_RUNTIME_ENV, yield_cpu_to_foreground
 from cluster.depth_io import DepthResult
 from cluster.processing import DepthUnavailable, Outcome, process_item
 from cluster.settings import Settings
@@ -64,7 +64,7 @@ def serve_depth(app_name: str = APP_NAME):
 
 # max_retries: Ray re-runs the task when its worker or node dies; exceptions are turned into an
 # Outcome inside, so they are not retried here but by the queue (attempts, backoff).
-@ray.remote(max_retries=3, num_cpus=0.5)
+@ray.remote(max_retries=3, num_cpus=0.5, runtime_env=BACKGROUND_RUNTIME_ENV)
 def process_item_task(item: ClaimedItem, settings: Settings, app_name: str = APP_NAME) -> Outcome:
     yield_cpu_to_foreground()
     return process_item(item, settings, _storage(settings), serve_depth(app_name))

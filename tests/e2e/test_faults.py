@@ -30,8 +30,9 @@ from tests.utils.system import pids_of, running_system, system_settings
 
 pytestmark = pytest.mark.slow
 
-# "A few hundred items in flight": enough that every fault lands with items queued, leased and
-# being written at once, yet the five tests still fit the CI budget on two cores.
+# 200 items accepted and unfinished when the fault lands (6 of them leased at a time): every
+# fault meets items queued, leased and being written at once, and the five tests still fit the
+# CI budget on two cores.
 ITEMS = 200
 
 
@@ -167,7 +168,9 @@ def test_postgres_restart_mid_run(ray_cluster, serve_port, own_postgres, tmp_pat
                          while_down=lambda: _assert_health(client, "unhealthy", 503))
         assert_each_item_once(db, ITEMS)
         _assert_health(client, "healthy", 200, timeout=30)
-    assert not watch.errors and "unhealthy" in watch.seen
+    # The check while down saw `unhealthy`; the 1 s poller may straddle a 6 s outage with one
+    # slow answer, so it is held to answering every poll.
+    assert not watch.errors and watch.seen
 
 
 def test_s3_outage_mid_run(ray_cluster, serve_port, database_url, tmp_path):
