@@ -7,18 +7,23 @@ from pathlib import Path
 
 BACKGROUND_NICENESS = 19
 
+
+def _starting_niceness(niceness: int) -> dict[str, str]:
+    return {"RAY_worker_niceness": str(niceness)}
+
+
 # Ray starts every worker at nice 15 (RAY_worker_niceness) so that its own daemons come first.
 # Left so, the gateway, the Serve proxy and the scheduler run at 15, and depth work at 19 gets only
 # 2.4 times less CPU than they do (scheduler weights 36 and 15); from 0 it is 68 times less. A
 # worker reads this when it starts: in a node's environment it covers every worker of the node,
 # the Serve proxy included; in an actor's runtime_env, that actor (as Ray's job manager does for
 # job supervisors), so the foreground holds even on a cluster someone else started.
-FOREGROUND_ENV = {"RAY_worker_niceness": "0"}
+FOREGROUND_ENV = _starting_niceness(0)
 FOREGROUND_RUNTIME_ENV = {"env_vars": FOREGROUND_ENV}
 # Background work asks for its own workers at 19 from the start, so that their start-up (Python,
 # Ray, torch and the model: seconds of CPU each time Ray starts a worker or Serve a replica) does
 # not compete with uploads either; yield_cpu_to_foreground then covers any thread started before.
-BACKGROUND_RUNTIME_ENV = {"env_vars": {"RAY_worker_niceness": str(BACKGROUND_NICENESS)}}
+BACKGROUND_RUNTIME_ENV = {"env_vars": _starting_niceness(BACKGROUND_NICENESS)}
 
 
 def yield_cpu_to_foreground() -> None:

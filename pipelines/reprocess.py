@@ -62,8 +62,9 @@ class Infer:
     def __init__(self, settings: Settings) -> None:
         from serve_app.depth_deployment import ModelOptions
 
-        yield_cpu_to_foreground()
         self.core = ModelOptions.from_settings(settings).load()
+        if self.core.device.type == "cpu":
+            yield_cpu_to_foreground()  # as the depth replica: on a GPU the host work is small
         self.storage = storage_from_settings(settings)
         self.model_id = settings.model
         self.revision = settings.model_revision
