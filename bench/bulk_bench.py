@@ -52,7 +52,7 @@ def queue_path(settings: Settings, photos: int) -> float:
     get_or_start_scheduler(settings)
     with psycopg.connect(settings.database_url) as conn:
         while conn.execute(
-            "SELECT count(*) FROM processing_queue WHERE status = 'completed'"
+            "SELECT count(*) FROM processing_queue_completed"
         ).fetchone()[0] < photos:
             time.sleep(0.2)
     elapsed = time.perf_counter() - started

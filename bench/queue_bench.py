@@ -4,7 +4,11 @@
 
 Throughput: ``--jobs`` no-op items, ``--claimers`` processes each looping claim → complete
 (depthmill: ``claim_batch`` + ``complete_many``; pgqueuer: ``dequeue`` + ``log_jobs``) at batch
-sizes 1, 10 and 100, each system in its own database on the same server, in the same run.
+sizes 1, 10 and 100, each system in its own database on the same server, in the same run. Both
+get the same workload: the same priorities (spread the way real sizes spread them, so claims in
+priority order land on scattered heap pages) in the same insertion order, and both fills end
+with a checkpoint, so both drains start from the same WAL state. ``--rounds`` alternate the two
+systems and the median round is reported.
 Latency: p50/p99 of one ``claim_batch(10)`` with 10k and 1M rows queued (priorities spread the
 way real sizes spread them).
 """
@@ -59,9 +63,10 @@ def fresh_database(admin: str, name: str) -> str:
 # ------------------------------------------------------------------------------------ depthmill
 
 
-def depthmill_fill(url: str, jobs: int) -> None:
+def depthmill_fill(url: str, jobs: int) -> list[int]:
+    """Queue ``jobs`` items; returns their priorities in insertion order."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE media_items CASCADE")
+        conn.execute("TRUNCATE media_items, processing_queue_completed CASCADE")
         conn.execute(
             """
             INSERT INTO media_items (kind, storage_key, sha256, mime, bytes)
@@ -83,6 +88,8 @@ def depthmill_fill(url: str, jobs: int) -> None:
         # Flush the fill's dirty pages now, so the checkpoint that writes them does not land in
         # the middle of the measurement.
         conn.execute("CHECKPOINT")
+        # Time-ordered ids: id order is insertion order.
+        return [p for (p,) in conn.execute("SELECT priority FROM processing_queue ORDER BY id")]
 
 
 def depthmill_worker(url: str, batch: int, barrier, results) -> None:
@@ -115,15 +122,20 @@ def pgqueuer_install(url: str) -> None:
     asyncio.run(run())
 
 
-def pgqueuer_fill(url: str, jobs: int) -> None:
+def pgqueuer_fill(url: str, priorities: list[int]) -> None:
+    """Queue one job per priority (depthmill's: lower first), in the same order."""
+
     async def run() -> None:
         conn, q = await _pgqueuer_queries(url)
         await q.clear_queue()
         await q.clear_queue_log()
-        for start in range(0, jobs, 10_000):
-            n = min(10_000, jobs - start)
-            await q.enqueue([ENTRYPOINT] * n, [None] * n, [0] * n)
+        for start in range(0, len(priorities), 10_000):
+            chunk = priorities[start:start + 10_000]
+            n = len(chunk)
+            # pgqueuer takes the highest priority first.
+            await q.enqueue([ENTRYPOINT] * n, [None] * n, [queue.MAX_PRIORITY - p for p in chunk])
         await conn.execute("VACUUM ANALYZE pgqueuer")
+        await conn.execute("CHECKPOINT")  # as depthmill_fill does
         await conn.close()
 
     asyncio.run(run())
@@ -177,29 +189,39 @@ def drain(worker, url: str, batch: int, claimers: int) -> tuple[int, float]:
     return done, wall
 
 
-def throughput(admin: str, batches: list[int], jobs: int, claimers: int) -> dict:
+def throughput(admin: str, batches: list[int], jobs: int, claimers: int, rounds: int) -> dict:
     dm_url = fresh_database(admin, "depthmill_bench")
     migrate(dm_url)
     pq_url = fresh_database(admin, "pgqueuer_bench")
     pgqueuer_install(pq_url)
-    out: dict[str, dict[str, float]] = {"depthmill_jobs_per_s": {}, "pgqueuer_jobs_per_s": {}}
+    keys = ("depthmill_jobs_per_s", "pgqueuer_jobs_per_s")
+    out: dict[str, dict[str, float]] = {key: {} for key in keys}
     for batch in batches:
         n = jobs if batch > 1 else max(jobs // 5, 1000)
-        depthmill_fill(dm_url, n)
-        done, wall = drain(depthmill_worker, dm_url, batch, claimers)
-        assert done == n, f"depthmill finished {done} of {n}"
-        out["depthmill_jobs_per_s"][str(batch)] = done / wall
-
-        pgqueuer_fill(pq_url, n)
-        done, wall = drain(pgqueuer_worker, pq_url, batch, claimers)
-        assert done == n, f"pgqueuer finished {done} of {n}"
-        out["pgqueuer_jobs_per_s"][str(batch)] = done / wall
+        runs: dict[str, list[float]] = {key: [] for key in keys}
+        for _ in range(rounds):
+            priorities = depthmill_fill(dm_url, n)
+            runs[keys[0]].append(_rate(drain(depthmill_worker, dm_url, batch, claimers), n))
+            pgqueuer_fill(pq_url, priorities)
+            runs[keys[1]].append(_rate(drain(pgqueuer_worker, pq_url, batch, claimers), n))
+        for key in keys:
+            out[key][str(batch)] = statistics.median(runs[key])
         print(
-            f"  batch {batch:>3}: depthmill {out['depthmill_jobs_per_s'][str(batch)]:>8.0f}/s"
-            f"  pgqueuer {out['pgqueuer_jobs_per_s'][str(batch)]:>8.0f}/s  ({n} jobs)",
+            f"  batch {batch:>3}: depthmill {_rates(runs['depthmill_jobs_per_s'])}"
+            f"  pgqueuer {_rates(runs['pgqueuer_jobs_per_s'])}  ({n} jobs, jobs/s per round)",
             file=sys.stderr,
         )
     return out
+
+
+def _rate(drained: tuple[int, float], expected: int) -> float:
+    done, wall = drained
+    assert done == expected, f"finished {done} of {expected}"
+    return done / wall
+
+
+def _rates(rates: list[float]) -> str:
+    return " ".join(f"{r:>6.0f}" for r in rates)
 
 
 def claim_latency(admin: str, rows: int, samples: int) -> dict[str, float]:
@@ -237,10 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path, help="write results here")
     parser.add_argument("--claimers", type=int, default=4)
-    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--jobs", type=int, default=50_000)
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds; the median is kept")
     parser.add_argument("--batches", default="1,10,100")
     parser.add_argument("--latency-rows", default="10000,1000000")
-    parser.add_argument("--latency-samples", type=int, default=500)
+    parser.add_argument("--latency-samples", type=int, default=2000)
     args = parser.parse_args(argv)
 
     admin, server = admin_url()
@@ -252,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         "postgres": pg_version,
         "claimers": args.claimers,
         "cpus": os.cpu_count(),
-        **throughput(admin, batches, args.jobs, args.claimers),
+        "rounds": args.rounds,
+        **throughput(admin, batches, args.jobs, args.claimers, args.rounds),
         "claim_latency": {},
     }
     for rows in (int(r) for r in args.latency_rows.split(",")):

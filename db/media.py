@@ -141,7 +141,7 @@ def list_media(
         SELECT {columns}, latest.status AS queue_status
         FROM media_items m
         LEFT JOIN LATERAL (
-            SELECT q.status FROM processing_queue q WHERE q.media_id = m.id
+            SELECT q.status FROM queue_items q WHERE q.media_id = m.id
             ORDER BY q.queued_at DESC LIMIT 1
         ) latest ON true
         WHERE {where}

@@ -7,6 +7,10 @@ the caller's transaction, so a caller can, say, record a depth map and complete 
 Leases: a claim is identified by (item id, owner, attempt). ``attempts`` grows by one at every
 claim, so it doubles as a fencing token: once a lease has expired and the item was claimed again,
 the old holder's heartbeat, completion or failure matches no row and changes nothing.
+
+Completed items leave ``processing_queue`` in the statement that completes them, for
+``processing_queue_completed`` (migration 006): the hot table holds what is live or may come back.
+Reads go through the ``queue_items`` view, which is both.
 """
 
 from __future__ import annotations
@@ -415,24 +419,56 @@ def extend_leases(
     )
 
 
-_COMPLETE = sql.SQL(
-    """
-    UPDATE processing_queue q
-    SET status = 'completed',
-        completed_at = now(),
-        processing_duration = extract(epoch FROM now() - q.started_at),
-        lease_owner = NULL,
-        lease_expires_at = NULL,
-        updated_at = now()
-    FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS held(id, attempt)
-    WHERE {held}
-    RETURNING q.id
-    """
-).format(held=_HELD)
+# The columns both queue tables share, in table order.
+_TABLE_COLUMNS = (
+    "id", "media_id", "model_id", "status", "priority", "attempts", "max_attempts", "last_error",
+    "error_count", "cancel_requested", "lease_owner", "lease_expires_at", "run_after", "queued_at",
+    "started_at", "completed_at", "processing_duration", "updated_at", "kind", "bytes", "mime",
+    "storage_key",
+)
+
+
+def _archive_completed(done: sql.Composable, processing_duration: sql.Composable) -> sql.Composed:
+    """``done`` deletes rows from processing_queue RETURNING them; insert them, completed, into
+    processing_queue_completed. One statement, so an item is always in exactly one table."""
+    completed = {
+        "status": sql.SQL("'completed'"),
+        "cancel_requested": sql.SQL("false"),
+        "lease_owner": sql.SQL("NULL"),
+        "lease_expires_at": sql.SQL("NULL"),
+        "completed_at": sql.SQL("now()"),
+        "processing_duration": processing_duration,
+        "updated_at": sql.SQL("now()"),
+    }
+    return sql.SQL(
+        """
+        WITH done AS ({done})
+        INSERT INTO processing_queue_completed ({columns})
+        SELECT {values} FROM done
+        RETURNING id
+        """
+    ).format(
+        done=done,
+        columns=sql.SQL(", ").join(map(sql.Identifier, _TABLE_COLUMNS)),
+        values=sql.SQL(", ").join(completed.get(c, sql.Identifier(c)) for c in _TABLE_COLUMNS),
+    )
+
+
+_COMPLETE = _archive_completed(
+    sql.SQL(
+        """
+        DELETE FROM processing_queue q
+        USING unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS held(id, attempt)
+        WHERE {held}
+        RETURNING q.*
+        """
+    ).format(held=_HELD),
+    sql.SQL("extract(epoch FROM now() - started_at)"),
+)
 
 
 def complete_many(conn: psycopg.Connection, leases: Sequence[Lease]) -> set[uuid.UUID]:
-    """Mark items completed in one statement; returns the ids whose lease was still held.
+    """Complete items in one statement; returns the ids whose lease was still held.
 
     An id missing from the result belonged to a zombie: its lease expired and the item was
     recovered or claimed again, so this completion must not count.
@@ -642,12 +678,33 @@ def retry_all_failed(
     )
 
 
+_CLOSE_FAILED = _archive_completed(
+    sql.SQL(
+        """
+        DELETE FROM processing_queue
+        WHERE media_id = ANY(%(media_ids)s) AND model_id = %(model_id)s
+          AND status IN ('failed', 'cancelled')
+        RETURNING *
+        """
+    ),
+    sql.Identifier("processing_duration"),
+)
+
+
+def close_failed_items(conn: psycopg.Connection, media_ids: Sequence[uuid.UUID], model_id: str) -> int:
+    """Another path (the bulk job) produced these media's outputs: their failed or cancelled
+    items are done. Items some scheduler holds (processing) are left to it."""
+    if not media_ids:
+        return 0
+    return len(_tuples(conn, _CLOSE_FAILED, {"media_ids": list(media_ids), "model_id": model_id}))
+
+
 # --------------------------------------------------------------------------------------------
 # reading: item, list, stats, summary
 # --------------------------------------------------------------------------------------------
 
 _GET = sql.SQL(
-    "SELECT {columns} FROM processing_queue q "
+    "SELECT {columns} FROM queue_items q "
     "WHERE q.id = %(id)s"
 ).format(columns=_ITEM_COLUMNS)
 
@@ -661,7 +718,7 @@ def get_item(conn: psycopg.Connection, item_id: uuid.UUID) -> QueueItem:
 
 def items_for_media(conn: psycopg.Connection, media_id: uuid.UUID) -> list[QueueItem]:
     query = sql.SQL(
-        "SELECT {columns} FROM processing_queue q "
+        "SELECT {columns} FROM queue_items q "
         "WHERE q.media_id = %(id)s ORDER BY q.queued_at DESC, q.id DESC"
     ).format(columns=_ITEM_COLUMNS)
     return _items(conn, query, {"id": media_id})
@@ -714,7 +771,7 @@ def list_items(
         where.append(sql.SQL("(q.priority, q.queued_at, q.id) > (%(c_pri)s, %(c_at)s, %(c_id)s)"))
         params["c_pri"], params["c_at"], params["c_id"] = decode_cursor(cursor)
     query = sql.SQL(
-        "SELECT {columns} FROM processing_queue q "
+        "SELECT {columns} FROM queue_items q "
         "WHERE {where} ORDER BY q.priority, q.queued_at, q.id LIMIT %(limit)s"
     ).format(columns=_ITEM_COLUMNS, where=sql.SQL(" AND ").join(where))
     rows = _items(conn, query, params)
@@ -729,7 +786,7 @@ _STATS = sql.SQL(
            count(*) FILTER (WHERE q.completed_at > now() - interval '1 minute') AS last_minute,
            count(*) FILTER (WHERE q.completed_at > now() - interval '1 hour') AS last_hour,
            avg(q.processing_duration) AS avg_seconds
-    FROM processing_queue q
+    FROM queue_items q
     GROUP BY q.status, q.kind
     """
 )

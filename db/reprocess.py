@@ -1,9 +1,7 @@
-"""The bulk job's SQL: which media to reprocess, and closing their failed queue items."""
+"""The bulk job's SQL: which media to reprocess."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
 from datetime import datetime
 
 import psycopg
@@ -37,7 +35,7 @@ def build_selection(
         params["since"] = since
     if status:
         where.append(sql.SQL(
-            "EXISTS (SELECT 1 FROM processing_queue q WHERE q.media_id = m.id "
+            "EXISTS (SELECT 1 FROM queue_items q WHERE q.media_id = m.id "
             "AND q.model_id = %(model_id)s AND q.status = %(status)s)"))
         params["status"] = status
     if missing_only:
@@ -62,17 +60,3 @@ def count_selection(conn: psycopg.Connection, query: sql.Composed, params: dict)
             sql.SQL("SELECT kind, count(*) FROM ({}) s GROUP BY kind").format(query), params
         ).fetchall()
     return dict(rows)
-
-
-def close_failed_items(conn: psycopg.Connection, media_ids: Sequence[uuid.UUID], model_id: str) -> int:
-    """The bulk job produced these outputs: failed or cancelled queue items for them are done.
-    Items some scheduler holds (processing) are left to it."""
-    if not media_ids:
-        return 0
-    return conn.execute(
-        """
-        UPDATE processing_queue SET status = 'completed', completed_at = now(), updated_at = now()
-        WHERE media_id = ANY(%s) AND model_id = %s AND status IN ('failed', 'cancelled')
-        """,
-        [list(media_ids), model_id],
-    ).rowcount

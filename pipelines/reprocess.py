@@ -113,7 +113,7 @@ class Record:
                 maps.append(NewDepthMap(**{**row, "media_id": uuid.UUID(row["media_id"])}))
         with self.conn.transaction():
             depth_maps.upsert_many(self.conn, maps)
-            selection.close_failed_items(self.conn, done, self.model_id)
+            queue.close_failed_items(self.conn, done, self.model_id)
         return {"media_id": list(batch["media_id"]), "error": list(batch["error"])}
 
 

@@ -46,7 +46,7 @@ def test_exactly_once_claiming_with_concurrent_claimers(database_url, conn):
     assert sum(1 for ids in claimed_by.values() if ids) >= CLAIMERS // 2
     stats = queue.stats(conn)
     assert stats.total("completed") == ITEMS and stats.remaining == 0
-    assert conn.execute("SELECT max(attempts), min(attempts) FROM processing_queue").fetchone() == (1, 1)
+    assert conn.execute("SELECT max(attempts), min(attempts) FROM queue_items").fetchone() == (1, 1)
 
 
 def test_concurrent_enqueue_of_the_same_media_makes_one_item(database_url, conn):
@@ -70,3 +70,44 @@ def test_concurrent_enqueue_of_the_same_media_makes_one_item(database_url, conn)
     created = sum(item.created for batch in results for item in batch)
     assert created == 200
     assert all({i.media_id for i in batch} == set(media_ids) for batch in results)
+
+
+def test_media_deleted_while_its_items_complete_leaves_no_orphans(database_url, conn):
+    media_ids = bulk_media(conn, 600)
+    queue.enqueue_many(conn, media_ids, "tiny")
+    claimed = queue.claim_batch(conn, 600, "w", 60)
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def completer() -> None:
+        try:
+            with psycopg.connect(database_url, autocommit=True) as own:
+                start.wait()
+                for i in range(0, len(claimed), 10):
+                    queue.complete_many(own, [c.lease for c in claimed[i:i + 10]])
+        except BaseException as exc:
+            errors.append(exc)
+
+    def deleter() -> None:
+        try:
+            with psycopg.connect(database_url, autocommit=True) as own:
+                start.wait()
+                # Every other media item, one at a time as the API deletes them, in the order
+                # the completer goes, so the two meet.
+                for c in claimed[::2]:
+                    own.execute("DELETE FROM media_items WHERE id = %s", [c.media_id])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=completer), threading.Thread(target=deleter)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    orphans = conn.execute(
+        "SELECT count(*) FROM queue_items q "
+        "WHERE NOT EXISTS (SELECT 1 FROM media_items m WHERE m.id = q.media_id)"
+    ).fetchone()[0]
+    assert orphans == 0
+    assert queue.stats(conn).total("completed") == 300

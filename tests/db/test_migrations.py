@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 
@@ -19,24 +21,32 @@ def test_migrate_twice_is_a_no_op(database_url):
     assert applied_versions(database_url) == [m.version for m in load_migrations()]
 
 
-def test_concurrent_migrators_on_a_fresh_database(pg_admin_url):
-    name = "depthmill_migrate_race"
+@contextmanager
+def fresh_database(pg_admin_url: str, name: str) -> Iterator[str]:
     with psycopg.connect(pg_admin_url, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{name}"')
-    url = with_dbname(pg_admin_url, name)
+    try:
+        yield with_dbname(pg_admin_url, name)
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_concurrent_migrators_on_a_fresh_database(pg_admin_url):
     applied: list[list] = []
     errors: list[BaseException] = []
     start = threading.Barrier(4)
 
-    def run() -> None:
-        try:
-            start.wait()
-            applied.append(migrate(url))
-        except BaseException as exc:
-            errors.append(exc)
+    with fresh_database(pg_admin_url, "depthmill_migrate_race") as url:
 
-    try:
+        def run() -> None:
+            try:
+                start.wait()
+                applied.append(migrate(url))
+            except BaseException as exc:
+                errors.append(exc)
+
         threads = [threading.Thread(target=run) for _ in range(4)]
         for t in threads:
             t.start()
@@ -49,6 +59,35 @@ def test_concurrent_migrators_on_a_fresh_database(pg_admin_url):
             assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(
                 load_migrations()
             )
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_completed_items_of_an_existing_database_move_to_the_completed_table(pg_admin_url):
+    with fresh_database(pg_admin_url, "depthmill_migrate_data") as url:
+        migrate(url, [m for m in load_migrations() if m.version < 6])
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                """
+                INSERT INTO media_items (kind, storage_key, sha256, mime, bytes)
+                SELECT 'photo', 'originals/' || g, encode(sha256(g::text::bytea), 'hex'),
+                       'image/jpeg', 1000
+                FROM generate_series(1, 3) g
+                """
+            )
+            conn.execute(
+                """
+                INSERT INTO processing_queue (media_id, model_id, priority, kind, bytes, mime,
+                                              storage_key, status, completed_at)
+                SELECT id, 'tiny', 1, kind, bytes, mime, storage_key, s, now()
+                FROM (SELECT id, kind, bytes, mime, storage_key,
+                             (ARRAY['completed', 'failed', 'queued'])[row_number() OVER ()] AS s
+                      FROM media_items) m
+                """
+            )
+        migrate(url)
+        with psycopg.connect(url) as conn:
+            hot = conn.execute("SELECT status FROM processing_queue ORDER BY 1").fetchall()
+            done = conn.execute("SELECT status FROM processing_queue_completed").fetchall()
+            every = conn.execute("SELECT count(*) FROM queue_items").fetchone()[0]
+        assert hot == [("failed",), ("queued",)]
+        assert done == [("completed",)]
+        assert every == 3

@@ -18,7 +18,7 @@ def test_claim_uses_the_claimable_partial_index(conn):
     media_ids = bulk_media(conn, 20_000)
     queue.enqueue_many(conn, media_ids, "tiny")
     conn.execute(
-        "UPDATE processing_queue SET status = 'completed', completed_at = now() "
+        "UPDATE processing_queue SET status = 'failed', completed_at = now() "
         "WHERE id IN (SELECT id FROM processing_queue LIMIT 19900)"
     )
     conn.execute("ANALYZE processing_queue")

@@ -278,6 +278,45 @@ def test_complete_many_in_one_statement(conn):
     assert queue.stats(conn).total("completed") == 20
 
 
+def test_completed_items_leave_the_hot_table_and_stay_readable(conn):
+    item = enqueue_new(conn)
+    (claimed,) = queue.claim_batch(conn, 1, "w", 60)
+    assert queue.complete(conn, claimed.lease)
+    hot = conn.execute("SELECT count(*) FROM processing_queue").fetchone()[0]
+    archived = conn.execute("SELECT count(*) FROM processing_queue_completed").fetchone()[0]
+    assert (hot, archived) == (0, 1)
+    detail = queue.get_item(conn, item.id)
+    assert detail.status == "completed" and detail.lease_owner is None
+    assert detail.completed_at is not None and detail.processing_duration >= 0
+    assert [i.id for i in queue.items_for_media(conn, item.media_id)] == [item.id]
+    assert [i.id for i in queue.list_items(conn, statuses=["completed"]).items] == [item.id]
+    # Completed is terminal, wherever it lives.
+    with pytest.raises(IllegalTransition):
+        queue.cancel(conn, item.id)
+    with pytest.raises(IllegalTransition):
+        queue.retry(conn, item.id)
+
+
+def test_the_hot_table_refuses_a_completed_row(conn):
+    enqueue_new(conn)
+    with pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute("UPDATE processing_queue SET status = 'completed'")
+
+
+def test_close_failed_items_completes_failed_and_cancelled_only(conn):
+    failed, cancelled, waiting = enqueue_new(conn), enqueue_new(conn), enqueue_new(conn)
+    queue.cancel(conn, cancelled.id)
+    claimed = next(i for i in queue.claim_batch(conn, 3, "w", 60) if i.id == failed.id)
+    queue.fail(conn, claimed.lease, "boom", retryable=False)
+    media = [failed.media_id, cancelled.media_id, waiting.media_id]
+    assert queue.close_failed_items(conn, media, MODEL) == 2
+    assert queue.get_item(conn, failed.id).status == "completed"
+    assert queue.get_item(conn, failed.id).last_error == "boom"
+    assert queue.get_item(conn, cancelled.id).status == "completed"
+    assert queue.get_item(conn, waiting.id).status == "processing"
+    assert queue.close_failed_items(conn, media, MODEL) == 0
+
+
 def test_leases_of_one_call_share_an_owner(conn):
     a, b = enqueue_new(conn), enqueue_new(conn)
     x = queue.claim_batch(conn, 1, "x", 60)[0]
@@ -518,10 +557,14 @@ def test_item_detail_and_not_found(conn):
 
 
 def test_deleting_media_removes_its_queue_items(conn):
-    item = enqueue_new(conn)
-    conn.execute("DELETE FROM media_items WHERE id = %s", [item.media_id])
-    with pytest.raises(NotFound):
-        queue.get_item(conn, item.id)
+    waiting, done, other = enqueue_new(conn), enqueue_new(conn), enqueue_new(conn)
+    claimed = next(i for i in queue.claim_batch(conn, 3, "w", 60) if i.id == done.id)
+    assert queue.complete(conn, claimed.lease)
+    conn.execute("DELETE FROM media_items WHERE id = ANY(%s)", [[waiting.media_id, done.media_id]])
+    for gone in (waiting, done):
+        with pytest.raises(NotFound):
+            queue.get_item(conn, gone.id)
+    assert queue.get_item(conn, other.id).status == "processing"
 
 
 def test_recovery_skips_rows_locked_by_a_completing_holder(database_url, conn):

@@ -54,7 +54,7 @@ def counts(db: Database) -> dict:
                   count(*) AS total,
                   (SELECT count(*) FROM depth_maps WHERE format = 'png16') AS depth_rows,
                   (SELECT count(DISTINCT media_id) FROM depth_maps WHERE format = 'png16') AS media_with_depth
-           FROM processing_queue""").fetchone())
+           FROM queue_items""").fetchone())
 
 
 def wait_until(db: Database, predicate, timeout: float) -> dict:
