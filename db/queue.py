@@ -419,7 +419,7 @@ def extend_leases(
     )
 
 
-# The columns both queue tables share, in table order.
+# The columns both queue tables share, in table order (a test holds this to the schema).
 _TABLE_COLUMNS = (
     "id", "media_id", "model_id", "status", "priority", "attempts", "max_attempts", "last_error",
     "error_count", "cancel_requested", "lease_owner", "lease_expires_at", "run_after", "queued_at",
@@ -433,7 +433,6 @@ def _archive_completed(done: sql.Composable, processing_duration: sql.Composable
     processing_queue_completed. One statement, so an item is always in exactly one table."""
     completed = {
         "status": sql.SQL("'completed'"),
-        "cancel_requested": sql.SQL("false"),
         "lease_owner": sql.SQL("NULL"),
         "lease_expires_at": sql.SQL("NULL"),
         "completed_at": sql.SQL("now()"),

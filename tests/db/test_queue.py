@@ -297,6 +297,24 @@ def test_completed_items_leave_the_hot_table_and_stay_readable(conn):
         queue.retry(conn, item.id)
 
 
+def test_both_queue_tables_have_the_columns_the_move_copies(conn):
+    for table in ("processing_queue", "processing_queue_completed"):
+        columns = conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
+            "AND attnum > 0 AND NOT attisdropped ORDER BY attnum", [table]
+        ).fetchall()
+        assert tuple(c for (c,) in columns) == queue._TABLE_COLUMNS, table
+
+
+def test_an_item_completed_after_a_cancel_request_keeps_the_request(conn):
+    item = enqueue_new(conn)
+    (claimed,) = queue.claim_batch(conn, 1, "w", 60)
+    queue.cancel(conn, item.id)
+    assert queue.complete(conn, claimed.lease)
+    detail = queue.get_item(conn, item.id)
+    assert detail.status == "completed" and detail.cancel_requested
+
+
 def test_the_hot_table_refuses_a_completed_row(conn):
     enqueue_new(conn)
     with pytest.raises(psycopg.errors.CheckViolation):
