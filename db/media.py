@@ -53,11 +53,13 @@ _INSERT = sql.SQL(
     """
     WITH new AS (
         INSERT INTO media_items ({names}) VALUES ({values})
-        -- Same content uploaded again: keep the first row; the caller gets it back.
-        ON CONFLICT (sha256) DO UPDATE SET sha256 = EXCLUDED.sha256
-        RETURNING *, (xmax = 0) AS created
+        -- No conflict target: the storage key is unique too and derives from sha256, and a
+        -- target of sha256 alone lets two concurrent inserts of one content race on the key
+        -- and raise. Either conflict means the content is known; the caller reads that row.
+        ON CONFLICT DO NOTHING
+        RETURNING *
     )
-    SELECT {columns}, created FROM new
+    SELECT {columns}, true AS created FROM new
     """
 ).format(
     names=sql.SQL(", ").join(map(sql.Identifier, _NEW_COLUMNS)),
@@ -66,10 +68,13 @@ _INSERT = sql.SQL(
 )
 
 
-def insert(conn: psycopg.Connection, media: NewMedia) -> MediaItem:
-    """Record a media item, or return the existing one with the same sha256 (``created`` False)."""
+def insert(conn: psycopg.Connection, media: NewMedia) -> MediaItem | None:
+    """Record a media item, or return the existing one with the same sha256 (``created`` False).
+    None when that one was deleted between the conflict and the read: the caller tries again."""
     with conn.cursor(row_factory=class_row(MediaItem)) as cur:
-        return cur.execute(_INSERT, {c: getattr(media, c) for c in _NEW_COLUMNS}).fetchone()
+        row = cur.execute(_INSERT, {c: getattr(media, c) for c in _NEW_COLUMNS}).fetchone()
+    # Under READ COMMITTED this next statement sees the row that the conflict waited for.
+    return row if row is not None else find_by_sha256(conn, media.sha256, lock=True)
 
 
 def get(conn: psycopg.Connection, media_id: uuid.UUID) -> MediaItem:
@@ -81,8 +86,11 @@ def get(conn: psycopg.Connection, media_id: uuid.UUID) -> MediaItem:
     return row
 
 
-def find_by_sha256(conn: psycopg.Connection, sha256: str) -> MediaItem | None:
-    query = sql.SQL("SELECT {columns} FROM media_items WHERE sha256 = %s").format(columns=_COLUMNS)
+def find_by_sha256(conn: psycopg.Connection, sha256: str, *, lock: bool = False) -> MediaItem | None:
+    """The media item with this content. ``lock`` holds it against deletion until the
+    transaction ends, for a caller about to queue work for it."""
+    query = sql.SQL("SELECT {columns} FROM media_items WHERE sha256 = %s {lock}").format(
+        columns=_COLUMNS, lock=sql.SQL("FOR KEY SHARE" if lock else ""))
     with conn.cursor(row_factory=class_row(MediaItem)) as cur:
         return cur.execute(query, [sha256]).fetchone()
 

@@ -7,8 +7,8 @@ from collections import Counter
 
 import psycopg
 
-from db import queue
-from tests.utils.factories import bulk_media
+from db import media, queue
+from tests.utils.factories import bulk_media, new_media
 
 ITEMS = 3000
 CLAIMERS = 10
@@ -111,3 +111,37 @@ def test_media_deleted_while_its_items_complete_leaves_no_orphans(database_url, 
     ).fetchone()[0]
     assert orphans == 0
     assert queue.stats(conn).total("completed") == 300
+
+
+def test_concurrent_inserts_of_the_same_content_make_one_media_row(database_url, conn):
+    # Two copies of one photo in a folder import reach the insert together. Both unique
+    # columns (sha256 and the storage key made from it) conflict; neither may raise.
+    uploaders, rounds = 8, 25
+    contents = [new_media() for _ in range(rounds)]
+    results: list[tuple[int, media.MediaItem]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(uploaders)
+
+    def uploader() -> None:
+        try:
+            with psycopg.connect(database_url, autocommit=True) as own:
+                for n, content in enumerate(contents):
+                    start.wait()
+                    results.append((n, media.insert(own, content)))
+        except BaseException as exc:
+            errors.append(exc)
+            start.abort()
+
+    threads = [threading.Thread(target=uploader) for _ in range(uploaders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+
+    assert not errors
+    assert len(results) == uploaders * rounds
+    for n in range(rounds):
+        rows = [row for m, row in results if m == n]
+        assert len({row.id for row in rows}) == 1
+        assert sum(row.created for row in rows) == 1
+    assert conn.execute("SELECT count(*) FROM media_items").fetchone()[0] == rounds
