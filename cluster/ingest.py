@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import IO, BinaryIO, Literal
 
 from cluster import storage_keys
 from cluster.media_probe import MediaLimits, MediaRejected, probe
@@ -21,6 +19,7 @@ from db.media import MediaItem, NewMedia
 from db.queue import QueueItem
 
 CHUNK = 1024 * 1024
+SPILL_BYTES = 4 * 2**20
 
 
 @dataclass(frozen=True)
@@ -33,24 +32,56 @@ class IngestResult:
     error: str | None = None
 
 
-class TooLarge(Exception):
-    pass
+class HashedSpool:
+    """One file arriving in chunks: kept in a temp file and hashed on the way, at most
+    ``max_bytes`` of it. Chunks wait in memory until ``SPILL_BYTES`` have gathered and then go
+    out in one write, so a caller on an event loop can do that write from a thread once per few
+    MB rather than once per chunk, and a long video never sits in memory."""
 
+    def __init__(self, max_bytes: int, name: str | None = None) -> None:
+        self.name, self.max_bytes = name, max_bytes
+        self.size = 0
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._file: IO[bytes] | None = None
+        self._digest = hashlib.sha256()
 
-@contextmanager
-def spooled_copy(source: BinaryIO, max_bytes: int) -> Iterator[tuple[Path, str]]:
-    """Copy a stream to a temp file while hashing it; stop as soon as it exceeds ``max_bytes``."""
-    digest = hashlib.sha256()
-    with tempfile.NamedTemporaryFile(prefix="depthmill-ingest-") as out:
-        size = 0
-        while chunk := source.read(CHUNK):
-            size += len(chunk)
-            if size > max_bytes:
-                raise TooLarge(size)
-            digest.update(chunk)
-            out.write(chunk)
-        out.flush()
-        yield Path(out.name), digest.hexdigest()
+    @property
+    def too_large(self) -> bool:
+        return self.size > self.max_bytes
+
+    def add(self, data: bytes) -> bool:
+        """Take the next chunk; True when enough is pending to be written out."""
+        self.size += len(data)
+        if self.too_large:  # it will be refused: nothing more of it is kept
+            self._pending.clear()
+            self._pending_bytes = 0
+            return False
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        return self._pending_bytes >= SPILL_BYTES
+
+    def spill(self) -> None:
+        """Write what is pending to the temp file, hashing it. Blocking."""
+        if self._file is None:
+            self._file = tempfile.NamedTemporaryFile(prefix="depthmill-ingest-")
+        for chunk in self._pending:
+            self._digest.update(chunk)
+            self._file.write(chunk)
+        self._pending.clear()
+        self._pending_bytes = 0
+
+    def finish(self) -> tuple[Path, str]:
+        """The whole file on disk and its sha256. Blocking."""
+        self.spill()
+        assert self._file is not None
+        self._file.flush()
+        return Path(self._file.name), self._digest.hexdigest()
+
+    def close(self) -> None:
+        self._pending.clear()
+        if self._file is not None:
+            self._file.close()  # a NamedTemporaryFile: closing deletes it
 
 
 def ingest_path(
@@ -86,7 +117,7 @@ def _record(
     """The media row and its queue item in one transaction: one commit per upload, and no media
     row is ever left without the item that processes it. None when the known content was
     deleted since it was looked up."""
-    found = media.insert(conn, new) if new else media.find_by_sha256(conn, sha256)
+    found = media.insert(conn, new) if new else media.find_by_sha256(conn, sha256, lock=True)
     if found is None:
         return None
     if not found.created:
@@ -99,14 +130,25 @@ def _record(
     return found, item
 
 
+def ingest_spool(spool: HashedSpool, **kw) -> IngestResult:
+    if spool.too_large:
+        return IngestResult(spool.name, "rejected", error_code="file_too_large",
+                            error=f"the file is larger than the limit of {spool.max_bytes} bytes")
+    path, sha256 = spool.finish()
+    return ingest_path(path, sha256, spool.name, **kw)
+
+
 def ingest_stream(source: BinaryIO, name: str | None, **kw) -> IngestResult:
     limits: MediaLimits = kw["limits"]
+    spool = HashedSpool(limits.max_bytes, name)
     try:
-        with spooled_copy(source, limits.max_bytes) as (path, sha256):
-            return ingest_path(path, sha256, name, **kw)
-    except TooLarge:
-        return IngestResult(name, "rejected", error_code="file_too_large",
-                            error=f"the file is larger than the limit of {limits.max_bytes} bytes")
+        # Reading stops as soon as the file is over the limit.
+        while not spool.too_large and (chunk := source.read(CHUNK)):
+            if spool.add(chunk):
+                spool.spill()
+        return ingest_spool(spool, **kw)
+    finally:
+        spool.close()
 
 
 def ingest_file(path: Path, **kw) -> IngestResult:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from cluster.cpu_priority import FOREGROUND_RUNTIME_ENV
+from cluster.cpu_priority import FOREGROUND_ENV
 from cluster.media_probe import MediaLimits
 from cluster.settings import Settings
 from cluster.storage import LocalStorage, storage_from_settings
@@ -44,9 +44,21 @@ def _scheduler_handle():
     return get_scheduler()
 
 
+# Serve's own settings for a replica whose requests are many and cheap (Ray's "throughput
+# optimized" set, without direct ingress, which would take the gateway off its port). The app
+# runs on the replica's event loop instead of a loop in a thread of its own: every ASGI message
+# of a request (a 2 MB upload is dozens) crosses no thread. It may: nothing in it blocks the loop
+# (ingest, the database and storage run in threads). Access-log lines are written in batches.
+_GATEWAY_SERVE_ENV = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+}
+
+
 # Many uploads and reads in flight at once; this must never cap the depth batches either.
-@serve.deployment(name="Gateway", max_ongoing_requests=256,
-                  ray_actor_options={"num_cpus": 0.25, "runtime_env": FOREGROUND_RUNTIME_ENV})
+@serve.deployment(name="Gateway", max_ongoing_requests=256, ray_actor_options={
+    "num_cpus": 0.25, "runtime_env": {"env_vars": FOREGROUND_ENV | _GATEWAY_SERVE_ENV}})
 @serve.ingress(api)
 class Gateway:
     def __init__(self, depth: DeploymentHandle, settings: Settings) -> None:

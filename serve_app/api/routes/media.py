@@ -7,16 +7,17 @@ import uuid
 from functools import partial
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse
 
 from cluster import storage_keys
-from cluster.ingest import IngestResult, ingest_stream
+from cluster.ingest import IngestResult, ingest_spool
 from cluster.storage import ObjectNotFound
 from db import depth as depth_maps
 from db import media, queue
 from serve_app.api.deps import Context, Db, Store, upload_rate_limit
 from serve_app.api.errors import ApiError, documented
+from serve_app.api.multipart import received_files
 from serve_app.api.schemas import (
     DepthOut,
     MediaDetail,
@@ -38,27 +39,35 @@ def _result(r: IngestResult) -> UploadResult:
                         queue_item_id=r.queue_item.id, queue_status=r.queue_item.status)
 
 
+# The body is read by ``received_files``, not by FastAPI, so the schema is declared here.
+_UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["files"],
+    "properties": {"files": {
+        "type": "array", "minItems": 1, "description": "photos and videos",
+        "items": {"type": "string", "contentMediaType": "application/octet-stream"},
+    }},
+}}}}}
+
+
 @router.post(
     "/upload", response_model=UploadResponse, dependencies=[Depends(upload_rate_limit)],
-    responses=documented(413, 415, 429),
+    responses=documented(413, 415, 429), openapi_extra=_UPLOAD_BODY,
     summary="Upload photos and videos (multipart field `files`, repeatable)",
 )
 async def upload(
     ctx: Context,
     request: Request,
-    files: Annotated[list[UploadFile], File(description="photos and videos", min_length=1)],
     priority: Annotated[int | None, Query(ge=0, le=200, description="override the priority")] = None,
 ) -> UploadResponse:
-    limit = ctx.settings.max_files_per_request
-    if len(files) > limit:
-        raise ApiError(413, "too_many_files", f"{len(files)} files sent; at most {limit} per request")
     results = []
-    for upload_file in files:
-        outcome = await asyncio.get_running_loop().run_in_executor(ctx.ingest_pool, partial(
-            ingest_stream, upload_file.file, upload_file.filename, db=ctx.db, storage=ctx.storage,
-            settings=ctx.settings, limits=ctx.limits, priority=priority,
-        ))
-        results.append(_result(outcome))
+    async with received_files(request, field_name="files", max_files=ctx.settings.max_files_per_request,
+                              max_bytes=ctx.limits.max_bytes) as files:
+        for received in files:
+            outcome = await asyncio.get_running_loop().run_in_executor(ctx.ingest_pool, partial(
+                ingest_spool, received, db=ctx.db, storage=ctx.storage,
+                settings=ctx.settings, limits=ctx.limits, priority=priority,
+            ))
+            results.append(_result(outcome))
     rejected = sum(r.status == "rejected" for r in results)
     if rejected == len(results):
         first = results[0].error
