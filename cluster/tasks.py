@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import numpy as np
@@ -53,13 +54,27 @@ def serve_depth(app_name: str = APP_NAME):
         try:
             handle = _depth_handle(app_name)
             responses = [handle.remote(im, size) for im, size in zip(images, sizes)]
-            return [r.result(timeout_s=DEPTH_TIMEOUT_S) for r in responses]
+            return asyncio.run(_await_all(responses, DEPTH_TIMEOUT_S))
         except (DeploymentUnavailableError, BackPressureError, ray.exceptions.RayActorError,
                 ray.exceptions.ActorUnavailableError, TimeoutError, ValueError) as e:
             # ValueError: Serve raises it for an application that does not exist (yet).
             raise DepthUnavailable(f"{type(e).__name__}: {e}") from e
 
     return depth
+
+
+async def _await_all(responses: list, timeout_s: float) -> list:
+    # Awaited, not response.result(): that is a ray.get, and a worker blocked in ray.get lends
+    # its CPU back to Ray, which starts another worker for the next queued item. With the
+    # scheduler's 32 items in flight on two cores, that grew to one process (~270 MB) per item,
+    # each waiting on the depth replica. Awaiting keeps the CPU reserved and the pool at the
+    # size the CPUs allow.
+    try:
+        return await asyncio.wait_for(asyncio.gather(*responses), timeout_s)
+    except BaseException:
+        for response in responses:
+            response.cancel()
+        raise
 
 
 # max_retries: Ray re-runs the task when its worker or node dies; exceptions are turned into an
