@@ -81,6 +81,7 @@ class Recorder:
         self.latencies: dict[str, list[float]] = defaultdict(list)
         self.timeline: list[tuple[str, float, float]] = []  # (op, started, latency)
         self.t0 = time.perf_counter() + warmup
+        self.completed = 0
         self.errors: dict[str, list[str]] = defaultdict(list)
         self.loop_lags: list[float] = []
 
@@ -115,6 +116,19 @@ class Recorder:
         lags = sorted(self.loop_lags) or [0.0]
         return {"p50_ms": round(1000 * statistics.median(lags), 1),
                 "p99_ms": round(1000 * _p99(lags), 1), "max_ms": round(1000 * lags[-1], 1)}
+
+    async def count_completed(self, url: str, headers: dict[str, str], warmup: float,
+                              seconds: float) -> None:
+        """Items the depth work completed in the recorded window: uploads may not starve it."""
+        async with own_connection(url, headers) as client:
+            async def completed() -> int:
+                r = await client.get("/api/queue/status")
+                return r.json()["completed"] if r.status_code == 200 else 0
+
+            await asyncio.sleep(warmup)
+            start = await completed()
+            await asyncio.sleep(seconds)
+            self.completed = await completed() - start
 
     def p99_by_window(self, op: str, window_s: float) -> list[float]:
         """p99 latency (ms) of ``op`` per window: drift over a soak shows here."""
@@ -206,7 +220,7 @@ async def drive(url: str, api_key: str | None, args, photo: bytes, seconds: floa
     headers = auth_headers(api_key)
     stop_at = time.monotonic() + warmup + seconds
     await asyncio.gather(
-        rec.watch_loop(stop_at),
+        rec.watch_loop(stop_at), rec.count_completed(url, headers, warmup, seconds),
         *(uploader(url, headers, rec, photo, stop_at, ids, counter) for _ in range(args.uploaders)),
         *(reader(url, headers, rec, stop_at, ids) for _ in range(args.readers)),
     )
@@ -369,8 +383,10 @@ def main(argv: list[str] | None = None) -> int:
             seconds = args.seconds
         results.update(seconds=seconds, warmup_s=args.warmup, ops=rec.table(seconds),
                        upload_p99_ms_by_minute=rec.p99_by_window("upload", 60),
-                       generator_loop_lag=rec.loop_lag())
+                       generator_loop_lag=rec.loop_lag(),
+                       depth_items_completed_per_s=round(rec.completed / seconds, 2))
     print_table(results["ops"])
+    print(f"\ndepth work: {results['depth_items_completed_per_s']} items completed/s")
     lag = results["generator_loop_lag"]
     print(f"\ngenerator (nice {results['generator_nice']}): event loop late by p50 {lag['p50_ms']} ms, "
           f"p99 {lag['p99_ms']} ms, max {lag['max_ms']} ms")
