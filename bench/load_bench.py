@@ -309,7 +309,7 @@ def start_local_system(stack: ExitStack, args) -> str:
     from ray import serve
 
     from bench.queue_bench import admin_url, fresh_database
-    from cluster.runtime import free_port, use_node_env
+    from cluster.runtime import free_port, start_serve, use_node_env
     from cluster.scheduler import get_or_start_scheduler
     from cluster.settings import Settings
     from cluster.tasks import APP_NAME
@@ -323,13 +323,13 @@ def start_local_system(stack: ExitStack, args) -> str:
     migrate(url)
     home = Path(stack.enter_context(tempfile.TemporaryDirectory()))
     port = free_port()
-    settings = Settings(home=home, database_url=url, model="tiny", port=port,
+    settings = Settings(home=home, database_url=url, model="tiny", host="127.0.0.1", port=port,
                         upload_rate_per_minute=1_000_000, serve_num_cpus=0.25, db_pool_size=8,
                         max_file_size=64 * 2**20)
     use_node_env()
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     stack.callback(ray.shutdown)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    start_serve(settings)
     stack.callback(serve.shutdown)
     serve.run(build_depthmill_app(settings), name=APP_NAME, route_prefix="/")
     get_or_start_scheduler(settings)

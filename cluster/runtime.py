@@ -91,6 +91,13 @@ def _init(address: str) -> None:
     _dashboard["url"] = f"http://{url}" if url and not url.startswith("http") else url
 
 
+def start_serve(settings: Settings) -> None:
+    # The gateway replicas serve the port themselves (serve_app/gateway.py); a proxy would only
+    # take a share of the connections and pass them on at twice the CPU.
+    serve.start(http_options={"host": settings.host, "port": settings.port},
+                proxy_location="Disabled" if settings.gateway_direct_ingress else None)
+
+
 def up(settings: Settings, *, port: int | None = None, keep_postgres: bool = True) -> Running:
     embedded = None
     url = settings.database_url
@@ -100,7 +107,7 @@ def up(settings: Settings, *, port: int | None = None, keep_postgres: bool = Tru
     migrate(url)
     settings = settings.model_copy(update={"database_url": url, "port": port or settings.port})
     started = connect_ray(settings)
-    serve.start(http_options={"host": settings.host, "port": settings.port})
+    start_serve(settings)
     from serve_app.app import build_depthmill_app
 
     serve.run(build_depthmill_app(settings), name=APP_NAME, route_prefix="/", blocking=False)

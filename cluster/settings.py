@@ -132,6 +132,11 @@ class Settings(BaseSettings):
         default=2, ge=1, description="HTTP gateway replicas: each is a process of its own, so "
         "uploads are checked and stored on more than one core.",
     )
+    gateway_direct_ingress: bool = Field(
+        default=True, description="Gateway replicas serve the HTTP port themselves "
+        "(SO_REUSEPORT), and `depthmill up` starts Serve without its proxy; false: through the "
+        "Serve proxy, one more process hop per request.",
+    )
     upload_rate_per_minute: int = Field(
         default=600, ge=1, description="Upload requests per client per minute (429 beyond)."
     )

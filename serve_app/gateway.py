@@ -3,7 +3,14 @@ deployment."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import socket
+
+import uvicorn
 from ray import serve
+from ray.serve.config import HTTPOptions
 from ray.serve.handle import DeploymentHandle
 
 from cluster.cpu_priority import FOREGROUND_ENV
@@ -13,6 +20,8 @@ from cluster.storage import LocalStorage, storage_from_settings
 from db.connection import Database
 from serve_app.api.context import ApiContext, RateLimiter, install
 from serve_app.api.main import create_api
+
+log = logging.getLogger("depthmill.gateway")
 
 # CORS origins are read at import: Serve imports this module in each replica, with the
 # replica's DEPTHMILL_* environment.
@@ -62,7 +71,45 @@ _GATEWAY_SERVE_ENV = {
 @serve.ingress(api)
 class Gateway:
     def __init__(self, depth: DeploymentHandle, settings: Settings) -> None:
+        direct = settings.gateway_direct_ingress
+        # A client's connection stays with the process it landed on, so with direct ingress a
+        # replica cannot count on a share of the client's requests: each allows the full rate.
         install(build_context(settings, depth, _scheduler_handle,
-                              replicas=settings.gateway_replicas))
+                              replicas=1 if direct else settings.gateway_replicas))
+        self._direct = _serve_directly(settings.host, settings.port) if direct else None
 
 
+class _ReplicaServer(uvicorn.Server):
+    def capture_signals(self):
+        return contextlib.nullcontext()  # the process is Ray's: so are its signals
+
+
+def _serve_directly(host: str, port: int) -> asyncio.Task | None:
+    """Serve the app from this replica on the gateway's own port, beside any Serve proxy there.
+
+    Through Serve's proxy an upload costs a second process: the proxy reads the body and the
+    replica pulls it over in pickled batches, about half of the CPU an upload takes on two cores.
+    Sockets bound with SO_REUSEPORT (the proxy binds its port so too) share the port and the
+    kernel spreads new connections over them, so the replicas listen on the port users know;
+    `depthmill up` starts Serve without proxies, and replicas alone listen. (Serve's own direct
+    ingress gives each replica a port of its own.) The socket is bound here, before the replica
+    is reported ready, so no connection is refused in between. If the port cannot be shared, the
+    replica serves through the proxy only.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        log.warning("gateway: port %s:%s cannot be shared (%s); serving through the Serve proxy "
+                    "only", host, port, e)
+        return None
+    server = _ReplicaServer(uvicorn.Config(
+        api, lifespan="off", access_log=False, log_config=None,
+        timeout_keep_alive=HTTPOptions().keep_alive_timeout_s))
+    # Kept by the replica: the loop holds tasks only weakly.
+    return asyncio.get_event_loop().create_task(server.serve(sockets=[sock]))

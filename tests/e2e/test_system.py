@@ -8,7 +8,9 @@ import os
 import sys
 import time
 
+import httpx
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 
@@ -169,3 +171,30 @@ def test_bad_requests_get_json_errors(system):
     for c in cases:
         error = c.json()["error"]
         assert error["code"] and error["message"]
+
+
+def test_gateway_replicas_listen_on_the_port_beside_the_proxy(system):
+    client, settings = system
+    gateways = set(pids_of(f"ray::ServeReplica:{APP_NAME}:Gateway"))
+    proxies = set(pids_of("ray::ProxyActor"))
+    assert len(gateways) == settings.gateway_replicas and proxies
+
+    def listeners() -> set[int]:
+        return {c.pid for c in psutil.net_connections("tcp")
+                if c.status == psutil.CONN_LISTEN and c.laddr.port == settings.port}
+
+    deadline = time.monotonic() + 30  # a replica starts listening just after it is constructed
+    while listeners() != gateways | proxies:
+        assert time.monotonic() < deadline, (listeners(), gateways, proxies)
+        time.sleep(0.5)
+    # The kernel spreads new connections over all of them; each serves the whole API. With 12
+    # connections, all landing on the proxy has a chance of (1/3)^12.
+    fresh = [httpx.Client(base_url=str(client.base_url), headers=client.headers) for _ in range(12)]
+    try:
+        assert all(c.get("/api/queue/status").status_code == 200 for c in fresh)
+        served_by = {c.pid for c in psutil.net_connections("tcp")
+                     if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == settings.port}
+    finally:
+        for c in fresh:
+            c.close()
+    assert served_by & gateways
