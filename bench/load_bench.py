@@ -1,7 +1,8 @@
 """HTTP load on the whole system over loopback: concurrent uploaders and readers for a fixed time.
 
     python -m bench.load_bench --json bench/results/load.json [--uploaders 20] [--readers 5]
-                               [--seconds 60] [--photo-mb 2] [--soak 600] [--url URL --api-key K]
+                               [--seconds 60] [--photo-mb 2] [--soak 600 --keep 50]
+                               [--url URL --api-key K]
 
 Without --url it starts everything itself, as `depthmill up` would: a fresh database on the
 Postgres at DEPTHMILL_TEST_ADMIN_URL / 127.0.0.1:5432 (or an embedded one), local storage in a
@@ -16,7 +17,8 @@ priority (see ``favour_generator``) and reports how late its event loop ran, so 
 reports is the system's, not the generator's.
 --soak runs that long and samples the memory (PSS) of every process of the system (Ray workers
 and actors, raylet, GCS, Postgres) once a minute, reporting growth over the whole soak and over
-its second half. This process, the load generator, is left out.
+its second half. This process, the load generator, is left out. --keep N makes each uploader
+delete its oldest upload beyond N (timed as "delete"), so that storage stays bounded over a soak.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -166,7 +168,11 @@ def own_connection(url: str, headers: dict[str, str]) -> httpx.AsyncClient:
 
 
 async def uploader(url: str, headers: dict[str, str], rec: Recorder, photo: bytes, stop_at: float,
-                   ids: list, counter) -> None:
+                   ids: list, counter, windows: list[deque], keep: int | None = None) -> None:
+    """Uploads back to back. With ``keep``, deletes its oldest upload once it has more, so a long
+    run's storage stays bounded (at 60 uploads/s, distinct 2 MB photos fill 70 GB in 10 minutes)."""
+    mine: deque[str] = deque()
+    windows.append(mine)
     async with own_connection(url, headers) as client:
         while time.monotonic() < stop_at:
             n = next(counter)
@@ -174,15 +180,22 @@ async def uploader(url: str, headers: dict[str, str], rec: Recorder, photo: byte
             r = await rec.timed("upload", client.post(
                 "/api/media/upload", files=[("files", (f"load-{n}.jpg", body, "image/jpeg"))]))
             if r is not None and r.status_code == 200:
-                ids.extend(x["media_id"] for x in r.json()["results"] if x.get("media_id"))
+                new = [x["media_id"] for x in r.json()["results"] if x.get("media_id")]
+                ids.extend(new)
+                mine.extend(new)
+            while keep is not None and len(mine) > keep:
+                await rec.timed("delete", client.delete(f"/api/media/{mine.popleft()}"))
 
 
-async def reader(url: str, headers: dict[str, str], rec: Recorder, stop_at: float, ids: list) -> None:
+async def reader(url: str, headers: dict[str, str], rec: Recorder, stop_at: float, ids: list,
+                 windows: list[deque], keep: int | None) -> None:
     async with own_connection(url, headers) as client:
         while time.monotonic() < stop_at:
             await rec.timed("list", client.get("/api/media", params={"limit": 50}))
-            if ids:
-                media_id = random.choice(ids)
+            # With --keep, only each uploader's newest upload is sure to be there still.
+            choices = [w[-1] for w in windows if w] if keep else ids
+            if choices:
+                media_id = random.choice(choices)
                 await rec.timed("detail", client.get(f"/api/media/{media_id}"))
             await rec.timed("queue_status", client.get("/api/queue/status"))
             await rec.timed("health", client.get("/api/health"))
@@ -216,13 +229,15 @@ async def drive(url: str, api_key: str | None, args, photo: bytes, seconds: floa
                 warmup: float = 0, memory: MemoryWatch | None = None) -> Recorder:
     """Load for ``warmup`` + ``seconds``; only the last ``seconds`` are recorded."""
     rec, ids, counter = Recorder(warmup), [], itertools.count()
+    windows: list[deque] = []  # each uploader's uploads still stored (with --keep)
     watcher = asyncio.create_task(memory.run()) if memory else None
     headers = auth_headers(api_key)
     stop_at = time.monotonic() + warmup + seconds
     await asyncio.gather(
         rec.watch_loop(stop_at), rec.count_completed(url, headers, warmup, seconds),
-        *(uploader(url, headers, rec, photo, stop_at, ids, counter) for _ in range(args.uploaders)),
-        *(reader(url, headers, rec, stop_at, ids) for _ in range(args.readers)),
+        *(uploader(url, headers, rec, photo, stop_at, ids, counter, windows, args.keep)
+          for _ in range(args.uploaders)),
+        *(reader(url, headers, rec, stop_at, ids, windows, args.keep) for _ in range(args.readers)),
     )
     if watcher:
         memory.stop()
@@ -353,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds of load sent before recording starts")
     parser.add_argument("--photo-mb", type=float, default=2.0)
     parser.add_argument("--soak", type=float, default=0, help="soak for this many seconds instead")
+    parser.add_argument("--keep", type=lambda v: max(1, int(v)), default=None,
+                        help="each uploader deletes its oldest upload beyond this many (bounded storage)")
     parser.add_argument("--no-processing", action="store_true",
                         help="stop the scheduler first: the API alone, no depth work competing for CPU")
     parser.add_argument("--url", help="an already running gateway (default: start one here)")
@@ -361,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     photo = base_photo(args.photo_mb)
-    results: dict = {"uploaders": args.uploaders, "readers": args.readers,
+    results: dict = {"uploaders": args.uploaders, "readers": args.readers, "keep": args.keep,
                      "photo_bytes": len(photo), "cpus": os.cpu_count(), "model": "tiny",
                      "processing": not args.no_processing}
     with ExitStack() as stack:

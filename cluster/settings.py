@@ -138,7 +138,8 @@ class Settings(BaseSettings):
         "Serve proxy, one more process hop per request.",
     )
     upload_rate_per_minute: int = Field(
-        default=600, ge=1, description="Upload requests per client per minute (429 beyond)."
+        default=600, ge=1, description="Upload requests per client per minute, counted by each "
+        "gateway replica (a client's connection stays with one; 429 beyond)."
     )
 
     max_attempts: int = Field(default=3, ge=1, description="Claims before an item fails for good.")

@@ -88,7 +88,8 @@ def _serve_directly(host: str, port: int) -> asyncio.Task | None:
     """Serve the app from this replica on the gateway's own port, beside any Serve proxy there.
 
     Through Serve's proxy an upload costs a second process: the proxy reads the body and the
-    replica pulls it over in pickled batches, about half of the CPU an upload takes on two cores.
+    replica pulls it over in pickled batches. On two cores that halved the uploads per second
+    (README, Load).
     Sockets bound with SO_REUSEPORT (the proxy binds its port so too) share the port and the
     kernel spreads new connections over them, so the replicas listen on the port users know;
     `depthmill up` starts Serve without proxies, and replicas alone listen. (Serve's own direct

@@ -9,6 +9,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from serve_app.api import errors
 from serve_app.api.body_limit import UploadBodyLimit
 from serve_app.api.deps import require_api_key
+from serve_app.api.query_guard import RefuseNulInQuery
 from serve_app.api.routes import files, health, media, queue
 
 DESCRIPTION = """Turn photos and videos into depth maps. Upload media, watch the queue, fetch
@@ -18,6 +19,7 @@ depth maps through signed URLs. With API keys configured, send `Authorization: B
 def create_api(cors_origins: list[str] | None = None, max_upload_bytes: int | None = None) -> FastAPI:
     app = FastAPI(title="depthmill", version="0.1.0", description=DESCRIPTION)
     errors.install(app)
+    app.add_middleware(RefuseNulInQuery)
     if max_upload_bytes:
         app.add_middleware(UploadBodyLimit, path="/api/media/upload", max_bytes=max_upload_bytes)
     if cors_origins:
