@@ -54,11 +54,16 @@ class PermanentError(RuntimeError):
 class Outcome:
     lease: Lease
     kind: str
+    media_id: uuid.UUID
     status: str  # completed | failed | retry | unavailable
     outputs: list[NewDepthMap] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
     dependency: str | None = None  # for "unavailable": which service was down (depth | storage)
+
+    @classmethod
+    def of(cls, item: ClaimedItem, status: str, **fields) -> Outcome:
+        return cls(item.lease, item.kind, item.media_id, status, **fields)
 
 
 def process_item(
@@ -84,12 +89,13 @@ def process_item(
     except Exception as e:  # noqa: BLE001 - a bug or an unknown fault: record it, retry
         log.exception("processing %s failed", item.id)
         outputs, status, error = [], "retry", f"unexpected error: {type(e).__name__}: {e}"
-    return Outcome(item.lease, item.kind, status, outputs, error, time.perf_counter() - started)
+    return Outcome.of(item, status, outputs=outputs, error=error,
+                      seconds=time.perf_counter() - started)
 
 
 def _unavailable(item: ClaimedItem, dependency: str, error: str, started: float) -> Outcome:
-    return Outcome(item.lease, item.kind, "unavailable", error=error,
-                   seconds=time.perf_counter() - started, dependency=dependency)
+    return Outcome.of(item, "unavailable", error=error, seconds=time.perf_counter() - started,
+                      dependency=dependency)
 
 
 def _output_size(rgb: np.ndarray, settings: Settings) -> tuple[int, int]:

@@ -52,12 +52,14 @@ def connect_ray(settings: Settings, *, start: bool = True) -> bool:
     use_node_env()
     if ray.is_initialized():
         return False
-    try:
-        _init(os.environ.get("RAY_ADDRESS", "auto"))
+    address = cluster_address()
+    if address is not None:
+        _init(address)
         return False
-    except (ConnectionError, RuntimeError):
-        if not start or os.environ.get("RAY_ADDRESS"):
-            raise
+    if os.environ.get("RAY_ADDRESS"):
+        raise ConnectionError(f"no Ray cluster answers at RAY_ADDRESS={os.environ['RAY_ADDRESS']}")
+    if not start:
+        raise ConnectionError("no Ray cluster is running")
     # A free GCS port: Ray's default (6379) is Redis's, and often taken.
     result = subprocess.run(
         [_ray_bin(), "start", "--head", "--port", str(free_port()), "--dashboard-host", "127.0.0.1",
@@ -70,6 +72,28 @@ def connect_ray(settings: Settings, *, start: bool = True) -> bool:
     _ray_marker(settings).write_text(str(time.time()))
     _init("auto")
     return True
+
+
+def cluster_address(temp_dir: str | None = None) -> str | None:
+    """The cluster ``ray.init("auto")`` would join (RAY_ADDRESS, else the last ``ray start`` on
+    this machine, else a running local one), or None when there is none or nothing answers
+    there. Ray itself waits minutes on a GCS that is gone, as after a crash or a reboot that left
+    /tmp/ray/ray_current_cluster behind; a TCP connect tells in a second or two."""
+    from ray._private.services import get_ray_address_from_environment
+
+    try:
+        address = get_ray_address_from_environment("auto", temp_dir)
+    except ConnectionError:
+        return None
+    if "://" in address:  # ray:// (Ray Client) and the like: Ray's to resolve
+        return address
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except (OSError, ValueError):
+        log.warning("no Ray cluster answers at %s (a stale address?)", address)
+        return None
+    return address
 
 
 _dashboard: dict[str, str | None] = {"url": None}

@@ -24,13 +24,14 @@ import psycopg
 import ray
 from ray.util import metrics
 
+from cluster import storage_keys
 from cluster.cpu_priority import FOREGROUND_RUNTIME_ENV
 from cluster.processing import Outcome
 from cluster.settings import Settings
-from cluster.storage import storage_from_settings
+from cluster.storage import Storage, storage_from_settings
 from cluster.tasks import APP_NAME, process_item_task
 from db import depth as depth_maps
-from db import queue
+from db import media, queue
 from db.connection import Database
 from db.queue import NOTIFY_CHANNEL, ClaimedItem, Lease
 
@@ -86,10 +87,11 @@ class Scheduler:
         self.finished: list[Outcome] = []
         self.paused = False
         self.deps = {"depth": Dependency(), "storage": Dependency()}
-        self._storage = None
+        self._storage: Storage | None = None
         self.give_backs: dict[uuid.UUID, int] = {}
         self.last_error: str | None = None
-        self.counts = {"claimed": 0, "completed": 0, "failed": 0, "retried": 0, "given_back": 0}
+        self.counts = {"claimed": 0, "completed": 0, "failed": 0, "retried": 0, "given_back": 0,
+                       "discarded": 0}
         self.wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._started = False
@@ -204,9 +206,9 @@ class Scheduler:
         try:
             outcome: Outcome = await ref
         except ray.exceptions.TaskCancelledError:
-            outcome = Outcome(item.lease, item.kind, "failed", error="cancelled while processing")
+            outcome = Outcome.of(item, "failed", error="cancelled while processing")
         except Exception as e:  # Ray gave up: the worker died more often than max_retries
-            outcome = Outcome(item.lease, item.kind, "retry", error=f"task failed: {e}"[:2000])
+            outcome = Outcome.of(item, "retry", error=f"task failed: {e}"[:2000])
         self.finished.append(outcome)
         self.wake.set()
 
@@ -223,11 +225,15 @@ class Scheduler:
             self.in_flight.pop(outcome.lease.item_id, None)
 
     def _record(self, batch: list[Outcome]) -> None:
+        lost: list[Outcome] = []  # the lease was no longer ours: nothing was recorded
         completed = [o for o in batch if o.status == "completed"]
         if completed:
             done = self.db.run(_record_completions, completed)
             self.counts["completed"] += len(done)
             for o in completed:
+                if o.lease.item_id not in done:
+                    lost.append(o)
+                    continue
                 self.m_done.inc(tags={"kind": o.kind, "outcome": "completed"})
                 self.m_latency.observe(o.seconds, tags={"kind": o.kind})
         give_back, failed = [], []
@@ -250,9 +256,30 @@ class Scheduler:
                 backoff_base=self.settings.retry_backoff_base,
                 backoff_max=self.settings.retry_backoff_max,
             )
-            key = "retried" if result and result.status == "queued" else "failed"
+            if result is None:
+                lost.append(o)
+                continue
+            key = "retried" if result.status == "queued" else "failed"
             self.counts[key] += 1
             self.m_done.inc(tags={"kind": o.kind, "outcome": key})
+        if lost:
+            self._discard_outputs_of_deleted_media(lost)
+
+    def _discard_outputs_of_deleted_media(self, lost: list[Outcome]) -> None:
+        """An item whose media was deleted while it ran went on writing renditions and depth
+        maps after the delete removed what it knew of; no row points to them: remove them.
+        An item lost to an expired lease is left alone: its new owner writes the same keys."""
+        # Never raised: the outcomes are recorded by now, and _flush would record them again.
+        try:
+            gone = self.db.run(media.missing, {o.media_id for o in lost})
+            storage = self._storage_client()
+            for media_id in gone:
+                for key in storage_keys.written_by_processing(media_id, self.settings.model):
+                    storage.delete(key)
+        except Exception as e:  # database or store down: these objects stay behind, no more
+            log.warning("could not remove the outputs of deleted media: %s", e)
+            return
+        self.counts["discarded"] += len(gone)
 
     def _may_give_back(self, item_id: uuid.UUID) -> bool:
         self.give_backs[item_id] = self.give_backs.get(item_id, 0) + 1
@@ -283,13 +310,14 @@ class Scheduler:
         handle = serve.get_deployment_handle(DEPLOYMENT_NAME, app_name=self.app_name)
         await asyncio.wait_for(handle.info.remote(), timeout=10)
 
-    async def _probe_storage(self) -> None:
-        def check() -> None:
-            if self._storage is None:  # built lazily: S3 may be down when the scheduler starts
-                self._storage = storage_from_settings(self.settings)
-            self._storage.check()
+    def _storage_client(self) -> Storage:
+        if self._storage is None:  # built lazily: S3 may be down when the scheduler starts
+            self._storage = storage_from_settings(self.settings)
+        return self._storage
 
-        await asyncio.wait_for(asyncio.to_thread(check), timeout=30)
+    async def _probe_storage(self) -> None:
+        await asyncio.wait_for(
+            asyncio.to_thread(lambda: self._storage_client().check()), timeout=30)
 
     async def _heartbeat_loop(self) -> None:
         interval = max(self.settings.lease_seconds / 3, 0.2)

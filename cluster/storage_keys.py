@@ -30,3 +30,9 @@ def depth(media_id: uuid.UUID, model_id: str, fmt: str) -> str:
     """``fmt``: png16 (depth data), preview (colour WebP), video (depth video)."""
     suffix = {"png16": ".png", "preview": ".webp", "video": ".mp4"}[fmt]
     return f"depth/{model_slug(model_id)}/{media_id}/{fmt}{suffix}"
+
+
+def written_by_processing(media_id: uuid.UUID, model_id: str) -> list[str]:
+    """Every object processing an item can write: renditions and the depth outputs."""
+    return [thumbnail(media_id), preview(media_id),
+            *(depth(media_id, model_id, fmt) for fmt in ("png16", "preview", "video"))]

@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Literal
@@ -93,6 +94,17 @@ def find_by_sha256(conn: psycopg.Connection, sha256: str, *, lock: bool = False)
         columns=_COLUMNS, lock=sql.SQL("FOR KEY SHARE" if lock else ""))
     with conn.cursor(row_factory=class_row(MediaItem)) as cur:
         return cur.execute(query, [sha256]).fetchone()
+
+
+def missing(conn: psycopg.Connection, media_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of ``media_ids`` that have no row (deleted)."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(
+            "SELECT id FROM unnest(%s::uuid[]) AS t(id)"
+            " WHERE NOT EXISTS (SELECT 1 FROM media_items m WHERE m.id = t.id)",
+            [list(media_ids)],
+        ).fetchall()
+    return {row[0] for row in rows}
 
 
 def delete(conn: psycopg.Connection, media_id: uuid.UUID) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +37,41 @@ class RateLimiter:
 
 
 @dataclass
+class SharedAnswer:
+    """The answer of an async check, reused for ``ttl_s`` after it arrives; callers that come
+    while a check runs wait for that one instead of starting their own."""
+
+    ttl_s: float
+    _value: Any = None
+    _at: float = float("-inf")
+    _running: asyncio.Future | None = None
+
+    async def get(self, compute: Callable[[], Awaitable[Any]]) -> Any:
+        if time.monotonic() - self._at < self.ttl_s:
+            return self._value
+        running = self._running
+        # A check started on another event loop (a test's earlier client) cannot be awaited here.
+        if running is None or running.get_loop() is not asyncio.get_running_loop():
+            running = self._running = asyncio.ensure_future(self._refresh(compute))
+        # Shielded: a caller that disconnects must not cancel the check the others wait for.
+        return await asyncio.shield(running)
+
+    async def _refresh(self, compute: Callable[[], Awaitable[Any]]) -> Any:
+        try:
+            self._value = await compute()
+            self._at = time.monotonic()
+            return self._value
+        finally:
+            self._running = None
+
+
+# Health is polled by load balancers, dashboards and `depthmill status` at once, and a full check
+# asks the scheduler actor and the depth replica (under load, most of a second): one check a
+# second per replica serves them all.
+HEALTH_CACHE_S = 1.0
+
+
+@dataclass
 class ApiContext:
     settings: Settings
     db: Database
@@ -50,6 +87,7 @@ class ApiContext:
     # decoding releases the GIL, and much of an upload is waiting on disk and Postgres commits.
     ingest_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
         max_workers=8, thread_name_prefix="ingest"))
+    health: SharedAnswer = field(default_factory=lambda: SharedAnswer(HEALTH_CACHE_S))
 
 
 # Serve ships the ingress FastAPI app to each replica by value, so the app object the replica

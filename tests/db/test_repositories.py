@@ -39,3 +39,11 @@ def test_depth_maps_upsert_keeps_one_row_per_media_model_format(conn):
     (stored,) = depth.for_media(conn, item.id)
     assert stored.metadata == {"frames": [0.0, 0.5]}
     assert depth.for_media(conn, uuid.uuid4()) == []
+
+
+def test_missing_names_the_media_that_have_no_row(conn):
+    kept, deleted = insert_media(conn, "photo"), insert_media(conn, "photo")
+    media.delete(conn, deleted.id)
+    never = uuid.uuid4()
+    assert media.missing(conn, [kept.id, deleted.id, never]) == {deleted.id, never}
+    assert media.missing(conn, []) == set()

@@ -1,22 +1,25 @@
 """The scheduler when the depth deployment is missing: it claims nothing, says why, and carries on
-by itself once the deployment is there (Immich's most common queue complaint, fixed)."""
+by itself once the deployment is there (Immich's most common queue complaint, fixed); and when
+media is deleted while its item runs."""
 
 from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 import ray
 from ray import serve
 
+from cluster.depth_io import DepthResult
 from cluster.ingest import ingest_file
 from cluster.media_probe import MediaLimits
 from cluster.scheduler import NAMESPACE, SchedulerActor
 from cluster.settings import Settings
 from cluster.storage import storage_from_settings
-from db import queue
+from db import media, queue
 from db.connection import Database
-from serve_app.depth_deployment import build_depth_app
+from serve_app.depth_deployment import DEPLOYMENT_NAME, build_depth_app
 from tests.utils import media_files
 
 pytestmark = pytest.mark.slow
@@ -51,3 +54,57 @@ def test_no_claims_while_the_depth_service_is_down_then_resume(ray_cluster, serv
         finally:
             ray.kill(scheduler)
             serve.delete(app_name)
+
+
+@serve.deployment(name=DEPLOYMENT_NAME, ray_actor_options={"num_cpus": 0})
+class SlowDepth:
+    """Stands in for the model: takes long enough for the media to be deleted meanwhile."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, image, size) -> DepthResult:
+        import asyncio
+
+        self.calls += 1
+        await asyncio.sleep(3)
+        h, w = size or image.shape[:2]
+        return DepthResult(np.ones((h, w), np.float32), 1.0, 1.0)
+
+    def info(self) -> dict:
+        return {"calls": self.calls}
+
+
+def test_outputs_written_for_media_deleted_while_it_ran_are_removed(
+    ray_cluster, serve_port, database_url, tmp_path
+):
+    app_name = "depth-slow"
+    # A long lease: the heartbeat does not find the item gone (and cancel it) before it finishes.
+    settings = Settings(home=tmp_path, database_url=database_url, model="tiny", lease_seconds=60,
+                        scheduler_poll_s=0.5, serve_num_cpus=0.25)
+    storage = storage_from_settings(settings)
+    photo = media_files.write(tmp_path, "p.jpg", media_files.jpeg_bytes(media_files.photo("cat")))
+    serve.run(SlowDepth.bind(), name=app_name, route_prefix=None)
+    with Database(database_url, max_size=2) as db:
+        result = ingest_file(photo, db=db, storage=storage, settings=settings,
+                             limits=MediaLimits.from_settings(settings))
+        media_id, item_id = result.media.id, result.queue_item.id
+        scheduler = SchedulerActor.options(name="scheduler-deletes", namespace=NAMESPACE).remote(
+            settings, app_name)
+        try:
+            ray.get(scheduler.start.remote())
+            deadline = time.monotonic() + 60
+            depth = serve.get_deployment_handle(DEPLOYMENT_NAME, app_name=app_name)
+            while depth.info.remote().result()["calls"] == 0:  # the original has been read
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            db.run(media.delete, media_id)  # what DELETE /api/media/{id} does first
+            storage.delete(result.media.storage_key)
+            while (status := ray.get(scheduler.status.remote()))["in_flight"]:
+                assert time.monotonic() < deadline, status  # its outcome is recorded
+                time.sleep(0.2)
+        finally:
+            ray.kill(scheduler)
+            serve.delete(app_name)
+    assert [k for k in storage.list() if str(media_id) in k] == []
+    assert status["counts"]["discarded"] == 1

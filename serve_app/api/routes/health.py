@@ -48,6 +48,11 @@ async def _scheduler_status(ctx) -> dict:
 
 @router.get("/api/health", summary="Health of every service; 200 healthy/degraded, 503 unhealthy")
 async def health(ctx: Context) -> JSONResponse:
+    body = await ctx.health.get(lambda: _check_all(ctx))
+    return JSONResponse(body, status_code=503 if body["status"] == "unhealthy" else 200)
+
+
+async def _check_all(ctx) -> dict:
     # At once, not one after another: the depth replica answers at background CPU priority, and
     # under load its answer alone can take most of a second.
     database, storage, depth, scheduler = await asyncio.gather(
@@ -72,9 +77,8 @@ async def health(ctx: Context) -> JSONResponse:
         overall = "degraded"
     else:
         overall = "healthy"
-    body = {"status": overall, "timestamp": datetime.now(UTC).isoformat(), "version": ctx.version,
+    return {"status": overall, "timestamp": datetime.now(UTC).isoformat(), "version": ctx.version,
             "services": services}
-    return JSONResponse(body, status_code=503 if overall == "unhealthy" else 200)
 
 
 def _ray_ok() -> None:

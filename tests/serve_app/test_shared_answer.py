@@ -1,0 +1,69 @@
+"""The health check's shared answer: one check at a time, reused for a short while."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from serve_app.api.context import SharedAnswer
+
+
+class CountingCheck:
+    def __init__(self, seconds: float = 0.05) -> None:
+        self.calls = 0
+        self.seconds = seconds
+
+    async def __call__(self) -> int:
+        self.calls += 1
+        await asyncio.sleep(self.seconds)
+        return self.calls
+
+
+def test_callers_arriving_during_a_check_share_it():
+    async def main():
+        shared, check = SharedAnswer(ttl_s=10), CountingCheck()
+        answers = await asyncio.gather(*(shared.get(check) for _ in range(20)))
+        return answers, check.calls
+
+    answers, calls = asyncio.run(main())
+    assert calls == 1 and answers == [1] * 20
+
+
+def test_an_answer_is_reused_until_it_is_older_than_the_ttl():
+    async def main():
+        shared, check = SharedAnswer(ttl_s=0.3), CountingCheck(seconds=0)
+        first = [await shared.get(check), await shared.get(check)]
+        await asyncio.sleep(0.35)
+        return first, await shared.get(check)
+
+    assert asyncio.run(main()) == ([1, 1], 2)
+
+
+def test_a_failed_check_is_not_kept():
+    async def main():
+        shared, attempts = SharedAnswer(ttl_s=10), []
+
+        async def flaky() -> str:
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise RuntimeError("down")
+            return "up"
+
+        with pytest.raises(RuntimeError):
+            await shared.get(flaky)
+        return await shared.get(flaky)
+
+    assert asyncio.run(main()) == "up"
+
+
+def test_a_caller_that_goes_away_does_not_cancel_the_check_for_the_others():
+    async def main():
+        shared, check = SharedAnswer(ttl_s=10), CountingCheck(seconds=0.1)
+        leaving = asyncio.ensure_future(shared.get(check))
+        staying = asyncio.ensure_future(shared.get(check))
+        await asyncio.sleep(0.02)
+        leaving.cancel()
+        return await staying, check.calls
+
+    assert asyncio.run(main()) == (1, 1)
