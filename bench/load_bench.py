@@ -16,7 +16,8 @@ first --warmup seconds are not recorded. Once the system is up, the generator ra
 priority (see ``favour_generator``) and reports how late its event loop ran, so a tail it
 reports is the system's, not the generator's.
 --soak runs that long and samples the memory (PSS) of every process of the system (Ray workers
-and actors, raylet, GCS, Postgres) once a minute, reporting growth over the whole soak and over
+and actors, raylet, GCS, Postgres) once a minute, after --prime photos have been processed with no
+other load and the warm-up has run, reporting growth over the whole soak and over
 its second half. This process, the load generator, is left out. --keep N makes each uploader
 delete its oldest upload beyond N (timed as "delete"), so that storage stays bounded over a soak.
 """
@@ -245,6 +246,25 @@ async def drive(url: str, api_key: str | None, args, photo: bytes, seconds: floa
     return rec
 
 
+def prime(url: str, headers: dict[str, str], photo: bytes, count: int, timeout_s: float = 600) -> float:
+    """Upload ``count`` photos with no other load and wait until the depth work has completed
+    them: every processing worker and the depth replica have then run real items (imports,
+    allocator pools, the model's first batches), so a soak's memory baseline is a warm system's.
+    Returns the seconds it took."""
+    started = time.monotonic()
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+        done_before = client.get("/api/queue/status").json()["completed"]
+        for n in range(count):
+            body = unique(photo, -1 - n)
+            client.post("/api/media/upload",
+                        files=[("files", (f"prime-{n}.jpg", body, "image/jpeg"))]).raise_for_status()
+        while client.get("/api/queue/status").json()["completed"] - done_before < count:
+            if time.monotonic() - started > timeout_s:
+                raise TimeoutError(f"the depth work did not complete {count} priming photos")
+            time.sleep(1)
+    return time.monotonic() - started
+
+
 def system_processes() -> dict[int, str]:
     """pid → a readable name, for every process of a local system (Ray's and Postgres's).
     This process (the load generator, and the driver that started the system) is not one."""
@@ -368,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds of load sent before recording starts")
     parser.add_argument("--photo-mb", type=float, default=2.0)
     parser.add_argument("--soak", type=float, default=0, help="soak for this many seconds instead")
+    parser.add_argument("--prime", type=int, default=64,
+                        help="soak only: photos processed with no other load before the soak starts")
     parser.add_argument("--keep", type=lambda v: max(1, int(v)), default=None,
                         help="each uploader deletes its oldest upload beyond this many (bounded storage)")
     parser.add_argument("--no-processing", action="store_true",
@@ -380,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     photo = base_photo(args.photo_mb)
     results: dict = {"uploaders": args.uploaders, "readers": args.readers, "keep": args.keep,
                      "photo_bytes": len(photo), "cpus": os.cpu_count(), "model": "tiny",
-                     "processing": not args.no_processing}
+                     "processing": not args.no_processing,
+                     "prime": args.prime if args.soak else 0}
     with ExitStack() as stack:
         url = args.url or start_local_system(stack, args)
         results["generator_nice"] = favour_generator()
@@ -388,8 +411,10 @@ def main(argv: list[str] | None = None) -> int:
             httpx.post(f"{url}/api/queue/worker/stop", headers=auth_headers(args.api_key),
                        timeout=60).raise_for_status()
         if args.soak:
-            # Memory is measured from the end of the warm-up: workers, pools and caches that
-            # fill once are not growth.
+            # Memory is measured from the end of the warm-up, on a primed system: workers, pools
+            # and caches that fill once are not growth.
+            if args.prime:
+                results["prime_s"] = round(prime(url, auth_headers(args.api_key), photo, args.prime), 1)
             asyncio.run(drive(url, args.api_key, args, photo, 0, warmup=args.warmup))
             memory = MemoryWatch(every_s=min(60, args.soak / 10))
             rec = asyncio.run(drive(url, args.api_key, args, photo, args.soak, memory=memory))

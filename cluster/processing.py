@@ -32,7 +32,7 @@ from cluster.media_decode import (
 )
 from cluster.media_probe import MediaRejected
 from cluster.settings import Settings
-from cluster.storage import ObjectNotFound, Storage, StorageUnavailable
+from cluster.storage import ObjectNotFound, Storage, StorageFull, StorageUnavailable
 from db.depth import NewDepthMap
 from db.queue import ClaimedItem, Lease
 
@@ -80,6 +80,8 @@ def process_item(
         return _unavailable(item, "depth", f"depth service unavailable: {e}", started)
     except StorageUnavailable as e:
         return _unavailable(item, "storage", f"storage unavailable: {e}", started)
+    except StorageFull as e:
+        return _unavailable(item, "storage", f"storage full: {e}", started)
     except (PermanentError, MediaRejected) as e:
         outputs, status, error = [], "failed", str(e)
     except ObjectNotFound as e:

@@ -7,6 +7,7 @@ and the :class:`Storage` interface; nothing else touches files or boto3. Keys co
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
@@ -38,6 +39,15 @@ class ObjectNotFound(KeyError):
 
     def __str__(self) -> str:
         return f"object not found: {self.key}"
+
+
+# Below this, local storage reports itself unavailable (health, the scheduler's claims): an upload
+# or a depth map needs a few MiB, and a disk this full is one large video from ENOSPC.
+MIN_FREE_BYTES = 64 * 2**20
+
+
+class StorageFull(RuntimeError):
+    """The store has no room for a write (a full disk or quota; MinIO's XMinioStorageFull)."""
 
 
 class StorageUnavailable(RuntimeError):
@@ -104,6 +114,11 @@ class LocalStorage:
                 os.fsync(out.fileno())
                 size = out.tell()
             os.replace(tmp, target)
+        except OSError as e:
+            Path(tmp).unlink(missing_ok=True)
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(f"no space left under {self.root} for {key}") from e
+            raise
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -144,6 +159,12 @@ class LocalStorage:
     def check(self) -> None:
         if not os.access(self.root, os.W_OK):
             raise StorageUnavailable(f"storage directory {self.root} is not writable")
+        free = shutil.disk_usage(self.root).free
+        if free < MIN_FREE_BYTES:
+            # Unavailable rather than full: the scheduler stops claiming until space is freed,
+            # instead of spending every item's attempts on writes that cannot succeed.
+            raise StorageUnavailable(
+                f"storage directory {self.root} is full ({free // 2**20} MiB free)")
 
 
 @contextmanager
@@ -155,6 +176,8 @@ def _unavailable_when_unreachable(bucket: str) -> Iterator[None]:
     except (BotoConnectionError, HTTPClientError) as e:
         raise StorageUnavailable(f"S3 bucket {bucket!r} unreachable: {e}") from e
     except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("XMinioStorageFull", "InsufficientStorage"):
+            raise StorageFull(f"S3 bucket {bucket!r} has no space left: {e}") from e
         if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
             raise StorageUnavailable(f"S3 bucket {bucket!r} failing: {e}") from e
         raise

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -59,3 +61,16 @@ def serve_port(ray_cluster) -> int:
     from tests.utils import ray_cluster as rc
 
     return rc.start_serve()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB filesystem (tmpfs) where local storage lives: a full disk, for real."""
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(storage)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    yield storage
+    subprocess.run(["umount", str(storage)], check=True)

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cluster.signing import SignatureError
-from cluster.storage import ObjectNotFound, StorageUnavailable
+from cluster.storage import ObjectNotFound, StorageFull, StorageUnavailable
 from db.connection import DatabaseUnavailable
 from db.errors import IllegalTransition, InvalidCursor, NotFound
 from serve_app.api.schemas import ErrorOut
@@ -94,6 +94,11 @@ def install(app: FastAPI) -> None:
     async def _storage_down(request: Request, exc: StorageUnavailable):
         return error_response(503, "storage_unavailable", "storage is unreachable; retry later",
                               {"Retry-After": "5"})
+
+    @app.exception_handler(StorageFull)
+    async def _storage_full(request: Request, exc: StorageFull):
+        return error_response(507, "storage_full", "storage is full; nothing was stored",
+                              {"Retry-After": "60"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

@@ -14,7 +14,14 @@ import pytest
 from cluster import storage_keys
 from cluster.settings import Settings
 from cluster.signing import SignatureError, UrlSigner
-from cluster.storage import LocalStorage, ObjectNotFound, S3Storage, storage_from_settings
+from cluster.storage import (
+    LocalStorage,
+    ObjectNotFound,
+    S3Storage,
+    StorageFull,
+    StorageUnavailable,
+    storage_from_settings,
+)
 from tests.utils.s3 import moto_s3_server
 
 
@@ -175,3 +182,12 @@ def test_keys_never_contain_user_names():
         f"depth/depth-anything_Depth-Anything-V2-Small-hf/{media_id}/png16.png"
     )
     assert storage_keys.model_slug("../../etc") == "etc"
+
+
+def test_local_storage_on_a_full_disk(small_disk):
+    storage = LocalStorage(small_disk, UrlSigner(b"k" * 32))
+    with pytest.raises(StorageUnavailable, match="full"):
+        storage.check()  # so the scheduler stops claiming and health says why
+    with pytest.raises(StorageFull):
+        storage.put_bytes("originals/aa/big.bin", os.urandom(2 * 2**20), "application/octet-stream")
+    assert [p for p in small_disk.rglob("*") if p.is_file()] == []  # no partial temp file

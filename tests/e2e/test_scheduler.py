@@ -88,7 +88,7 @@ def test_outputs_written_for_media_deleted_while_it_ran_are_removed(
     with Database(database_url, max_size=2) as db:
         result = ingest_file(photo, db=db, storage=storage, settings=settings,
                              limits=MediaLimits.from_settings(settings))
-        media_id, item_id = result.media.id, result.queue_item.id
+        media_id = result.media.id
         scheduler = SchedulerActor.options(name="scheduler-deletes", namespace=NAMESPACE).remote(
             settings, app_name)
         try:

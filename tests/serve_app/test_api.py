@@ -120,3 +120,23 @@ def test_a_nul_in_a_query_parameter_is_refused(database_url, tmp_path, query):
     assert r.status_code == 422
     assert r.json()["error"]["code"] == "invalid_request" and "NUL" in r.json()["error"]["message"]
     assert client.get("/api/queue/items?model_id=tiny").status_code == 200
+
+
+def test_an_upload_to_full_storage_is_a_507_and_stores_nothing(database_url, tmp_path, small_disk):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 255, (1000, 1000, 3), dtype=np.uint8)
+    big = io.BytesIO()
+    Image.fromarray(noise).save(big, "JPEG", quality=95)
+    assert big.tell() > 1024 * 1024
+    client = make_client(database_url, tmp_path)
+    response = client.post("/api/media/upload", files=[("files", ("big.jpg", big.getvalue()))])
+    assert response.status_code == 507
+    assert response.json()["error"]["code"] == "storage_full"
+    assert client.get("/api/media").json()["items"] == []
+    assert [p for p in small_disk.rglob("*") if p.is_file()] == []
+    small = media_files.jpeg_bytes(media_files.photo("coffee"))
+    assert client.post("/api/media/upload", files=[("files", ("s.jpg", small))]).status_code == 200

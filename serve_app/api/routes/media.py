@@ -51,7 +51,7 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-da
 
 @router.post(
     "/upload", response_model=UploadResponse, dependencies=[Depends(upload_rate_limit)],
-    responses=documented(413, 415, 429), openapi_extra=_UPLOAD_BODY,
+    responses=documented(413, 415, 429, 503, 507), openapi_extra=_UPLOAD_BODY,
     summary="Upload photos and videos (multipart field `files`, repeatable)",
 )
 async def upload(
