@@ -23,7 +23,7 @@ FOREGROUND_RUNTIME_ENV = {"env_vars": FOREGROUND_ENV}
 # Background work asks for its own workers at 19 from the start, so that their start-up (Python,
 # Ray, torch and the model: seconds of CPU each time Ray starts a worker or Serve a replica) does
 # not compete with uploads either; yield_cpu_to_foreground then covers any thread started before.
-BACKGROUND_RUNTIME_ENV = {"env_vars": _starting_niceness(BACKGROUND_NICENESS)}
+BACKGROUND_ENV = _starting_niceness(BACKGROUND_NICENESS)
 
 
 def yield_cpu_to_foreground() -> None:

@@ -8,6 +8,7 @@ import shlex
 import time
 from collections.abc import Callable, Sequence
 
+from cluster.malloc_env import ARRAYS_MALLOC_ENV
 from cluster.settings import Settings
 
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
@@ -47,7 +48,9 @@ def submit_reprocess(
     from ray.job_submission import JobSubmissionClient
 
     client = JobSubmissionClient(dashboard_address(address))
-    runtime_env: dict = {"env_vars": job_env(settings)}
+    # The job's workers decode photos and run the model: the same allocator settings as the
+    # depth replicas and processing workers.
+    runtime_env: dict = {"env_vars": job_env(settings) | ARRAYS_MALLOC_ENV}
     if working_dir:
         runtime_env["working_dir"] = working_dir
     entrypoint = "python -m pipelines.reprocess " + shlex.join(filters)

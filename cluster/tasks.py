@@ -8,8 +8,9 @@ from collections.abc import Sequence
 import numpy as np
 import ray
 
-from cluster.cpu_priority import BACKGROUND_RUNTIME_ENV, yield_cpu_to_foreground
+from cluster.cpu_priority import BACKGROUND_ENV, yield_cpu_to_foreground
 from cluster.depth_io import DepthResult
+from cluster.malloc_env import ARRAYS_MALLOC_ENV
 from cluster.processing import DepthUnavailable, Outcome, process_item
 from cluster.settings import Settings
 from cluster.storage import Storage, storage_from_settings
@@ -79,7 +80,8 @@ async def _await_all(responses: list, timeout_s: float) -> list:
 
 # max_retries: Ray re-runs the task when its worker or node dies; exceptions are turned into an
 # Outcome inside, so they are not retried here but by the queue (attempts, backoff).
-@ray.remote(max_retries=3, num_cpus=0.5, runtime_env=BACKGROUND_RUNTIME_ENV)
+@ray.remote(max_retries=3, num_cpus=0.5,
+            runtime_env={"env_vars": BACKGROUND_ENV | ARRAYS_MALLOC_ENV})
 def process_item_task(item: ClaimedItem, settings: Settings, app_name: str = APP_NAME) -> Outcome:
     yield_cpu_to_foreground()
     return process_item(item, settings, _storage(settings), serve_depth(app_name))

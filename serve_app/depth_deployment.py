@@ -18,9 +18,10 @@ import ray
 from ray import serve
 from ray.serve import Application
 
-from cluster.cpu_priority import BACKGROUND_RUNTIME_ENV, yield_cpu_to_foreground
+from cluster.cpu_priority import BACKGROUND_ENV, yield_cpu_to_foreground
 from cluster.depth_io import DepthResult
 from cluster.depth_model import DepthModel
+from cluster.malloc_env import ARRAYS_MALLOC_ENV
 from cluster.settings import Settings
 
 DEPLOYMENT_NAME = "DepthModel"
@@ -137,7 +138,8 @@ def depth_deployment(settings: Settings):
         max_ongoing_requests=max(2 * settings.serve_max_batch_size, 8),
         ray_actor_options={"num_gpus": num_gpus, "num_cpus": settings.serve_num_cpus,
                            # On a CPU the replica's work is all background (see __init__).
-                           **({} if num_gpus else {"runtime_env": BACKGROUND_RUNTIME_ENV})},
+                           "runtime_env": {"env_vars": ARRAYS_MALLOC_ENV | (
+                               {} if num_gpus else BACKGROUND_ENV)}},
         user_config={
             "max_batch_size": settings.serve_max_batch_size,
             "batch_wait_timeout_s": settings.serve_batch_wait_s,

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from cluster.cpu_priority import BACKGROUND_NICENESS
+from cluster.malloc_env import ARRAYS_MALLOC_ENV
 from cluster.tasks import APP_NAME
 from serve_app.depth_deployment import DEPLOYMENT_NAME
 from tests.utils import media_files
@@ -111,6 +112,20 @@ def test_api_runs_in_the_foreground_and_depth_work_in_the_background(system):
         pids = pids_of(title)
         assert pids, f"no process titled {title!r}"
         assert all(thread_niceness(pid) == niceness for pid in pids), title
+
+
+def process_env(pid: int) -> dict[str, str]:
+    raw = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    return dict(entry.decode(errors="replace").split("=", 1) for entry in raw if b"=" in entry)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_depth_replicas_start_with_the_allocator_settings_for_large_arrays(system):
+    # Without them the replica's memory grew with every batch of mixed sizes (cluster/malloc_env.py).
+    pids = pids_of(f"ray::ServeReplica:{APP_NAME}:{DEPLOYMENT_NAME}")
+    assert pids
+    for pid in pids:
+        assert ARRAYS_MALLOC_ENV.items() <= process_env(pid).items()
 
 
 def test_health_and_model_info(system):
