@@ -114,13 +114,10 @@ class LocalStorage:
                 os.fsync(out.fileno())
                 size = out.tell()
             os.replace(tmp, target)
-        except OSError as e:
+        except BaseException as e:
             Path(tmp).unlink(missing_ok=True)
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StorageFull(f"no space left under {self.root} for {key}") from e
-            raise
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
             raise
         return size
 

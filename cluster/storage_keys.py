@@ -26,13 +26,15 @@ def model_slug(model_id: str) -> str:
     return _SAFE_MODEL.sub("_", model_id).strip("_.") or "model"
 
 
+_DEPTH_SUFFIXES = {"png16": ".png", "preview": ".webp", "video": ".mp4"}
+
+
 def depth(media_id: uuid.UUID, model_id: str, fmt: str) -> str:
     """``fmt``: png16 (depth data), preview (colour WebP), video (depth video)."""
-    suffix = {"png16": ".png", "preview": ".webp", "video": ".mp4"}[fmt]
-    return f"depth/{model_slug(model_id)}/{media_id}/{fmt}{suffix}"
+    return f"depth/{model_slug(model_id)}/{media_id}/{fmt}{_DEPTH_SUFFIXES[fmt]}"
 
 
 def written_by_processing(media_id: uuid.UUID, model_id: str) -> list[str]:
     """Every object processing an item can write: renditions and the depth outputs."""
     return [thumbnail(media_id), preview(media_id),
-            *(depth(media_id, model_id, fmt) for fmt in ("png16", "preview", "video"))]
+            *(depth(media_id, model_id, fmt) for fmt in _DEPTH_SUFFIXES)]

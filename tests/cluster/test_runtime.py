@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import pytest
 from ray._private import services
 
-from cluster.runtime import cluster_address
+from cluster.runtime import cluster_address, free_port
 
 
 @pytest.fixture
@@ -20,15 +20,9 @@ def no_ray_address(monkeypatch):
     monkeypatch.setattr(services, "find_gcs_addresses", lambda: frozenset())
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_stale_cluster_address_is_not_joined(tmp_path, no_ray_address):
     # What a crash or a reboot leaves behind: `ray.init("auto")` would wait minutes on it.
-    (tmp_path / "ray_current_cluster").write_text(f"127.0.0.1:{_closed_port()}")
+    (tmp_path / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
     assert cluster_address(str(tmp_path)) is None
 
 
@@ -50,5 +44,5 @@ def test_a_cluster_that_answers_is_joined(tmp_path, no_ray_address):
 def test_ray_address_wins_over_the_local_file(tmp_path, no_ray_address, monkeypatch):
     with listening() as address:
         monkeypatch.setenv("RAY_ADDRESS", address)
-        (tmp_path / "ray_current_cluster").write_text(f"127.0.0.1:{_closed_port()}")
+        (tmp_path / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
         assert cluster_address(str(tmp_path)) == address
