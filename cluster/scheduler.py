@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 # An item given back this many times in a row while its services looked healthy is retried like
 # any failure (spending attempts), so no single item can bounce between queue and worker forever.
 MAX_GIVE_BACKS = 5
+# Refills run between claims at most this far apart; a ready set of db.queue.READY_TARGET items
+# lasts far longer than this at any claim rate the depth service sustains.
+REFILL_INTERVAL_S = 0.5
 
 SCHEDULER_NAME = "depthmill-scheduler"
 NAMESPACE = "depthmill"
@@ -91,7 +94,7 @@ class Scheduler:
         self.give_backs: dict[uuid.UUID, int] = {}
         self.last_error: str | None = None
         self.counts = {"claimed": 0, "completed": 0, "failed": 0, "retried": 0, "given_back": 0,
-                       "discarded": 0}
+                       "discarded": 0, "refilled": 0}
         self.wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._started = False
@@ -122,8 +125,8 @@ class Scheduler:
             recovered = await asyncio.to_thread(self.db.run, queue.recover_expired_leases)
             if recovered:
                 log.warning("recovered %d expired leases at start", len(recovered))
-            for loop in (self._claim_loop, self._heartbeat_loop, self._recovery_loop,
-                         self._listen_loop, self._stats_loop):
+            for loop in (self._claim_loop, self._refill_loop, self._heartbeat_loop,
+                         self._recovery_loop, self._listen_loop, self._stats_loop):
                 self._tasks.append(asyncio.create_task(loop()))
         self.wake.set()
         return await self.status()
@@ -340,6 +343,20 @@ class Scheduler:
             for item_id in report.lost:
                 # Someone else owns it now (our lease expired); our result will be fenced off.
                 self.in_flight.pop(item_id, None)
+
+    async def _refill_loop(self) -> None:
+        """Keep this model's ready set stocked from the backlog ahead of the claims, so a claim
+        reads a small set laid out in claim order however long the queue (db.queue)."""
+        while True:
+            try:
+                while moved := await asyncio.to_thread(
+                    self.db.run, queue.refill_ready, model_id=self.settings.model
+                ):
+                    self.counts["refilled"] += moved
+                    self.wake.set()
+            except Exception as e:
+                self.last_error = f"refill: {type(e).__name__}: {e}"
+            await asyncio.sleep(REFILL_INTERVAL_S)
 
     async def _recovery_loop(self) -> None:
         while True:

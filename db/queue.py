@@ -211,24 +211,49 @@ def _tuples(conn: psycopg.Connection, query: sql.Composable, params: object = No
 # enqueue
 # --------------------------------------------------------------------------------------------
 
+# The ready set's size: claims read it, so its heap pages stay few and in claim order however
+# long the queue (migration 007). Big enough that refills are rare next to claims.
+READY_TARGET = 10_000
+# Rows one refill statement moves: short transactions, so a media delete never waits long.
+REFILL_CHUNK = 1_000
+
 _ENQUEUE = sql.SQL(
     """
     WITH new AS (
-        INSERT INTO processing_queue AS q (media_id, model_id, priority, max_attempts, status,
-                                           kind, bytes, mime, storage_key)
-        SELECT m.id, %(model_id)s,
-               coalesce(%(priority)s, depthmill_default_priority(m.kind, m.bytes)),
-               %(max_attempts)s, %(status)s, m.kind, m.bytes, m.mime, m.storage_key
-        FROM media_items m
+        SELECT m.id, m.kind, m.bytes, m.mime, m.storage_key, p.priority,
+               row_number() OVER (ORDER BY p.priority, m.id) AS rank
+        FROM media_items m,
+             LATERAL (SELECT coalesce(%(priority)s,
+                                      depthmill_default_priority(m.kind, m.bytes)) AS priority) p
         WHERE m.id = ANY(%(media_ids)s)
-        -- An active item for this media + model already exists: keep it, and let an explicit
-        -- priority ("process this now") move it forward, never back.
-        ON CONFLICT (media_id, model_id) WHERE status IN ('pending', 'queued', 'processing')
-        DO UPDATE SET priority = least(q.priority, coalesce(%(priority)s, q.priority)),
-                      updated_at = now()
-        RETURNING q.*, (q.xmax = 0) AS created
     )
-    SELECT {columns}, q.created FROM new q
+    INSERT INTO processing_queue AS q (media_id, model_id, priority, max_attempts, status,
+                                       kind, bytes, mime, storage_key, backlog)
+    SELECT n.id, %(model_id)s, n.priority, %(max_attempts)s, %(status)s,
+           n.kind, n.bytes, n.mime, n.storage_key,
+           -- Ready while the ready set has room (no backlog), or when the item outranks the
+           -- whole backlog (at most a ready set's worth per statement); else the backlog.
+           %(status)s = 'queued' AND NOT CASE
+               WHEN (SELECT min(b.priority) FROM processing_queue b
+                     WHERE b.status = 'queued' AND b.backlog AND b.model_id || '' = %(model_id)s) IS NULL
+               THEN n.rank <= %(target)s - (SELECT count(*) FROM (
+                        SELECT FROM processing_queue r
+                        WHERE r.status = 'queued' AND NOT r.backlog AND r.model_id || '' = %(model_id)s
+                        LIMIT %(target)s) ready)
+               ELSE n.rank <= %(target)s AND n.priority < (
+                        SELECT min(b.priority) FROM processing_queue b
+                        WHERE b.status = 'queued' AND b.backlog AND b.model_id || '' = %(model_id)s)
+           END
+    FROM new n
+    -- In claim order, so a big enqueue lays its rows out the way claims will take them.
+    ORDER BY n.priority, n.id
+    -- An active item for this media + model already exists: keep it, and let an explicit
+    -- priority ("process this now") move it forward, never back.
+    ON CONFLICT (media_id, model_id) WHERE status IN ('pending', 'queued', 'processing')
+    DO UPDATE SET priority = least(q.priority, coalesce(%(priority)s, q.priority)),
+                  backlog = q.backlog AND excluded.backlog,
+                  updated_at = now()
+    RETURNING {columns}, (q.xmax = 0) AS created
     """
 ).format(columns=_ITEM_COLUMNS)
 
@@ -254,6 +279,7 @@ def enqueue_many(
         "priority": priority,
         "max_attempts": max_attempts,
         "status": "pending" if hold else "queued",
+        "target": READY_TARGET,
     }
     return _items(conn, _ENQUEUE, params)
 
@@ -320,10 +346,10 @@ def build_claim_query(*, for_model: bool) -> sql.Composed:
             -- MATERIALIZED fences the CTE so LIMIT applies before the UPDATE joins it.
             -- SKIP LOCKED: concurrent claimers pass over rows another claimer is taking instead
             -- of queueing behind its lock; each row goes to exactly one claimer. The planner
-            -- walks processing_queue_claimable (status = 'queued') in (priority, queued_at) order.
+            -- walks processing_queue_claimable (the ready set) in (priority, queued_at) order.
             SELECT q.id
             FROM processing_queue q
-            WHERE q.status = 'queued' AND q.run_after <= now() {model_filter}
+            WHERE q.status = 'queued' AND NOT q.backlog AND q.run_after <= now() {model_filter}
             ORDER BY q.priority, q.queued_at, q.id
             LIMIT %(n)s
             FOR UPDATE SKIP LOCKED
@@ -363,9 +389,114 @@ def claim_batch(
     params = {"n": n, "owner": owner, "lease_seconds": lease_seconds, "model_id": model_id}
     with conn.cursor(row_factory=class_row(ClaimedItem)) as cur:
         items = cur.execute(query, params).fetchall()
+        # The ready set ran dry before a refill came (refill_ready's caller runs it ahead of
+        # the claims): refill now rather than report an empty queue while a backlog waits.
+        if len(items) < n and refill_ready(conn, model_id=model_id):
+            items += cur.execute(query, {**params, "n": n - len(items)}).fetchall()
     # UPDATE ... RETURNING does not keep the CTE's order.
     items.sort(key=lambda i: (i.priority, i.queued_at, i.id))
     return items
+
+
+# The columns both queue tables share, in table order (a test holds this to the schema).
+_TABLE_COLUMNS = (
+    "id", "media_id", "model_id", "status", "priority", "attempts", "max_attempts", "last_error",
+    "error_count", "cancel_requested", "lease_owner", "lease_expires_at", "run_after", "queued_at",
+    "started_at", "completed_at", "processing_duration", "updated_at", "kind", "bytes", "mime",
+    "storage_key", "backlog",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# the ready set: claims read it, refills keep it stocked from the backlog (migration 007)
+# --------------------------------------------------------------------------------------------
+
+# Each model has its own ready set: a scheduler claims for one model, and another model's items
+# filling the ready set must not keep its backlog waiting. None means every model at once.
+# `model_id || ''` keeps the planner off processing_queue_one_active (model_id is its second
+# column): after a big enqueue, before autovacuum's ANALYZE, it took that index for a few rows
+# and read all 700k of them (750 ms an enqueue). These probes belong on the two partial indexes.
+_OF_MODEL = "(%(model_id)s::text IS NULL OR model_id || '' = %(model_id)s)"
+
+_READY_STATE = sql.SQL(
+    """
+    SELECT
+        (SELECT count(*) FROM (SELECT FROM processing_queue
+                               WHERE status = 'queued' AND NOT backlog AND {of_model}
+                               LIMIT %(cap)s) r),
+        -- Backlog items of a more urgent priority than a ready one (an explicit priority, a
+        -- race with enqueue). Within one priority the split is by arrival, close enough.
+        (SELECT count(*) FROM (SELECT FROM processing_queue
+                               WHERE status = 'queued' AND backlog AND {of_model}
+                                 AND priority < (SELECT max(priority) FROM processing_queue
+                                                 WHERE status = 'queued' AND NOT backlog
+                                                   AND {of_model})
+                               LIMIT %(cap)s) i),
+        EXISTS (SELECT FROM processing_queue WHERE status = 'queued' AND backlog AND {of_model})
+    """
+).format(of_model=sql.SQL(_OF_MODEL))
+
+_PROMOTE = sql.SQL(
+    """
+    WITH picked AS MATERIALIZED (
+        -- The media row is locked too, and skipped when a delete holds it: the INSERT's foreign
+        -- key check would otherwise wait on that delete while its cascade waits on this row.
+        SELECT q.id FROM processing_queue q JOIN media_items m ON m.id = q.media_id
+        WHERE q.status = 'queued' AND q.backlog AND {of_model}
+        ORDER BY q.priority, q.queued_at, q.id
+        LIMIT %(n)s
+        FOR UPDATE OF q SKIP LOCKED
+        FOR KEY SHARE OF m SKIP LOCKED
+    ), moved AS (
+        DELETE FROM processing_queue q USING picked WHERE q.id = picked.id RETURNING q.*
+    )
+    INSERT INTO processing_queue ({columns})
+    SELECT {values} FROM moved
+    ORDER BY priority, queued_at, id
+    RETURNING id
+    """
+).format(
+    of_model=sql.SQL(_OF_MODEL.replace("model_id ||", "q.model_id ||")),
+    columns=sql.SQL(", ").join(map(sql.Identifier, _TABLE_COLUMNS)),
+    values=sql.SQL(", ").join(
+        sql.SQL("false") if c == "backlog" else sql.Identifier(c) for c in _TABLE_COLUMNS
+    ),
+)
+
+_DEMOTE = sql.SQL(
+    """
+    UPDATE processing_queue q SET backlog = true
+    FROM (SELECT id FROM processing_queue
+          WHERE status = 'queued' AND NOT backlog AND {of_model}
+          ORDER BY priority DESC, queued_at DESC, id DESC
+          LIMIT %(n)s
+          FOR UPDATE SKIP LOCKED) worst
+    WHERE q.id = worst.id
+    RETURNING q.id
+    """
+).format(of_model=sql.SQL(_OF_MODEL))
+
+
+def refill_ready(
+    conn: psycopg.Connection, *, model_id: str | None = None, target: int | None = None
+) -> int:
+    """Keep ``model_id``'s ready set between half and twice ``target`` items, with no backlog
+    item of a more urgent priority than a ready one. Returns how many rows it moved.
+
+    Moves at most ``REFILL_CHUNK`` rows per call, so call it until it returns 0 to catch up.
+    Refills once the ready set is down to half, so most calls change nothing and cost a few
+    index probes and a count of at most ``2 * target`` index entries.
+    """
+    target = target or READY_TARGET
+    params = {"cap": 2 * target + 1, "model_id": model_id}
+    ready, inversions, has_backlog = _tuples(conn, _READY_STATE, params)[0]
+    if ready > 2 * target:
+        # Enqueues of items outranking the backlog overfilled it: the least urgent wait again.
+        return len(_tuples(conn, _DEMOTE, {**params, "n": min(ready - target, REFILL_CHUNK)}))
+    want = max(target - ready if ready <= target // 2 else 0, inversions)
+    if not has_backlog or want == 0:
+        return 0
+    return len(_tuples(conn, _PROMOTE, {**params, "n": min(want, REFILL_CHUNK)}))
 
 
 def _lease_arrays(leases: Iterable[Lease]) -> dict[str, list]:
@@ -419,15 +550,6 @@ def extend_leases(
     )
 
 
-# The columns both queue tables share, in table order (a test holds this to the schema).
-_TABLE_COLUMNS = (
-    "id", "media_id", "model_id", "status", "priority", "attempts", "max_attempts", "last_error",
-    "error_count", "cancel_requested", "lease_owner", "lease_expires_at", "run_after", "queued_at",
-    "started_at", "completed_at", "processing_duration", "updated_at", "kind", "bytes", "mime",
-    "storage_key",
-)
-
-
 def _archive_completed(done: sql.Composable, processing_duration: sql.Composable) -> sql.Composed:
     """``done`` deletes rows from processing_queue RETURNING them; insert them, completed, into
     processing_queue_completed. One statement, so an item is always in exactly one table."""
@@ -438,6 +560,7 @@ def _archive_completed(done: sql.Composable, processing_duration: sql.Composable
         "completed_at": sql.SQL("now()"),
         "processing_duration": processing_duration,
         "updated_at": sql.SQL("now()"),
+        "backlog": sql.SQL("false"),
     }
     return sql.SQL(
         """
@@ -612,9 +735,15 @@ _CANCEL = sql.SQL(
 
 def cancel(conn: psycopg.Connection, item_id: uuid.UUID) -> QueueItem:
     """Cancel a waiting item now, or ask the holder of a running one to stop."""
-    if not _tuples(conn, _CANCEL, {"id": item_id}):
-        raise IllegalTransition(item_id, get_item(conn, item_id).status, "cancel")
-    return get_item(conn, item_id)
+    # A refill moving the row (DELETE + INSERT) while this waited on its lock leaves the UPDATE
+    # nothing to change; the next statement sees the moved row, so try once more.
+    for _ in range(2):
+        if _tuples(conn, _CANCEL, {"id": item_id}):
+            return get_item(conn, item_id)
+        status = get_item(conn, item_id).status
+        if status not in ACTIVE_STATUSES:
+            break
+    raise IllegalTransition(item_id, status, "cancel")
 
 
 _RETRY = sql.SQL(

@@ -1,0 +1,219 @@
+"""The ready set and the backlog (migration 007): claims read a small set of the most urgent
+items, refilled in claim order; to users every waiting item is simply queued, in one order."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import psycopg
+import pytest
+
+from db import queue
+from tests.utils.factories import insert_media
+
+MODEL = "tiny"
+TARGET = 10
+
+
+@pytest.fixture(autouse=True)
+def small_ready_set(monkeypatch):
+    monkeypatch.setattr(queue, "READY_TARGET", TARGET)
+
+
+def media_of_sizes(conn, sizes, kind="photo"):
+    return [insert_media(conn, kind, n).id for n in sizes]
+
+
+def where(conn) -> dict:
+    """item id -> backlog flag, for the queued items."""
+    return dict(conn.execute("SELECT id, backlog FROM processing_queue WHERE status = 'queued'"))
+
+
+def test_a_big_enqueue_readies_the_most_urgent_and_backlogs_the_rest(conn):
+    sizes = random.Random(7).sample(range(1, 99), 40)
+    items = queue.enqueue_many(conn, media_of_sizes(conn, [s * 1_000_000 for s in sizes]), MODEL)
+    flags = where(conn)
+    ready = sorted((i.priority, i.id) for i in items if not flags[i.id])
+    backlog = sorted((i.priority, i.id) for i in items if flags[i.id])
+    assert len(ready) == TARGET and len(backlog) == 30
+    assert ready[-1] < backlog[0]
+    # To users both are queued.
+    assert {i.status for i in items} == {"queued"}
+    assert queue.stats(conn).total("queued") == 40
+
+
+def test_claims_take_every_item_once_in_priority_order_across_refills(conn):
+    sizes = random.Random(3).choices(range(1, 99), k=60)
+    queue.enqueue_many(conn, media_of_sizes(conn, [s * 1_000_000 for s in sizes]), MODEL)
+    claimed = []
+    while batch := queue.claim_batch(conn, 7, "w", 60, model_id=MODEL):
+        claimed += batch
+        queue.complete_many(conn, [i.lease for i in batch])
+    assert len(claimed) == 60 == len({i.id for i in claimed})
+    order = [(i.priority, i.queued_at, i.id) for i in claimed]
+    assert order == sorted(order)
+
+
+def test_refill_lays_moved_rows_out_in_claim_order(conn):
+    # Enqueued one at a time, in an order unrelated to priority: the heap holds them scattered.
+    sizes = random.Random(11).sample(range(1, 99), 50)
+    for media_id in media_of_sizes(conn, [s * 1_000_000 for s in sizes]):
+        queue.enqueue(conn, media_id, MODEL)
+    while queue.refill_ready(conn, model_id=MODEL):
+        pass
+    ready = sum(not backlog for backlog in where(conn).values())
+    queue.complete_many(conn, [i.lease for i in queue.claim_batch(conn, ready, "w", 60)])
+    waiting = [i for i, backlog in where(conn).items() if backlog]
+    moved = queue.refill_ready(conn, model_id=MODEL)
+    assert moved == TARGET
+    rows = conn.execute(
+        "SELECT ctid::text FROM processing_queue WHERE id = ANY(%s) AND NOT backlog "
+        "ORDER BY priority, queued_at, id", [waiting]
+    ).fetchall()
+    positions = [tuple(map(int, ctid.strip("()").split(","))) for (ctid,) in rows]
+    assert len(positions) == moved
+    assert positions == sorted(positions)
+
+
+def test_an_item_outranking_the_backlog_goes_straight_to_the_ready_set(conn):
+    queue.enqueue_many(conn, media_of_sizes(conn, [50_000_000] * 30), MODEL)
+    urgent = queue.enqueue(conn, insert_media(conn, "photo", 1_000).id, MODEL)
+    later = queue.enqueue(conn, insert_media(conn, "video", 1_000).id, MODEL)
+    flags = where(conn)
+    assert flags[urgent.id] is False and flags[later.id] is True
+    assert queue.claim_batch(conn, 1, "w", 60, model_id=MODEL)[0].id == urgent.id
+
+
+def test_prioritising_a_backlog_item_readies_it(conn):
+    items = queue.enqueue_many(conn, media_of_sizes(conn, [50_000_000] * 30), MODEL)
+    waiting = next(i for i in items if where(conn)[i.id])
+    queue.enqueue(conn, waiting.media_id, MODEL, priority=0)
+    assert where(conn)[waiting.id] is False
+    assert queue.claim_batch(conn, 1, "w", 60, model_id=MODEL)[0].id == waiting.id
+
+
+def test_refill_moves_backlog_items_that_outrank_ready_ones(conn):
+    items = queue.enqueue_many(conn, media_of_sizes(conn, [50_000_000] * 30), MODEL)
+    waiting = [i.id for i in items if where(conn)[i.id]][-3:]
+    # An inversion, as a race between enqueue and a refill could leave.
+    conn.execute("UPDATE processing_queue SET priority = 1 WHERE id = ANY(%s)", [waiting])
+    assert queue.refill_ready(conn, model_id=MODEL) == 3
+    claimed = queue.claim_batch(conn, 3, "w", 60, model_id=MODEL)
+    assert {i.id for i in claimed} == set(waiting)
+
+
+def test_an_overfilled_ready_set_sends_its_least_urgent_back(conn):
+    queue.enqueue_many(conn, media_of_sizes(conn, [50_000_000] * 15), MODEL)
+    # Each statement may ready up to TARGET items that outrank the backlog.
+    for _ in range(3):
+        queue.enqueue_many(conn, media_of_sizes(conn, [1_000] * TARGET), MODEL)
+    assert sum(not b for b in where(conn).values()) == 4 * TARGET
+    while queue.refill_ready(conn, model_id=MODEL):
+        pass
+    flags = where(conn)
+    assert TARGET // 2 <= sum(not b for b in flags.values()) <= 2 * TARGET
+    prios = dict(conn.execute("SELECT id, priority FROM processing_queue"))
+    assert max(prios[i] for i, b in flags.items() if not b) <= min(prios[i] for i, b in flags.items() if b)
+
+
+def test_each_model_has_its_own_ready_set(conn):
+    media_ids = media_of_sizes(conn, [1_000_000] * 30)
+    queue.enqueue_many(conn, media_ids, "other")  # fills the other model's ready set
+    queue.enqueue_many(conn, media_ids, MODEL)
+    assert sum(not b for b in where(conn).values()) == 2 * TARGET
+    claimed = []
+    while batch := queue.claim_batch(conn, 8, "w", 60, model_id=MODEL):
+        claimed += batch
+    assert len(claimed) == 30 and {i.model_id for i in claimed} == {MODEL}
+
+
+def test_held_items_and_finished_backlog_items_are_never_backlogged(conn):
+    held = queue.enqueue_many(conn, media_of_sizes(conn, [1_000] * 30), MODEL, hold=True)
+    assert conn.execute("SELECT bool_or(backlog) FROM processing_queue").fetchone()[0] is False
+    queue.release(conn, [i.id for i in held])
+    assert queue.stats(conn).total("queued") == 30
+    # A cancelled backlog item closed by the bulk job lands in the completed table.
+    waiting = queue.enqueue_many(conn, media_of_sizes(conn, [90_000_000] * 30), MODEL)
+    victim = next(i for i in waiting if where(conn)[i.id])
+    queue.cancel(conn, victim.id)
+    assert queue.close_failed_items(conn, [victim.media_id], MODEL) == 1
+    assert queue.get_item(conn, victim.id).status == "completed"
+
+
+def hold_a_refill(database_url):
+    """Start a refill in its own transaction and keep it open; returns (conn, moved ids)."""
+    mover = psycopg.connect(database_url)
+    moved = [r[0] for r in mover.execute(
+        "SELECT id FROM processing_queue WHERE backlog ORDER BY priority, queued_at, id "
+        "LIMIT %s", [queue.REFILL_CHUNK]).fetchall()]
+    assert queue.refill_ready(mover, model_id=MODEL) > 0
+    return mover, moved
+
+
+def test_cancel_waiting_on_a_refill_cancels_the_moved_item(database_url, conn):
+    queue.enqueue_many(conn, media_of_sizes(conn, [50_000_000] * 30), MODEL)
+    queue.complete_many(conn, [i.lease for i in queue.claim_batch(conn, TARGET, "w", 60)])
+    mover, moved = hold_a_refill(database_url)
+    result: list = []
+    canceller = threading.Thread(target=lambda: result.append(_cancel(database_url, moved[0])))
+    canceller.start()
+    canceller.join(timeout=1)
+    assert canceller.is_alive()  # waiting on the refill's row lock
+    mover.commit()
+    mover.close()
+    canceller.join(timeout=30)
+    assert result and result[0] == "cancelled"
+
+
+def _cancel(database_url, item_id):
+    with psycopg.connect(database_url, autocommit=True) as own:
+        try:
+            return queue.cancel(own, item_id).status
+        except Exception as exc:
+            return repr(exc)
+
+
+def test_media_deleted_during_a_refill_leaves_no_item(database_url, conn):
+    queue.enqueue_many(conn, media_of_sizes(conn, [50_000_000] * 30), MODEL)
+    queue.complete_many(conn, [i.lease for i in queue.claim_batch(conn, TARGET, "w", 60)])
+    mover, moved = hold_a_refill(database_url)
+    media_id = conn.execute(
+        "SELECT media_id FROM processing_queue WHERE id = %s", [moved[0]]).fetchone()[0]
+    deleter = threading.Thread(target=lambda: _delete_media(database_url, media_id))
+    deleter.start()
+    deleter.join(timeout=1)
+    mover.commit()
+    mover.close()
+    deleter.join(timeout=30)
+    assert not deleter.is_alive()
+    assert conn.execute(
+        "SELECT count(*) FROM queue_items WHERE media_id = %s", [media_id]).fetchone()[0] == 0
+
+
+def _delete_media(database_url, media_id):
+    with psycopg.connect(database_url, autocommit=True) as own:
+        own.execute("DELETE FROM media_items WHERE id = %s", [media_id])
+
+
+def test_a_refill_passes_over_media_being_deleted(database_url, conn):
+    items = queue.enqueue_many(conn, media_of_sizes(conn, [50_000_000] * 30), MODEL)
+    queue.complete_many(conn, [i.lease for i in queue.claim_batch(conn, TARGET, "w", 60)])
+    first = min((i for i in items if where(conn).get(i.id)), key=lambda i: (i.priority, i.id))
+    deleter = psycopg.connect(database_url)
+    deleter.execute("DELETE FROM media_items WHERE id = %s", [first.media_id])  # not committed
+    result: list = []
+    mover = threading.Thread(target=lambda: result.append(_refill(database_url)))
+    mover.start()
+    mover.join(timeout=10)
+    # Waiting on the delete instead would end in a deadlock once its cascade reaches the row.
+    assert not mover.is_alive() and result and result[0] == TARGET
+    deleter.commit()
+    deleter.close()
+    assert conn.execute(
+        "SELECT count(*) FROM queue_items WHERE media_id = %s", [first.media_id]).fetchone()[0] == 0
+
+
+def _refill(database_url):
+    with psycopg.connect(database_url, autocommit=True) as own:
+        return queue.refill_ready(own, model_id=MODEL)
