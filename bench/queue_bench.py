@@ -38,6 +38,7 @@ from db.migrate import migrate
 ENTRYPOINT = "noop"
 MODEL = "tiny"
 FILL_BATCH = 1_000
+READY_TARGET_ENV = "DEPTHMILL_BENCH_READY_TARGET"
 
 
 # ------------------------------------------------------------------------------------ servers
@@ -100,6 +101,7 @@ def depthmill_fill(url: str, jobs: int) -> list[int]:
 
 
 def depthmill_worker(url: str, batch: int, barrier, results) -> None:
+    _set_ready_target()
     owner = f"bench-{os.getpid()}"
     done = 0
     with psycopg.connect(url, autocommit=True) as conn:
@@ -108,6 +110,12 @@ def depthmill_worker(url: str, batch: int, barrier, results) -> None:
         while items := queue.claim_batch(conn, batch, owner, 60):
             done += len(queue.complete_many(conn, [i.lease for i in items]))
         results.put((done, started, time.perf_counter()))
+
+
+def _set_ready_target() -> None:
+    """--ready-target, in this process and in the claimer processes it spawns."""
+    if target := os.environ.get(READY_TARGET_ENV):
+        queue.READY_TARGET = int(target)
 
 
 # ------------------------------------------------------------------------------------ pgqueuer
@@ -272,6 +280,7 @@ def refilling(url: str, interval_s: float = 0.05):
             while not done.is_set():
                 while n := queue.refill_ready(conn, model_id=MODEL):
                     moved["rows"] += n
+                    time.sleep(queue.REFILL_PAUSE_S)
                 done.wait(interval_s)
 
     thread = threading.Thread(target=loop, name="refill", daemon=True)
@@ -298,7 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", default="1,10,100")
     parser.add_argument("--latency-rows", default="10000,1000000")
     parser.add_argument("--latency-samples", type=int, default=2000)
+    parser.add_argument("--ready-target", type=int, default=queue.READY_TARGET,
+                        help="size of depthmill's ready set (larger than --jobs: no backlog)")
     args = parser.parse_args(argv)
+    os.environ[READY_TARGET_ENV] = str(args.ready_target)
+    _set_ready_target()
 
     admin, server = admin_url()
     batches = [int(b) for b in args.batches.split(",") if b]
@@ -310,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         "claimers": args.claimers,
         "cpus": os.cpu_count(),
         "rounds": args.rounds,
+        "ready_target": args.ready_target,
         **throughput(admin, batches, args.jobs, args.claimers, args.rounds),
         "claim_latency": {},
     }

@@ -354,6 +354,7 @@ class Scheduler:
                 ):
                     self.counts["refilled"] += moved
                     self.wake.set()
+                    await asyncio.sleep(queue.REFILL_PAUSE_S)
             except Exception as e:
                 self.last_error = f"refill: {type(e).__name__}: {e}"
             await asyncio.sleep(REFILL_INTERVAL_S)
