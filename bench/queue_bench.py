@@ -7,8 +7,9 @@ Throughput: ``--jobs`` no-op items, ``--claimers`` processes each looping claim 
 sizes 1, 10 and 100, each system in its own database on the same server, in the same run. Both
 get the same workload: the same priorities (spread the way real sizes spread them), arriving in
 the same order in batches of 1,000 to each system's own enqueue, and both fills end with a
-checkpoint, so both drains start from the same WAL state. depthmill's ready set is refilled from its backlog beside the claims, as the
-scheduler does. ``--rounds`` alternate the two systems and the median round is reported.
+checkpoint, so both drains start from the same WAL state. depthmill's ready set is refilled from
+its backlog beside the claims, as the scheduler does. ``--rounds`` alternate the two systems and
+the median round is reported.
 Latency: p50/p99 of one ``claim_batch(10)`` with 10k and 1M rows queued, filled the same way,
 with the refill running beside the claims; its work is in the WAL figures.
 """

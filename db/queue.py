@@ -234,6 +234,10 @@ _ENQUEUE = sql.SQL(
              LATERAL (SELECT coalesce(%(priority)s,
                                       depthmill_default_priority(m.kind, m.bytes)) AS priority) p
         WHERE m.id = ANY(%(media_ids)s)
+    ), head AS (
+        -- The backlog's most urgent priority; NULL when this model has no backlog.
+        SELECT min(priority) AS priority FROM processing_queue
+        WHERE status = 'queued' AND backlog AND model_id || '' = %(model_id)s
     )
     INSERT INTO processing_queue AS q (media_id, model_id, priority, max_attempts, status,
                                        kind, bytes, mime, storage_key, backlog)
@@ -242,17 +246,15 @@ _ENQUEUE = sql.SQL(
            -- Ready while the ready set has room (no backlog), or when the item outranks the
            -- whole backlog (at most a ready set's worth per statement); else the backlog.
            %(status)s = 'queued' AND NOT CASE
-               WHEN (SELECT min(b.priority) FROM processing_queue b
-                     WHERE b.status = 'queued' AND b.backlog AND b.model_id || '' = %(model_id)s) IS NULL
+               WHEN h.priority IS NULL
                THEN n.rank <= %(target)s - (SELECT count(*) FROM (
                         SELECT FROM processing_queue r
-                        WHERE r.status = 'queued' AND NOT r.backlog AND r.model_id || '' = %(model_id)s
+                        WHERE r.status = 'queued' AND NOT r.backlog
+                          AND r.model_id || '' = %(model_id)s
                         LIMIT %(target)s) ready)
-               ELSE n.rank <= %(target)s AND n.priority < (
-                        SELECT min(b.priority) FROM processing_queue b
-                        WHERE b.status = 'queued' AND b.backlog AND b.model_id || '' = %(model_id)s)
+               ELSE n.rank <= %(target)s AND n.priority < h.priority
            END
-    FROM new n
+    FROM new n, head h
     -- In claim order, so a big enqueue lays its rows out the way claims will take them.
     ORDER BY n.priority, n.id
     -- An active item for this media + model already exists: keep it, and let an explicit
@@ -464,7 +466,7 @@ _PROMOTE = sql.SQL(
     RETURNING id
     """
 ).format(
-    of_model=sql.SQL(_OF_MODEL.replace("model_id ||", "q.model_id ||")),
+    of_model=sql.SQL(_OF_MODEL),  # media_items has no model_id: it names the queue's
     columns=sql.SQL(", ").join(map(sql.Identifier, _TABLE_COLUMNS)),
     values=sql.SQL(", ").join(
         sql.SQL("false") if c == "backlog" else sql.Identifier(c) for c in _TABLE_COLUMNS
