@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 MAX_GIVE_BACKS = 5
 # Refills run between claims at most this far apart; a ready set of db.queue.READY_TARGET items
 # lasts far longer than this at any claim rate the depth service sustains.
-REFILL_INTERVAL_S = 0.5
 
 SCHEDULER_NAME = "depthmill-scheduler"
 NAMESPACE = "depthmill"
@@ -357,7 +356,7 @@ class Scheduler:
                     await asyncio.sleep(queue.REFILL_PAUSE_S)
             except Exception as e:
                 self.last_error = f"refill: {type(e).__name__}: {e}"
-            await asyncio.sleep(REFILL_INTERVAL_S)
+            await asyncio.sleep(queue.REFILL_INTERVAL_S)
 
     async def _recovery_loop(self) -> None:
         while True:

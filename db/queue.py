@@ -220,10 +220,8 @@ READY_TARGET = 10_000
 # and 10 ms pauses). Short transactions also keep a media delete from waiting long.
 REFILL_CHUNK = 100
 REFILL_PAUSE_S = 0.01
-# What a claimer that found the ready set dry moves before claiming again: it waits anyway, and
-# a small refill there would send every claim of a fast drain through it (queue_bench, batch 100:
-# 10.7k jobs/s with 100, 15.7k with 1,000).
-DRY_REFILL = 1_000
+# How often a refill loop (the scheduler's, queue_bench's) looks at the ready set when idle.
+REFILL_INTERVAL_S = 0.5
 
 _ENQUEUE = sql.SQL(
     """
@@ -237,7 +235,7 @@ _ENQUEUE = sql.SQL(
     ), head AS (
         -- The backlog's most urgent priority; NULL when this model has no backlog.
         SELECT min(priority) AS priority FROM processing_queue
-        WHERE status = 'queued' AND backlog AND model_id || '' = %(model_id)s
+        WHERE status = 'queued' AND backlog AND model_id = %(model_id)s
     )
     INSERT INTO processing_queue AS q (media_id, model_id, priority, max_attempts, status,
                                        kind, bytes, mime, storage_key, backlog)
@@ -250,7 +248,7 @@ _ENQUEUE = sql.SQL(
                THEN n.rank <= %(target)s - (SELECT count(*) FROM (
                         SELECT FROM processing_queue r
                         WHERE r.status = 'queued' AND NOT r.backlog
-                          AND r.model_id || '' = %(model_id)s
+                          AND r.model_id = %(model_id)s
                         LIMIT %(target)s) ready)
                ELSE n.rank <= %(target)s AND n.priority < h.priority
            END
@@ -259,7 +257,9 @@ _ENQUEUE = sql.SQL(
     ORDER BY n.priority, n.id
     -- An active item for this media + model already exists: keep it, and let an explicit
     -- priority ("process this now") move it forward, never back.
-    ON CONFLICT (media_id, model_id) WHERE status IN ('pending', 'queued', 'processing')
+    -- (processing_queue_media: its third key is true only for an active row.)
+    ON CONFLICT (media_id, model_id,
+                 (CASE WHEN status IN ('pending', 'queued', 'processing') THEN true END))
     DO UPDATE SET priority = least(q.priority, coalesce(%(priority)s, q.priority)),
                   backlog = q.backlog AND excluded.backlog,
                   updated_at = now()
@@ -347,8 +347,9 @@ def _notify_if(conn: psycopg.Connection, requeued: int) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def build_claim_query(*, for_model: bool) -> sql.Composed:
-    """Claim the most urgent claimable items and lease them, in one statement."""
+def build_claim_query(*, for_model: bool, backlog: bool = False) -> sql.Composed:
+    """Claim the most urgent claimable items and lease them, in one statement: from the ready
+    set, or with ``backlog`` (always for one model) from the backlog."""
     model_filter = sql.SQL("AND q.model_id = %(model_id)s") if for_model else sql.SQL("")
     return sql.SQL(
         """
@@ -356,10 +357,12 @@ def build_claim_query(*, for_model: bool) -> sql.Composed:
             -- MATERIALIZED fences the CTE so LIMIT applies before the UPDATE joins it.
             -- SKIP LOCKED: concurrent claimers pass over rows another claimer is taking instead
             -- of queueing behind its lock; each row goes to exactly one claimer. The planner
-            -- walks processing_queue_claimable (the ready set) in (priority, queued_at) order.
+            -- walks processing_queue_claimable (the ready set) or processing_queue_backlog in
+            -- (priority, queued_at) order.
             SELECT q.id
             FROM processing_queue q
-            WHERE q.status = 'queued' AND NOT q.backlog AND q.run_after <= now() {model_filter}
+            WHERE q.status = 'queued' AND {backlog} q.backlog AND q.run_after <= now()
+                  {model_filter}
             ORDER BY q.priority, q.queued_at, q.id
             LIMIT %(n)s
             FOR UPDATE SKIP LOCKED
@@ -370,6 +373,8 @@ def build_claim_query(*, for_model: bool) -> sql.Composed:
             lease_owner = %(owner)s,
             lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
             started_at = now(),
+            -- Should it come back (a retry, a lost lease), it comes back ready.
+            backlog = false,
             updated_at = now()
         FROM next
         WHERE q.id = next.id
@@ -377,11 +382,12 @@ def build_claim_query(*, for_model: bool) -> sql.Composed:
                   q.priority, q.attempts, q.max_attempts, q.lease_owner, q.lease_expires_at,
                   q.queued_at
         """
-    ).format(model_filter=model_filter)
+    ).format(model_filter=model_filter, backlog=sql.SQL("" if backlog else "NOT"))
 
 
 _CLAIM_ANY = build_claim_query(for_model=False)
 _CLAIM_MODEL = build_claim_query(for_model=True)
+_CLAIM_BACKLOG = build_claim_query(for_model=True, backlog=True)
 
 
 def claim_batch(
@@ -399,10 +405,16 @@ def claim_batch(
     params = {"n": n, "owner": owner, "lease_seconds": lease_seconds, "model_id": model_id}
     with conn.cursor(row_factory=class_row(ClaimedItem)) as cur:
         items = cur.execute(query, params).fetchall()
-        # The ready set ran dry before a refill came (refill_ready's caller runs it ahead of
-        # the claims): refill now rather than report an empty queue while a backlog waits.
-        if len(items) < n and refill_ready(conn, model_id=model_id, limit=DRY_REFILL):
-            items += cur.execute(query, {**params, "n": n - len(items)}).fetchall()
+        # The ready set ran dry: claims outran the refill (refill_ready, run beside the claims).
+        # Take the rest from the backlog where it lies rather than move rows into the ready set
+        # first: a move is about as much work as the claim, and a claimer this fast gains
+        # nothing from the layout. A claim for any model goes through the backlogs model by
+        # model, so across models the order is approximate there.
+        for model in [model_id] if model_id is not None else _backlog_models(conn):
+            if len(items) == n:
+                break
+            backlog = {**params, "model_id": model, "n": n - len(items)}
+            items += cur.execute(_CLAIM_BACKLOG, backlog).fetchall()
     # UPDATE ... RETURNING does not keep the CTE's order.
     items.sort(key=lambda i: (i.priority, i.queued_at, i.id))
     return items
@@ -421,30 +433,34 @@ _TABLE_COLUMNS = (
 # the ready set: claims read it, refills keep it stocked from the backlog (migration 007)
 # --------------------------------------------------------------------------------------------
 
-# Each model has its own ready set: a scheduler claims for one model, and another model's items
-# filling the ready set must not keep its backlog waiting. None means every model at once.
-# `model_id || ''` keeps the planner off processing_queue_one_active (model_id is its second
-# column): after a big enqueue, before autovacuum's ANALYZE, it took that index for a few rows
-# and read all 700k of them (750 ms an enqueue). These probes belong on the two partial indexes.
-_OF_MODEL = "(%(model_id)s::text IS NULL OR model_id || '' = %(model_id)s)"
+# Each model has its own ready set and backlog: a scheduler claims for one model, and another
+# model's items filling the ready set must not keep its backlog waiting. Both indexes lead with
+# model_id (migration 008), so each probe below reads one index range in claim order.
+# Counted only up to a cap: a count reads index entries one by one.
+_COUNT_READY = sql.SQL(
+    """SELECT count(*) FROM (SELECT FROM processing_queue
+                             WHERE status = 'queued' AND NOT backlog AND model_id = %(model_id)s
+                             LIMIT %(cap)s) r"""
+)
 
 _READY_STATE = sql.SQL(
     """
     SELECT
-        (SELECT count(*) FROM (SELECT FROM processing_queue
-                               WHERE status = 'queued' AND NOT backlog AND {of_model}
-                               LIMIT %(cap)s) r),
+        ({count_ready}),
         -- Backlog items of a more urgent priority than a ready one (an explicit priority, a
-        -- race with enqueue). Within one priority the split is by arrival, close enough.
+        -- race with enqueue, the first fill of a long queue), up to what one call moves.
+        -- Within one priority the split is by arrival, close enough.
         (SELECT count(*) FROM (SELECT FROM processing_queue
-                               WHERE status = 'queued' AND backlog AND {of_model}
+                               WHERE status = 'queued' AND backlog AND model_id = %(model_id)s
                                  AND priority < (SELECT max(priority) FROM processing_queue
                                                  WHERE status = 'queued' AND NOT backlog
-                                                   AND {of_model})
-                               LIMIT %(cap)s) i),
-        EXISTS (SELECT FROM processing_queue WHERE status = 'queued' AND backlog AND {of_model})
+                                                   AND model_id = %(model_id)s)
+                               LIMIT %(limit)s) i)
+    -- No row when there is no backlog: the usual case costs one index probe.
+    WHERE EXISTS (SELECT FROM processing_queue
+                  WHERE status = 'queued' AND backlog AND model_id = %(model_id)s)
     """
-).format(of_model=sql.SQL(_OF_MODEL))
+).format(count_ready=_COUNT_READY)
 
 _PROMOTE = sql.SQL(
     """
@@ -452,7 +468,7 @@ _PROMOTE = sql.SQL(
         -- The media row is locked too, and skipped when a delete holds it: the INSERT's foreign
         -- key check would otherwise wait on that delete while its cascade waits on this row.
         SELECT q.id FROM processing_queue q JOIN media_items m ON m.id = q.media_id
-        WHERE q.status = 'queued' AND q.backlog AND {of_model}
+        WHERE q.status = 'queued' AND q.backlog AND q.model_id = %(model_id)s
         ORDER BY q.priority, q.queued_at, q.id
         LIMIT %(n)s
         FOR UPDATE OF q SKIP LOCKED
@@ -466,51 +482,80 @@ _PROMOTE = sql.SQL(
     RETURNING id
     """
 ).format(
-    of_model=sql.SQL(_OF_MODEL),  # media_items has no model_id: it names the queue's
     columns=sql.SQL(", ").join(map(sql.Identifier, _TABLE_COLUMNS)),
     values=sql.SQL(", ").join(
         sql.SQL("false") if c == "backlog" else sql.Identifier(c) for c in _TABLE_COLUMNS
     ),
 )
 
+
 _DEMOTE = sql.SQL(
     """
     UPDATE processing_queue q SET backlog = true
     FROM (SELECT id FROM processing_queue
-          WHERE status = 'queued' AND NOT backlog AND {of_model}
+          WHERE status = 'queued' AND NOT backlog AND model_id = %(model_id)s
           ORDER BY priority DESC, queued_at DESC, id DESC
           LIMIT %(n)s
           FOR UPDATE SKIP LOCKED) worst
     WHERE q.id = worst.id
     RETURNING q.id
     """
-).format(of_model=sql.SQL(_OF_MODEL))
+)
 
 
 def refill_ready(
     conn: psycopg.Connection,
     *,
-    model_id: str | None = None,
+    model_id: str,
     target: int | None = None,
     limit: int = REFILL_CHUNK,
 ) -> int:
-    """Keep ``model_id``'s ready set between half and twice ``target`` items, with no backlog
-    item of a more urgent priority than a ready one. Returns how many rows it moved.
+    """Refill ``model_id``'s ready set from its backlog up to ``target`` items once it is down
+    to half, and move backlog items of a more urgent priority than a ready one, keeping the set
+    under twice ``target``. Returns how many rows it moved: at most ``limit`` per call, so call
+    it until it returns 0 to catch up.
 
-    Moves at most ``limit`` rows per call, so call it until it returns 0 to catch up.
-    Refills once the ready set is down to half, so most calls change nothing and cost a few
-    index probes and a count of at most ``2 * target`` index entries.
+    A ready set may still hold more than twice ``target``: enqueue readies items that outrank the
+    whole backlog (``_ENQUEUE``), laid out in claim order. Claims take those first, so they stay.
     """
     target = target or READY_TARGET
-    params = {"cap": 2 * target + 1, "model_id": model_id}
-    ready, inversions, has_backlog = _tuples(conn, _READY_STATE, params)[0]
-    if ready > 2 * target:
-        # Enqueues of items outranking the backlog overfilled it: the least urgent wait again.
-        return len(_tuples(conn, _DEMOTE, {**params, "n": min(ready - target, limit)}))
+    params = {"model_id": model_id, "cap": target // 2 + 1, "limit": limit}
+    state = _tuples(conn, _READY_STATE, params)
+    if not state:
+        return 0
+    ready, inversions = state[0]
+    if inversions:
+        # Moving them would overfill the set: its least urgent items go back first, lowering
+        # the bar the backlog is compared with (a long queue's first fill converges this way).
+        (full,) = _tuples(conn, _COUNT_READY, {**params, "cap": 2 * target + 1})[0]
+        if full > 2 * target:
+            return len(_tuples(conn, _DEMOTE, {**params, "n": limit}))
     want = max(target - ready if ready <= target // 2 else 0, inversions)
-    if not has_backlog or want == 0:
+    if want == 0:
         return 0
     return len(_tuples(conn, _PROMOTE, {**params, "n": min(want, limit)}))
+
+
+# The models with a backlog, one index probe each (a loose index scan: Postgres 15 has no skip
+# scan, and DISTINCT would read every backlog entry).
+_BACKLOG_MODELS = sql.SQL(
+    """
+    WITH RECURSIVE models AS (
+        (SELECT model_id FROM processing_queue WHERE status = 'queued' AND backlog
+         ORDER BY model_id LIMIT 1)
+        UNION ALL
+        SELECT (SELECT q.model_id FROM processing_queue q
+                WHERE q.status = 'queued' AND q.backlog AND q.model_id > models.model_id
+                ORDER BY q.model_id LIMIT 1)
+        FROM models WHERE models.model_id IS NOT NULL
+    )
+    SELECT model_id FROM models WHERE model_id IS NOT NULL
+    """
+)
+
+
+def _backlog_models(conn: psycopg.Connection) -> list[str]:
+    return [model for (model,) in _tuples(conn, _BACKLOG_MODELS)]
 
 
 def _lease_arrays(leases: Iterable[Lease]) -> dict[str, list]:
