@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 # An item given back this many times in a row while its services looked healthy is retried like
 # any failure (spending attempts), so no single item can bounce between queue and worker forever.
 MAX_GIVE_BACKS = 5
-# Refills run between claims at most this far apart; a ready set of db.queue.READY_TARGET items
-# lasts far longer than this at any claim rate the depth service sustains.
 
 SCHEDULER_NAME = "depthmill-scheduler"
 NAMESPACE = "depthmill"

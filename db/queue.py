@@ -220,8 +220,16 @@ READY_TARGET = 10_000
 # and 10 ms pauses). Short transactions also keep a media delete from waiting long.
 REFILL_CHUNK = 100
 REFILL_PAUSE_S = 0.01
-# How often a refill loop (the scheduler's, queue_bench's) looks at the ready set when idle.
+# How often a refill loop (the scheduler's, queue_bench's) looks at the ready set: a ready set of
+# READY_TARGET items lasts far longer than this at any claim rate the depth service sustains.
 REFILL_INTERVAL_S = 0.5
+
+# A model's ready set, counted only up to a cap: a count reads index entries one by one.
+_COUNT_READY = sql.SQL(
+    """SELECT count(*) FROM (SELECT FROM processing_queue
+                             WHERE status = 'queued' AND NOT backlog AND model_id = %(model_id)s
+                             LIMIT %(cap)s) r"""
+)
 
 _ENQUEUE = sql.SQL(
     """
@@ -245,11 +253,7 @@ _ENQUEUE = sql.SQL(
            -- whole backlog (at most a ready set's worth per statement); else the backlog.
            %(status)s = 'queued' AND NOT CASE
                WHEN h.priority IS NULL
-               THEN n.rank <= %(target)s - (SELECT count(*) FROM (
-                        SELECT FROM processing_queue r
-                        WHERE r.status = 'queued' AND NOT r.backlog
-                          AND r.model_id = %(model_id)s
-                        LIMIT %(target)s) ready)
+               THEN n.rank <= %(target)s - ({count_ready})
                ELSE n.rank <= %(target)s AND n.priority < h.priority
            END
     FROM new n, head h
@@ -265,7 +269,7 @@ _ENQUEUE = sql.SQL(
                   updated_at = now()
     RETURNING {columns}, (q.xmax = 0) AS created
     """
-).format(columns=_ITEM_COLUMNS)
+).format(columns=_ITEM_COLUMNS, count_ready=_COUNT_READY)
 
 
 def enqueue_many(
@@ -290,6 +294,7 @@ def enqueue_many(
         "max_attempts": max_attempts,
         "status": "pending" if hold else "queued",
         "target": READY_TARGET,
+        "cap": READY_TARGET,
     }
     return _items(conn, _ENQUEUE, params)
 
@@ -436,13 +441,6 @@ _TABLE_COLUMNS = (
 # Each model has its own ready set and backlog: a scheduler claims for one model, and another
 # model's items filling the ready set must not keep its backlog waiting. Both indexes lead with
 # model_id (migration 008), so each probe below reads one index range in claim order.
-# Counted only up to a cap: a count reads index entries one by one.
-_COUNT_READY = sql.SQL(
-    """SELECT count(*) FROM (SELECT FROM processing_queue
-                             WHERE status = 'queued' AND NOT backlog AND model_id = %(model_id)s
-                             LIMIT %(cap)s) r"""
-)
-
 _READY_STATE = sql.SQL(
     """
     SELECT

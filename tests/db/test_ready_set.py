@@ -30,6 +30,16 @@ def where(conn) -> dict:
     return dict(conn.execute("SELECT id, backlog FROM processing_queue WHERE status = 'queued'"))
 
 
+def enqueue_one_by_one_and_settle(conn, *, seed: int, count: int) -> None:
+    """Enqueue items one at a time in an order unrelated to priority, then refill until the
+    refill has nothing left to do."""
+    sizes = random.Random(seed).sample(range(1, 99), count)
+    for media_id in media_of_sizes(conn, [s * 1_000_000 for s in sizes]):
+        queue.enqueue(conn, media_id, MODEL)
+    while queue.refill_ready(conn, model_id=MODEL):
+        pass
+
+
 def test_a_big_enqueue_readies_the_most_urgent_and_backlogs_the_rest(conn):
     sizes = random.Random(7).sample(range(1, 99), 40)
     items = queue.enqueue_many(conn, media_of_sizes(conn, [s * 1_000_000 for s in sizes]), MODEL)
@@ -66,12 +76,8 @@ def test_an_item_claimed_from_the_backlog_comes_back_ready(conn):
 
 
 def test_refill_lays_moved_rows_out_in_claim_order(conn):
-    # Enqueued one at a time, in an order unrelated to priority: the heap holds them scattered.
-    sizes = random.Random(11).sample(range(1, 99), 50)
-    for media_id in media_of_sizes(conn, [s * 1_000_000 for s in sizes]):
-        queue.enqueue(conn, media_id, MODEL)
-    while queue.refill_ready(conn, model_id=MODEL):
-        pass
+    # The heap holds them scattered.
+    enqueue_one_by_one_and_settle(conn, seed=11, count=50)
     ready = sum(not backlog for backlog in where(conn).values())
     queue.complete_many(conn, [i.lease for i in queue.claim_batch(conn, ready, "w", 60)])
     waiting = [i for i, backlog in where(conn).items() if backlog]
@@ -132,13 +138,9 @@ def test_an_overfilled_ready_set_is_claimed_down_before_the_backlog_moves(conn):
 
 
 def test_inversions_beyond_a_full_ready_set_send_its_least_urgent_back(conn):
-    # Enqueued one at a time in no order: early arrivals fill the ready set, later more urgent
-    # ones wait behind them (this is how a long queue's first fill looks).
-    sizes = random.Random(5).sample(range(1, 99), 60)
-    for media_id in media_of_sizes(conn, [s * 1_000_000 for s in sizes]):
-        queue.enqueue(conn, media_id, MODEL)
-    while queue.refill_ready(conn, model_id=MODEL):
-        pass
+    # Early arrivals fill the ready set, later more urgent ones wait behind them (this is how a
+    # long queue's first fill looks) until the refill has settled.
+    enqueue_one_by_one_and_settle(conn, seed=5, count=60)
     flags = where(conn)
     assert sum(not b for b in flags.values()) <= 2 * TARGET
     prios = dict(conn.execute("SELECT id, priority FROM processing_queue"))
