@@ -86,8 +86,8 @@ def depthmill_fill(url: str, jobs: int) -> list[int]:
         )
         conn.execute("ANALYZE media_items")  # so each batch's enqueue looks its media up by key
         # Enqueued a batch at a time in arrival order, as an import or a stream of uploads
-        # brings them: priorities arrive in no order (the ready set then holds the first
-        # READY_TARGET items, the rest wait in the backlog).
+        # brings them: priorities arrive in no order (enqueue keeps the most urgent
+        # READY_TARGET in the ready set, the rest wait in the backlog).
         media_ids = [m for (m,) in conn.execute("SELECT id FROM media_items ORDER BY ctid")]
         for start in range(0, len(media_ids), FILL_BATCH):
             queue.enqueue_many(conn, media_ids[start:start + FILL_BATCH], MODEL)

@@ -214,12 +214,13 @@ def _tuples(conn: psycopg.Connection, query: sql.Composable, params: object = No
 # The ready set's size: claims read it, so its heap pages stay few and in claim order however
 # long the queue (migration 007). Big enough that refills are rare next to claims.
 READY_TARGET = 10_000
-# Rows one refill statement moves, and the pause its callers leave between statements: a refill
-# touches the backlog's scattered pages, and in one burst it stalls the claims beside it (1M rows
-# queued, back-to-back claims, 2 cores: claim p99 3.7 ms with bursts of 1,000, 2.3 ms with 100
-# and 10 ms pauses). Short transactions also keep a media delete from waiting long.
-REFILL_CHUNK = 100
-REFILL_PAUSE_S = 0.01
+# Rows one refill statement moves, and the pause its callers leave between statements: every
+# moved row goes into the id and media indexes at random leaf pages, and a claim that runs beside
+# a long refill statement waits for it (1M rows queued, 200 claims/s, 2 cores: claim p99 3.7-4.1
+# ms with chunks of 100 and 10 ms pauses, 2.5-2.9 ms with 10 or 20 and 1-2 ms; with 5 the refill
+# fell behind). Short transactions also keep a media delete from waiting long.
+REFILL_CHUNK = 20
+REFILL_PAUSE_S = 0.002
 # How often a refill loop (the scheduler's, queue_bench's) looks at the ready set: a ready set of
 # READY_TARGET items lasts far longer than this at any claim rate the depth service sustains.
 REFILL_INTERVAL_S = 0.5
@@ -244,19 +245,46 @@ _ENQUEUE = sql.SQL(
         -- The backlog's most urgent priority; NULL when this model has no backlog.
         SELECT min(priority) AS priority FROM processing_queue
         WHERE status = 'queued' AND backlog AND model_id = %(model_id)s
+    ), candidates AS (
+        -- New items that may be ready: nothing in the backlog is more urgent (at most a ready
+        -- set's worth per statement). The rest go to the backlog.
+        SELECT n.id, n.priority FROM new n, head h
+        WHERE %(status)s = 'queued' AND n.rank <= %(target)s
+          AND (h.priority IS NULL OR n.priority < h.priority)
+    ), over AS (
+        -- How many candidates the ready set has no room for. Counted only when there are any
+        -- (an uncorrelated subquery is run when first needed).
+        SELECT CASE WHEN k = 0 THEN 0
+                    ELSE greatest(0, k - (%(target)s - ({count_ready}))) END AS n
+        FROM (SELECT count(*) AS k FROM candidates) c
+    ), worst AS MATERIALIZED (
+        -- The ready set's least urgent items, as many as it has no room for.
+        SELECT id, priority, queued_at FROM processing_queue
+        WHERE status = 'queued' AND NOT backlog AND model_id = %(model_id)s
+        ORDER BY priority DESC, queued_at DESC, id DESC
+        LIMIT (SELECT n FROM over)
+        FOR UPDATE SKIP LOCKED
+    ), out AS (
+        -- Of those and the candidates, the least urgent wait in the backlog, so the ready set
+        -- stays the most urgent items whatever order they arrive in (a long queue's first fill
+        -- brings them in no order). On a tie the new item arrived later.
+        SELECT id, old FROM (SELECT id, priority, queued_at, true AS old FROM worst
+                             UNION ALL
+                             SELECT id, priority, now(), false FROM candidates) u
+        ORDER BY priority DESC, old, queued_at DESC, id DESC
+        LIMIT (SELECT n FROM over)
+    ), demoted AS (
+        UPDATE processing_queue q SET backlog = true, updated_at = now()
+        FROM out WHERE out.old AND q.id = out.id
     )
     INSERT INTO processing_queue AS q (media_id, model_id, priority, max_attempts, status,
                                        kind, bytes, mime, storage_key, backlog)
     SELECT n.id, %(model_id)s, n.priority, %(max_attempts)s, %(status)s,
            n.kind, n.bytes, n.mime, n.storage_key,
-           -- Ready while the ready set has room (no backlog), or when the item outranks the
-           -- whole backlog (at most a ready set's worth per statement); else the backlog.
-           %(status)s = 'queued' AND NOT CASE
-               WHEN h.priority IS NULL
-               THEN n.rank <= %(target)s - ({count_ready})
-               ELSE n.rank <= %(target)s AND n.priority < h.priority
-           END
-    FROM new n, head h
+           %(status)s = 'queued'
+               AND (n.id NOT IN (SELECT id FROM candidates)
+                    OR n.id IN (SELECT id FROM out WHERE NOT old))
+    FROM new n
     -- In claim order, so a big enqueue lays its rows out the way claims will take them.
     ORDER BY n.priority, n.id
     -- An active item for this media + model already exists: keep it, and let an explicit
@@ -445,8 +473,8 @@ _READY_STATE = sql.SQL(
     """
     SELECT
         ({count_ready}),
-        -- Backlog items of a more urgent priority than a ready one (an explicit priority, a
-        -- race with enqueue, the first fill of a long queue), up to what one call moves.
+        -- Backlog items of a more urgent priority than a ready one (races between enqueues and
+        -- refills), up to what one call moves.
         -- Within one priority the split is by arrival, close enough.
         (SELECT count(*) FROM (SELECT FROM processing_queue
                                WHERE status = 'queued' AND backlog AND model_id = %(model_id)s
@@ -513,8 +541,9 @@ def refill_ready(
     under twice ``target``. Returns how many rows it moved: at most ``limit`` per call, so call
     it until it returns 0 to catch up.
 
-    A ready set may still hold more than twice ``target``: enqueue readies items that outrank the
-    whole backlog (``_ENQUEUE``), laid out in claim order. Claims take those first, so they stay.
+    Enqueue keeps the ready set the most urgent items (``_ENQUEUE``), so inversions come only
+    from races: two enqueues that both saw room, a refill beside an enqueue. A ready set overfilled
+    that way with no inversions is left as it is: claims take it first.
     """
     target = target or READY_TARGET
     params = {"model_id": model_id, "cap": target // 2 + 1, "limit": limit}
@@ -524,9 +553,9 @@ def refill_ready(
     ready, inversions = state[0]
     if inversions:
         # Moving them would overfill the set: its least urgent items go back first, lowering
-        # the bar the backlog is compared with (a long queue's first fill converges this way).
+        # the bar the backlog is compared with.
         (full,) = _tuples(conn, _COUNT_READY, {**params, "cap": 2 * target + 1})[0]
-        if full > 2 * target:
+        if full + inversions > 2 * target:
             return len(_tuples(conn, _DEMOTE, {**params, "n": limit}))
     want = max(target - ready if ready <= target // 2 else 0, inversions)
     if want == 0:

@@ -119,32 +119,57 @@ def test_refill_moves_backlog_items_that_outrank_ready_ones(conn):
     assert {i.id for i in claimed} == set(waiting)
 
 
-def test_an_overfilled_ready_set_is_claimed_down_before_the_backlog_moves(conn):
+def ready_and_backlog(conn) -> tuple[list[int], list[int]]:
+    """The priorities of the queued items: (ready set, backlog)."""
+    rows = conn.execute("SELECT priority, backlog FROM processing_queue WHERE status = 'queued'")
+    split: tuple[list[int], list[int]] = ([], [])
+    for priority, backlog in rows:
+        split[backlog].append(priority)
+    return split
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_arrivals_in_any_order_keep_the_ready_set_the_most_urgent(conn, batch):
+    # A long queue's first fill: items arrive in no order of priority, one at a time (uploads)
+    # or in batches (an import). No refill runs.
+    sizes = random.Random(batch).choices(range(1, 99), k=80)
+    media_ids = media_of_sizes(conn, [s * 1_000_000 for s in sizes])
+    for start in range(0, len(media_ids), batch):
+        queue.enqueue_many(conn, media_ids[start:start + batch], MODEL)
+    ready, backlog = ready_and_backlog(conn)
+    assert len(ready) == TARGET and len(backlog) == 70
+    assert max(ready) <= min(backlog)
+    assert queue.refill_ready(conn, model_id=MODEL) == 0  # nothing left to put right
+
+
+def test_urgent_arrivals_take_the_place_of_the_ready_sets_least_urgent(conn):
     backlogged = queue.enqueue_many(conn, media_of_sizes(conn, [50_000_000] * 15), MODEL)
-    # Each statement may ready up to TARGET items that outrank the backlog.
     urgent = []
     for _ in range(3):
         urgent += queue.enqueue_many(conn, media_of_sizes(conn, [1_000] * TARGET), MODEL)
-    assert sum(not b for b in where(conn).values()) == 4 * TARGET
-    assert queue.refill_ready(conn, model_id=MODEL) == 0  # nothing goes back, nothing comes
+    ready_ids = {i for i, backlog in where(conn).items() if not backlog}
+    # The first urgent batch displaced the set; the later ones, no more urgent, queue behind it.
+    assert ready_ids == {i.id for i in urgent[:TARGET]}
+    assert queue.refill_ready(conn, model_id=MODEL) == 0
     claimed = []
     while batch := queue.claim_batch(conn, 7, "w", 60, model_id=MODEL):
         claimed += batch
         queue.complete_many(conn, [i.lease for i in batch])
-    # The urgent items first, then the backlog, claimed where it lies once the set is dry.
     assert [i.id for i in claimed[:len(urgent)]] == [
         i.id for i in sorted(urgent, key=lambda i: (i.priority, i.queued_at, i.id))]
     assert {i.id for i in claimed[len(urgent):]} == {i.id for i in backlogged}
 
 
 def test_inversions_beyond_a_full_ready_set_send_its_least_urgent_back(conn):
-    # Early arrivals fill the ready set, later more urgent ones wait behind them (this is how a
-    # long queue's first fill looks) until the refill has settled.
-    enqueue_one_by_one_and_settle(conn, seed=5, count=60)
-    flags = where(conn)
-    assert sum(not b for b in flags.values()) <= 2 * TARGET
-    prios = dict(conn.execute("SELECT id, priority FROM processing_queue"))
-    assert max(prios[i] for i, b in flags.items() if not b) <= min(prios[i] for i, b in flags.items() if b)
+    items = queue.enqueue_many(conn, media_of_sizes(conn, [50_000_000] * 40), MODEL)
+    # Backlog items more urgent than the ready set, as racing enqueues and refills can leave.
+    waiting = [i.id for i in items if where(conn)[i.id]][:15]
+    conn.execute("UPDATE processing_queue SET priority = 1 WHERE id = ANY(%s)", [waiting])
+    while queue.refill_ready(conn, model_id=MODEL, limit=5):
+        pass
+    ready, backlog = ready_and_backlog(conn)
+    assert len(ready) <= 2 * TARGET  # 25 if the refill only promoted
+    assert ready.count(1) == 15 and max(ready) <= min(backlog)
 
 
 def test_each_model_has_its_own_ready_set(conn):
