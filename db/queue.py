@@ -247,10 +247,15 @@ _ENQUEUE = sql.SQL(
         WHERE status = 'queued' AND backlog AND model_id = %(model_id)s
     ), candidates AS (
         -- New items that may be ready: nothing in the backlog is more urgent (at most a ready
-        -- set's worth per statement). The rest go to the backlog.
+        -- set's worth per statement). The rest go to the backlog. An item already active stays
+        -- where it is (ON CONFLICT below) unless it waits in the backlog.
         SELECT n.id, n.priority FROM new n, head h
         WHERE %(status)s = 'queued' AND n.rank <= %(target)s
           AND (h.priority IS NULL OR n.priority < h.priority)
+          AND NOT EXISTS (SELECT FROM processing_queue a
+                          WHERE a.media_id = n.id AND a.model_id = %(model_id)s
+                            AND a.status IN ('pending', 'queued', 'processing')
+                            AND NOT (a.status = 'queued' AND a.backlog))
     ), over AS (
         -- How many candidates the ready set has no room for. Counted only when there are any
         -- (an uncorrelated subquery is run when first needed).
@@ -258,9 +263,11 @@ _ENQUEUE = sql.SQL(
                     ELSE greatest(0, k - (%(target)s - ({count_ready}))) END AS n
         FROM (SELECT count(*) AS k FROM candidates) c
     ), worst AS MATERIALIZED (
-        -- The ready set's least urgent items, as many as it has no room for.
+        -- The ready set's least urgent items, as many as it has no room for; not this
+        -- statement's own (a statement must not both demote a row and update it on conflict).
         SELECT id, priority, queued_at FROM processing_queue
         WHERE status = 'queued' AND NOT backlog AND model_id = %(model_id)s
+          AND media_id <> ALL(%(media_ids)s)
         ORDER BY priority DESC, queued_at DESC, id DESC
         LIMIT (SELECT n FROM over)
         FOR UPDATE SKIP LOCKED

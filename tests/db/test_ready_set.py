@@ -282,3 +282,16 @@ def test_a_refill_passes_over_media_being_deleted(database_url, conn):
 def _refill(database_url):
     with psycopg.connect(database_url, autocommit=True) as own:
         return queue.refill_ready(own, model_id=MODEL)
+
+
+def test_enqueueing_the_ready_sets_least_urgent_again_returns_it(conn):
+    ready = media_of_sizes(conn, [n * 1_000_000 for n in range(1, TARGET + 1)])
+    queue.enqueue_many(conn, ready + media_of_sizes(conn, [50_000_000] * 5), MODEL)
+    # It is a candidate (more urgent than the backlog) and the set is full, so the statement
+    # looks for a least urgent ready item to displace: the item itself.
+    again = queue.enqueue(conn, ready[-1], MODEL)
+    assert again.created is False and where(conn)[again.id] is False
+    # Made more urgent than anything ("process this now"): its old place would be displaced.
+    urgent = queue.enqueue(conn, ready[-1], MODEL, priority=0)
+    assert urgent.id == again.id and urgent.priority == 0 and where(conn)[urgent.id] is False
+    assert sum(not b for b in where(conn).values()) == TARGET
