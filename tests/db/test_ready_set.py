@@ -30,14 +30,12 @@ def where(conn) -> dict:
     return dict(conn.execute("SELECT id, backlog FROM processing_queue WHERE status = 'queued'"))
 
 
-def enqueue_one_by_one_and_settle(conn, *, seed: int, count: int) -> None:
-    """Enqueue items one at a time in an order unrelated to priority, then refill until the
-    refill has nothing left to do."""
-    sizes = random.Random(seed).sample(range(1, 99), count)
-    for media_id in media_of_sizes(conn, [s * 1_000_000 for s in sizes]):
-        queue.enqueue(conn, media_id, MODEL)
-    while queue.refill_ready(conn, model_id=MODEL):
-        pass
+def enqueue_as_they_arrive(conn, sizes_mb, *, batch: int = 1) -> None:
+    """Enqueue items of these sizes (MB) in the order given, ``batch`` per statement: their
+    priorities arrive in no order, as uploads or an import bring them."""
+    media_ids = media_of_sizes(conn, [s * 1_000_000 for s in sizes_mb])
+    for start in range(0, len(media_ids), batch):
+        queue.enqueue_many(conn, media_ids[start:start + batch], MODEL)
 
 
 def test_a_big_enqueue_readies_the_most_urgent_and_backlogs_the_rest(conn):
@@ -76,8 +74,8 @@ def test_an_item_claimed_from_the_backlog_comes_back_ready(conn):
 
 
 def test_refill_lays_moved_rows_out_in_claim_order(conn):
-    # The heap holds them scattered.
-    enqueue_one_by_one_and_settle(conn, seed=11, count=50)
+    # One at a time: the heap holds them scattered.
+    enqueue_as_they_arrive(conn, random.Random(11).sample(range(1, 99), 50))
     ready = sum(not backlog for backlog in where(conn).values())
     queue.complete_many(conn, [i.lease for i in queue.claim_batch(conn, ready, "w", 60)])
     waiting = [i for i, backlog in where(conn).items() if backlog]
@@ -132,10 +130,7 @@ def ready_and_backlog(conn) -> tuple[list[int], list[int]]:
 def test_arrivals_in_any_order_keep_the_ready_set_the_most_urgent(conn, batch):
     # A long queue's first fill: items arrive in no order of priority, one at a time (uploads)
     # or in batches (an import). No refill runs.
-    sizes = random.Random(batch).choices(range(1, 99), k=80)
-    media_ids = media_of_sizes(conn, [s * 1_000_000 for s in sizes])
-    for start in range(0, len(media_ids), batch):
-        queue.enqueue_many(conn, media_ids[start:start + batch], MODEL)
+    enqueue_as_they_arrive(conn, random.Random(batch).choices(range(1, 99), k=80), batch=batch)
     ready, backlog = ready_and_backlog(conn)
     assert len(ready) == TARGET and len(backlog) == 70
     assert max(ready) <= min(backlog)
@@ -287,11 +282,12 @@ def _refill(database_url):
 def test_enqueueing_the_ready_sets_least_urgent_again_returns_it(conn):
     ready = media_of_sizes(conn, [n * 1_000_000 for n in range(1, TARGET + 1)])
     queue.enqueue_many(conn, ready + media_of_sizes(conn, [50_000_000] * 5), MODEL)
-    # It is a candidate (more urgent than the backlog) and the set is full, so the statement
-    # looks for a least urgent ready item to displace: the item itself.
+    # Already active and ready, it adds no ready row, so it displaces nothing (counted as a
+    # new arrival, it would push the next least urgent out of a full set).
     again = queue.enqueue(conn, ready[-1], MODEL)
     assert again.created is False and where(conn)[again.id] is False
-    # Made more urgent than anything ("process this now"): its old place would be displaced.
+    # Made more urgent than anything ("process this now"): it moves forward where it is; the
+    # statement never picks its own row as the one to displace.
     urgent = queue.enqueue(conn, ready[-1], MODEL, priority=0)
     assert urgent.id == again.id and urgent.priority == 0 and where(conn)[urgent.id] is False
     assert sum(not b for b in where(conn).values()) == TARGET
