@@ -10,9 +10,11 @@ the same order in batches of 1,000 to each system's own enqueue, and both fills 
 checkpoint, so both drains start from the same WAL state. depthmill's ready set is refilled from
 its backlog beside the claims, as the scheduler does; claimers that outrun it claim from the
 backlog. ``--rounds`` alternate the two systems and the median round is reported.
-Latency: p50/p99 of one ``claim_batch(10)`` with 10k and 1M rows queued, filled the same way, at
+Latency: p50/p99 of one ``claim_batch(10)`` with 10k and 1M rows queued (still queued at the last
+claim: each queue is filled with what its claims take on top), filled the same way, at
 ``--latency-rate`` claims a second (200: 2,000 items/s, well above what a GPU cluster processes),
-with the refill running beside the claims; its work is in the WAL figures.
+with the refill running beside the claims; its work is in the WAL figures. The sizes take turns
+in blocks of ``--latency-block`` claims, so the machine's drift falls on both alike.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench.report import write_json
 from db import queue
@@ -65,6 +68,12 @@ def fresh_database(admin: str, name: str) -> str:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
     return make_conninfo(admin, dbname=name)
+
+
+def drop_database(admin: str, url: str) -> None:
+    name = conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # ------------------------------------------------------------------------------------ depthmill
@@ -251,39 +260,80 @@ def _rates(rates: list[float]) -> str:
     return " ".join(f"{r:>6.0f}" for r in rates)
 
 
-def claim_latency(admin: str, rows: int, samples: int, interval_s: float) -> dict[str, float]:
-    url = fresh_database(admin, "depthmill_bench_latency")
-    migrate(url)
-    depthmill_fill(url, rows)
-    timings = []
-    wal_before = _wal(url)
-    with psycopg.connect(url, autocommit=True) as conn, refilling(url) as refills:
-        tick = time.perf_counter()
-        for _ in range(samples):
-            # At a steady rate, as a scheduler claims at its depth service's pace, rather than
-            # back to back: a claimer that outruns the refill reads the backlog where it lies,
-            # and this measures the claim, not that race.
-            tick += interval_s
-            time.sleep(max(0.0, tick - time.perf_counter()))
-            started = time.perf_counter()
-            items = queue.claim_batch(conn, 10, "latency", 60, model_id=MODEL)
-            timings.append((time.perf_counter() - started) * 1000)
-            queue.complete_many(conn, [i.lease for i in items])
-    wal_after = _wal(url)  # a backend reports its WAL statistics when it exits, so after the close
-    timings.sort()
-    return {
-        "p50_ms": statistics.median(timings),
-        "p99_ms": timings[min(len(timings) - 1, int(len(timings) * 0.99))],
-        "samples": samples,
-        "claims_per_s": 1 / interval_s,
-        # Claim + completion of 10 items. Full-page images are written the first time a page
-        # changes after a checkpoint: with 1M rows claimed in priority order, most pages are new.
-        "wal_kb_per_cycle": (wal_after[0] - wal_before[0]) / samples / 1024,
-        "full_page_images_per_cycle": (wal_after[1] - wal_before[1]) / samples,
-        # Refills ran beside the claims (their WAL is in the figures above), as the scheduler
-        # runs them beside its claim loop.
-        "rows_refilled": refills["rows"],
-    }
+CLAIM_SIZE = 10
+
+
+@dataclass
+class LatencyRun:
+    """One queue size's claims, gathered over the blocks the sizes take turns at."""
+
+    timings_ms: list[float] = field(default_factory=list)
+    wal_bytes: int = 0
+    full_page_images: int = 0
+    rows_refilled: int = 0
+
+    def measure(self, url: str, claims: int, interval_s: float) -> None:
+        """``claims`` claims at one every ``interval_s``, with the refill running beside them."""
+        wal_before = _wal(url)
+        with psycopg.connect(url, autocommit=True) as conn, refilling(url) as refills:
+            tick = time.perf_counter()
+            for _ in range(claims):
+                # At a steady rate, as a scheduler claims at its depth service's pace, rather
+                # than back to back: a claimer that outruns the refill reads the backlog where it
+                # lies, and this measures the claim, not that race.
+                tick += interval_s
+                time.sleep(max(0.0, tick - time.perf_counter()))
+                started = time.perf_counter()
+                items = queue.claim_batch(conn, CLAIM_SIZE, "latency", 60, model_id=MODEL)
+                self.timings_ms.append((time.perf_counter() - started) * 1000)
+                assert len(items) == CLAIM_SIZE, "the fill holds more than the claims take"
+                queue.complete_many(conn, [i.lease for i in items])
+        wal_after = _wal(url)
+        self.wal_bytes += wal_after[0] - wal_before[0]
+        self.full_page_images += wal_after[1] - wal_before[1]
+        self.rows_refilled += refills["rows"]
+
+    def summary(self, interval_s: float) -> dict[str, float]:
+        timings = sorted(self.timings_ms)
+        claims = len(timings)
+        return {
+            "p50_ms": statistics.median(timings),
+            "p99_ms": timings[min(claims - 1, int(claims * 0.99))],
+            "samples": claims,
+            "claims_per_s": 1 / interval_s,
+            # Claim + completion of 10 items. Full-page images are written the first time a
+            # page changes after a checkpoint: with 1M rows claimed in priority order, most pages
+            # are new.
+            "wal_kb_per_cycle": self.wal_bytes / claims / 1024,
+            "full_page_images_per_cycle": self.full_page_images / claims,
+            # Refills ran beside the claims (their WAL is in the figures above), as the scheduler
+            # runs them beside its claim loop.
+            "rows_refilled": self.rows_refilled,
+        }
+
+
+def claim_latency(
+    admin: str, sizes: list[int], samples: int, interval_s: float, block: int
+) -> dict[str, dict[str, float]]:
+    """Claim latency with each of ``sizes`` rows queued, ``samples`` claims each.
+
+    Each queue holds ``rows`` items when its last claim runs, as when its first does: it is
+    filled with what the claims take on top (a 10k queue drained by 20k claimed items would time
+    claims of an empty queue). The sizes take turns in blocks of ``block`` claims, so a machine
+    whose speed drifts (a shared VM's does, by a third over minutes) slows every size alike.
+    """
+    urls = {}
+    for rows in sizes:
+        urls[rows] = fresh_database(admin, f"depthmill_bench_latency_{rows}")
+        migrate(urls[rows])
+        depthmill_fill(urls[rows], rows + samples * CLAIM_SIZE)
+    runs = {rows: LatencyRun() for rows in sizes}
+    for done in range(0, samples, block):
+        for rows, url in urls.items():
+            runs[rows].measure(url, min(block, samples - done), interval_s)
+    for rows in sizes:
+        drop_database(admin, urls[rows])
+    return {str(rows): run.summary(interval_s) for rows, run in runs.items()}
 
 
 @contextlib.contextmanager
@@ -311,8 +361,16 @@ def refilling(url: str):
 
 
 def _wal(url: str) -> tuple[int, int]:
-    """(WAL bytes written, full-page images written) by the server so far."""
-    with psycopg.connect(url) as conn:
+    """(WAL bytes written, full-page images written) by the server so far, once the database's
+    other connections have gone: a backend adds its last WAL statistics when it exits."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for _ in range(100):
+            others = conn.execute(
+                """SELECT count(*) FROM pg_stat_activity
+                   WHERE datname = current_database() AND pid <> pg_backend_pid()""").fetchone()[0]
+            if not others:
+                break
+            time.sleep(0.01)
         return conn.execute("SELECT wal_bytes::bigint, wal_fpi FROM pg_stat_wal").fetchone()
 
 
@@ -327,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-samples", type=int, default=2000)
     parser.add_argument("--latency-rate", type=float, default=200,
                         help="claims of 10 per second in the latency runs")
+    parser.add_argument("--latency-block", type=int, default=200,
+                        help="claims in a row at one queue size before the next size's turn")
     parser.add_argument("--ready-target", type=int, default=queue.READY_TARGET,
                         help="size of depthmill's ready set (larger than --jobs: no backlog)")
     args = parser.parse_args(argv)
@@ -345,12 +405,12 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "ready_target": args.ready_target,
         **throughput(admin, batches, args.jobs, args.claimers, args.rounds),
-        "claim_latency": {},
     }
-    for rows in (int(r) for r in args.latency_rows.split(",") if r):
-        results["claim_latency"][str(rows)] = claim_latency(
-            admin, rows, args.latency_samples, 1 / args.latency_rate)
-        print(f"  latency with {rows} queued: {results['claim_latency'][str(rows)]}", file=sys.stderr)
+    sizes = [int(r) for r in args.latency_rows.split(",") if r]
+    results["claim_latency"] = claim_latency(
+        admin, sizes, args.latency_samples, 1 / args.latency_rate, args.latency_block)
+    for rows, lat in results["claim_latency"].items():
+        print(f"  latency with {rows} queued: {lat}", file=sys.stderr)
 
     print(f"\n{'batch':>6} {'depthmill jobs/s':>18} {'pgqueuer jobs/s':>17} {'ratio':>7}")
     for batch in batches:
