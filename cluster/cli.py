@@ -109,6 +109,29 @@ def _cmd_reprocess(settings: Settings, args: argparse.Namespace) -> int:
                             echo=console.print)
 
 
+def _cmd_sweep(settings: Settings, args: argparse.Namespace) -> int:
+    from cluster.storage import storage_from_settings
+    from cluster.storage_sweep import sweep
+    from db.connection import Database
+
+    storage = storage_from_settings(settings)
+    with database_url(settings) as url, Database(url, max_size=1, name="sweep") as db:
+        migrate(url)
+        report = sweep(db, storage, older_than_s=args.older_than, dry_run=args.dry_run)
+    for key in report.orphans:
+        console.print(f"  {'would remove' if args.dry_run else 'orphan'} {key}")
+    done = f"{len(report.orphans)} orphaned" if args.dry_run else f"removed {report.removed}"
+    console.print(f"scanned {report.scanned} objects: {done}")
+    return 0
+
+
+def _seconds(value: str) -> float:
+    seconds = float(value)
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value}: give a number of seconds, 0 or more")
+    return seconds
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="depthmill", description="Turn photos and videos into depth maps, at cluster scale."
@@ -147,6 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
                            "http://127.0.0.1:8265)")
     reprocess.add_argument("--working-dir", help="ship this directory with the job")
     reprocess.set_defaults(run=_cmd_reprocess)
+
+    sweep = commands.add_parser(
+        "sweep", help="remove stored objects whose media rows are gone",
+        description="Objects outlive their rows when a process dies between deleting the two, "
+        "or between storing an upload and recording it. Only objects older than --older-than "
+        "are touched, so uploads in progress are safe.",
+    )
+    sweep.add_argument("--older-than", type=_seconds, default=3600, metavar="SECONDS",
+                       help="only objects last written this long ago (default 3600)")
+    sweep.add_argument("--dry-run", action="store_true", help="list what would go, remove nothing")
+    sweep.set_defaults(run=_cmd_sweep)
     return parser
 
 

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import quote
@@ -30,6 +31,12 @@ from cluster.signing import UrlSigner
 
 CHUNK = 1024 * 1024
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    modified: float  # seconds since the epoch: when it was last written
 
 
 class ObjectNotFound(KeyError):
@@ -77,7 +84,8 @@ class Storage(Protocol):
     def delete(self, key: str) -> None:
         """Remove the object; a missing object is not an error."""
 
-    def list(self, prefix: str = "") -> Iterator[str]: ...
+    def list(self, prefix: str = "") -> Iterator[StoredObject]:
+        """The objects whose keys start with ``prefix``."""
 
     def signed_url(self, key: str, expires_in: int | None = None) -> str:
         """A URL a browser can GET for ``expires_in`` seconds; raises ObjectNotFound."""
@@ -105,7 +113,6 @@ class LocalStorage:
 
     def put(self, key: str, data: BinaryIO, content_type: str) -> int:
         target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self._tmp)
         try:
             with os.fdopen(fd, "wb") as out:
@@ -113,7 +120,7 @@ class LocalStorage:
                 out.flush()
                 os.fsync(out.fileno())
                 size = out.tell()
-            os.replace(tmp, target)
+            self._rename_into_place(tmp, target)
         except BaseException as e:
             Path(tmp).unlink(missing_ok=True)
             if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -138,14 +145,45 @@ class LocalStorage:
         return self.path(key).is_file()
 
     def delete(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
+        path = self.path(key)
+        path.unlink(missing_ok=True)
+        self._remove_empty_dirs(path.parent)
 
-    def list(self, prefix: str = "") -> Iterator[str]:
-        for path in sorted(self.root.rglob("*")):
-            if path.is_file() and self._tmp not in path.parents:
-                key = path.relative_to(self.root).as_posix()
-                if key.startswith(prefix):
-                    yield key
+    def _rename_into_place(self, tmp: str, target: Path) -> None:
+        # A delete beside this put removes the folder whenever it looks empty: between the mkdir
+        # and the rename, or inside mkdir itself (FileExistsError for a folder that was there
+        # and is gone again). Make it again and rename again.
+        for attempt in range(5):
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, target)
+                return
+            except (FileNotFoundError, FileExistsError):
+                if attempt == 4 or not Path(tmp).exists():
+                    raise
+
+    def _remove_empty_dirs(self, directory: Path) -> None:
+        """Remove ``directory`` and its parents below the root while they are empty, so deleted
+        media leave no trail of empty folders (one per media id under depth/)."""
+        while directory != self.root and self.root in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:  # not empty (an object beside it, or a put just made it), or gone
+                return
+            directory = directory.parent
+
+    def list(self, prefix: str = "") -> Iterator[StoredObject]:
+        # Walk only the prefix's folder: a prefix that is one key looks at one folder.
+        start = self.root / prefix.rpartition("/")[0]
+        for path in sorted(start.rglob("*")):
+            key = path.relative_to(self.root).as_posix()
+            if not key.startswith(prefix) or self._tmp in path.parents:
+                continue
+            try:
+                if path.is_file():
+                    yield StoredObject(key, path.stat().st_mtime)
+            except FileNotFoundError:  # deleted while listing
+                continue
 
     def signed_url(self, key: str, expires_in: int | None = None) -> str:
         if not self.exists(key):
@@ -165,7 +203,7 @@ class LocalStorage:
 
 
 @contextmanager
-def _unavailable_when_unreachable(bucket: str) -> Iterator[None]:
+def _s3_errors_as_storage_errors(bucket: str) -> Iterator[None]:
     """Connection failures and server errors that outlived botocore's retries mean the backend is
     down, not that the request was wrong: callers wait and retry instead of failing the item."""
     try:
@@ -231,7 +269,7 @@ class S3Storage:
 
     def put(self, key: str, data: BinaryIO, content_type: str) -> int:
         counter = _CountingReader(data)
-        with _unavailable_when_unreachable(self.bucket):
+        with _s3_errors_as_storage_errors(self.bucket):
             self.client.upload_fileobj(
                 counter, self.bucket, check_key(key),
                 ExtraArgs={"ContentType": content_type}, Config=self.transfer,
@@ -239,7 +277,7 @@ class S3Storage:
         return counter.count
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
-        with _unavailable_when_unreachable(self.bucket):
+        with _s3_errors_as_storage_errors(self.bucket):
             self.client.put_object(
                 Bucket=self.bucket, Key=check_key(key), Body=data, ContentType=content_type
             )
@@ -247,7 +285,7 @@ class S3Storage:
 
     def open(self, key: str) -> BinaryIO:
         try:
-            with _unavailable_when_unreachable(self.bucket):
+            with _s3_errors_as_storage_errors(self.bucket):
                 return self.client.get_object(Bucket=self.bucket, Key=check_key(key))["Body"]
         except ClientError as e:
             if e.response["Error"]["Code"] in ("NoSuchKey", "404"):
@@ -255,12 +293,12 @@ class S3Storage:
             raise
 
     def get_bytes(self, key: str) -> bytes:
-        with self.open(key) as body, _unavailable_when_unreachable(self.bucket):
+        with self.open(key) as body, _s3_errors_as_storage_errors(self.bucket):
             return body.read()
 
     def exists(self, key: str) -> bool:
         try:
-            with _unavailable_when_unreachable(self.bucket):
+            with _s3_errors_as_storage_errors(self.bucket):
                 self.client.head_object(Bucket=self.bucket, Key=check_key(key))
             return True
         except ClientError as e:
@@ -269,17 +307,17 @@ class S3Storage:
             raise
 
     def delete(self, key: str) -> None:
-        with _unavailable_when_unreachable(self.bucket):
+        with _s3_errors_as_storage_errors(self.bucket):
             self.client.delete_object(Bucket=self.bucket, Key=check_key(key))
 
-    def list(self, prefix: str = "") -> Iterator[str]:
+    def list(self, prefix: str = "") -> Iterator[StoredObject]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=prefix
         )
-        with _unavailable_when_unreachable(self.bucket):
+        with _s3_errors_as_storage_errors(self.bucket):
             for page in pages:
                 for obj in page.get("Contents", []):
-                    yield obj["Key"]
+                    yield StoredObject(obj["Key"], obj["LastModified"].timestamp())
 
     def signed_url(self, key: str, expires_in: int | None = None) -> str:
         # Presigning never touches the network; check first so that a URL always works.

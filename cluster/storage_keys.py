@@ -9,9 +9,12 @@ import uuid
 _SAFE_MODEL = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+ORIGINALS = "originals/"
+
+
 def original(sha256: str, extension: str) -> str:
     # Content-addressed: the same bytes always land on the same key (uploads dedupe on sha256).
-    return f"originals/{sha256[:2]}/{sha256}{extension}"
+    return f"{ORIGINALS}{sha256[:2]}/{sha256}{extension}"
 
 
 def thumbnail(media_id: uuid.UUID) -> str:
@@ -38,3 +41,19 @@ def written_by_processing(media_id: uuid.UUID, model_id: str) -> list[str]:
     """Every object processing an item can write: renditions and the depth outputs."""
     return [thumbnail(media_id), preview(media_id),
             *(depth(media_id, model_id, fmt) for fmt in _DEPTH_SUFFIXES)]
+
+
+_OF_MEDIA = re.compile(
+    r"(?:thumbnails/(?P<t>[0-9a-f-]{36})\.webp|previews/(?P<p>[0-9a-f-]{36})\.jpg"
+    r"|depth/[^/]+/(?P<d>[0-9a-f-]{36})/[^/]+)"
+)
+
+
+def media_of(key: str) -> uuid.UUID | None:
+    """The media a rendition or depth output belongs to; None for any other key."""
+    if not (m := _OF_MEDIA.fullmatch(key)):
+        return None
+    try:
+        return uuid.UUID(m["t"] or m["p"] or m["d"])
+    except ValueError:
+        return None

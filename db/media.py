@@ -107,6 +107,17 @@ def missing(conn: psycopg.Connection, media_ids: Iterable[uuid.UUID]) -> set[uui
     return {row[0] for row in rows}
 
 
+def unreferenced(conn: psycopg.Connection, storage_keys: Iterable[str]) -> set[str]:
+    """Those of ``storage_keys`` that no media row has as its original."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(
+            "SELECT key FROM unnest(%s::text[]) AS t(key)"
+            " WHERE NOT EXISTS (SELECT 1 FROM media_items m WHERE m.storage_key = t.key)",
+            [list(storage_keys)],
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
 def delete(conn: psycopg.Connection, media_id: uuid.UUID) -> bool:
     """Delete the row; its queue items and depth maps go with it (ON DELETE CASCADE)."""
     return conn.execute("DELETE FROM media_items WHERE id = %s", [media_id]).rowcount == 1

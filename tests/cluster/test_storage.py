@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import time
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from urllib.error import HTTPError
 from urllib.parse import parse_qs, urlparse
 
@@ -22,21 +24,6 @@ from cluster.storage import (
     StorageUnavailable,
     storage_from_settings,
 )
-from tests.utils.s3 import moto_s3_server
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint():
-    with moto_s3_server() as endpoint:
-        yield endpoint
-
-
-@pytest.fixture(params=["local", "s3"])
-def storage(request, tmp_path, s3_endpoint):
-    if request.param == "local":
-        return LocalStorage(tmp_path / "objects", UrlSigner(b"k" * 32), base_url="http://api")
-    bucket = f"t-{uuid.uuid4().hex[:12]}"
-    return S3Storage(bucket, endpoint_url=s3_endpoint, multipart_threshold=5 * 1024 * 1024)
 
 
 class Unsized(io.RawIOBase):
@@ -86,9 +73,54 @@ def test_missing_objects(storage):
 def test_delete_and_list_by_prefix(storage):
     for key in ("p/1", "p/2", "q/1"):
         storage.put_bytes(key, b"x", "text/plain")
-    assert sorted(storage.list("p/")) == ["p/1", "p/2"]
+    assert sorted(o.key for o in storage.list("p/")) == ["p/1", "p/2"]
     storage.delete("p/1")
-    assert sorted(storage.list("")) == ["p/2", "q/1"]
+    assert sorted(o.key for o in storage.list("")) == ["p/2", "q/1"]
+    assert [o.key for o in storage.list("q/1")] == ["q/1"]
+    assert [o.key for o in storage.list("q")] == ["q/1"]
+    assert list(storage.list("r/")) == []
+
+
+def test_list_tells_when_each_object_was_written(storage):
+    before = time.time()
+    storage.put_bytes("t/1", b"x", "text/plain")
+    (listed,) = storage.list("t/")
+    # S3 keeps whole seconds.
+    assert before - 1 <= listed.modified <= time.time() + 1
+
+
+def test_local_delete_removes_the_folders_it_empties(tmp_path):
+    store = LocalStorage(tmp_path / "objects", UrlSigner(b"k" * 32))
+    store.put_bytes("depth/m/1/png16.png", b"x", "image/png")
+    store.put_bytes("depth/m/1/preview.webp", b"x", "image/webp")
+    store.put_bytes("depth/m/2/png16.png", b"x", "image/png")
+    store.delete("depth/m/1/png16.png")
+    assert (tmp_path / "objects/depth/m/1").is_dir()  # preview.webp is still there
+    store.delete("depth/m/1/preview.webp")
+    assert not (tmp_path / "objects/depth/m/1").exists()
+    assert (tmp_path / "objects/depth/m/2").is_dir()
+    store.delete("depth/m/2/png16.png")
+    assert sorted(p.name for p in (tmp_path / "objects").iterdir()) == [".tmp"]
+    store.put_bytes("depth/m/2/png16.png", b"y", "image/png")  # and the folders come back
+    assert store.get_bytes("depth/m/2/png16.png") == b"y"
+
+
+def test_local_puts_beside_deletes_that_empty_their_folder(tmp_path):
+    """Each thread's delete empties the folder while the other's put may be between making the
+    folder and renaming its file into it: every put must still land, every delete still clean."""
+    store = LocalStorage(tmp_path / "objects", UrlSigner(b"k" * 32))
+
+    def churn(thread: int) -> int:
+        for n in range(1000):
+            key = f"depth/m/1/{thread}-{n}.png"
+            store.put_bytes(key, b"x", "image/png")
+            assert store.get_bytes(key) == b"x"
+            store.delete(key)
+        return thread
+
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(churn, (0, 1))) == [0, 1]
+    assert sorted(p.name for p in (tmp_path / "objects").iterdir()) == [".tmp"]
 
 
 @pytest.mark.parametrize("key", ["../etc/passwd", "/abs", "a/../../b", "a//b", "", "a\x00b", "a b"])

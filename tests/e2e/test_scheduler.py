@@ -106,5 +106,5 @@ def test_outputs_written_for_media_deleted_while_it_ran_are_removed(
         finally:
             ray.kill(scheduler)
             serve.delete(app_name)
-    assert [k for k in storage.list() if str(media_id) in k] == []
+    assert [o.key for o in storage.list() if str(media_id) in o.key] == []
     assert status["counts"]["discarded"] == 1
