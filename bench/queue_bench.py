@@ -346,7 +346,8 @@ def refilling(url: str):
     def loop() -> None:
         with psycopg.connect(url, autocommit=True) as conn:
             while not done.is_set():
-                while n := queue.refill_ready(conn, model_id=MODEL):
+                n = 0
+                while n := queue.refill_ready(conn, model_id=MODEL, continuing=n > 0):
                     moved["rows"] += n
                     time.sleep(queue.REFILL_PAUSE_S)
                 done.wait(queue.REFILL_INTERVAL_S)

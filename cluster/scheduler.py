@@ -346,8 +346,10 @@ class Scheduler:
         reads a small set laid out in claim order however long the queue (db.queue)."""
         while True:
             try:
+                moved = 0
                 while moved := await asyncio.to_thread(
-                    self.db.run, queue.refill_ready, model_id=self.settings.model
+                    self.db.run, queue.refill_ready, model_id=self.settings.model,
+                    continuing=moved > 0,
                 ):
                     self.counts["refilled"] += moved
                     self.wake.set()

@@ -542,11 +542,18 @@ def refill_ready(
     model_id: str,
     target: int | None = None,
     limit: int = REFILL_CHUNK,
+    continuing: bool = False,
 ) -> int:
     """Refill ``model_id``'s ready set from its backlog up to ``target`` items once it is down
     to half, and move backlog items of a more urgent priority than a ready one, keeping the set
     under twice ``target``. Returns how many rows it moved: at most ``limit`` per call, so call
-    it until it returns 0 to catch up.
+    it until it returns 0 to catch up, with ``continuing`` set on each call after the first.
+
+    ``continuing`` and an empty ready set mean the claims took the last call's rows within the
+    pause: they outrun the refill, and rows moved now would be claimed before their layout pays
+    for the move (a move costs about what a claim does). The call moves nothing, and those claims
+    take the backlog where it lies (``claim_batch``). A pass that starts with the set empty
+    still moves one chunk, so a refill resumes once the claims slow down.
 
     Enqueue keeps the ready set the most urgent items (``_ENQUEUE``), so inversions come only
     from races: two enqueues that both saw room, a refill beside an enqueue. A ready set overfilled
@@ -558,6 +565,8 @@ def refill_ready(
     if not state:
         return 0
     ready, inversions = state[0]
+    if continuing and ready == 0:
+        return 0
     if inversions:
         # Moving them would overfill the set: its least urgent items go back first, lowering
         # the bar the backlog is compared with.

@@ -90,6 +90,20 @@ def test_refill_lays_moved_rows_out_in_claim_order(conn):
     assert positions == sorted(positions)
 
 
+def test_a_refill_that_the_claims_outrun_leaves_the_backlog_to_them(conn):
+    queue.enqueue_many(conn, media_of_sizes(conn, [1_000_000] * (4 * TARGET)), MODEL)
+    queue.complete_many(conn, [i.lease for i in queue.claim_batch(conn, TARGET, "w", 60)])
+    assert sum(not backlog for backlog in where(conn).values()) == 0
+
+    # The set is empty after a move: claims took that move's rows within the pause.
+    assert queue.refill_ready(conn, model_id=MODEL, limit=3, continuing=True) == 0
+    # A new pass still moves a chunk, and goes on while the set keeps what it moved.
+    assert queue.refill_ready(conn, model_id=MODEL, limit=3) == 3
+    assert queue.refill_ready(conn, model_id=MODEL, limit=3, continuing=True) == 3
+    queue.complete_many(conn, [i.lease for i in queue.claim_batch(conn, 6, "w", 60)])
+    assert queue.refill_ready(conn, model_id=MODEL, limit=3, continuing=True) == 0
+
+
 def test_an_item_outranking_the_backlog_goes_straight_to_the_ready_set(conn):
     queue.enqueue_many(conn, media_of_sizes(conn, [50_000_000] * 30), MODEL)
     urgent = queue.enqueue(conn, insert_media(conn, "photo", 1_000).id, MODEL)
