@@ -38,6 +38,8 @@ class SweepReport:
 
 
 def sweep(db: Database, storage: Storage, *, older_than_s: float, dry_run: bool = False) -> SweepReport:
+    """Find (and unless ``dry_run``, delete) the orphans among objects last written more than
+    ``older_than_s`` ago, checking them against the database a thousand keys at a time."""
     report = SweepReport()
     cutoff = time.time() - older_than_s
     candidates = _candidates(storage, cutoff, report)
@@ -47,6 +49,7 @@ def sweep(db: Database, storage: Storage, *, older_than_s: float, dry_run: bool 
             if not dry_run and _still_orphaned(db, storage, key, cutoff):
                 storage.delete(key)
                 report.removed += 1
+                log.info("removed %s: no row points to it", key)
     return report
 
 

@@ -387,47 +387,71 @@ def _notify_if(conn: psycopg.Connection, requeued: int) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def build_claim_query(*, for_model: bool, backlog: bool = False) -> sql.Composed:
-    """Claim the most urgent claimable items and lease them, in one statement: from the ready
-    set, or with ``backlog`` (always for one model) from the backlog."""
+_LEASE = sql.SQL(
+    """
+    UPDATE processing_queue q
+    SET status = 'processing',
+        attempts = q.attempts + 1,
+        lease_owner = %(owner)s,
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        started_at = now(),
+        -- Should it come back (a retry, a lost lease), it comes back ready.
+        backlog = false,
+        updated_at = now()
+    -- As an array, not a join: the planner cannot tell how many rows the backlog's LIMIT
+    -- (a subquery) lets through, guesses a tenth of the table, and would hash-join it.
+    WHERE q.id = ANY(ARRAY(SELECT id FROM next))
+    RETURNING q.id, q.media_id, q.model_id, q.kind, q.bytes, q.mime, q.storage_key,
+              q.priority, q.attempts, q.max_attempts, q.lease_owner, q.lease_expires_at,
+              q.queued_at
+    """
+)
+
+
+def build_claim_query(*, for_model: bool) -> sql.Composed:
+    """Claim the most urgent claimable items and lease them, in one statement.
+
+    For one model: from its ready set and, for what the ready set lacks, from its backlog. The
+    ready set runs dry when claims outrun the refill (refill_ready, run beside the claims); the
+    claim then takes the rest from the backlog where it lies rather than wait for moves: a move
+    is about as much work as the claim, and a claimer this fast gains nothing from the layout.
+    For any model: from the ready sets only (claim_batch goes through the backlogs after).
+    """
     model_filter = sql.SQL("AND q.model_id = %(model_id)s") if for_model else sql.SQL("")
+    # MATERIALIZED fences each CTE so its LIMIT applies before the UPDATE joins it. SKIP LOCKED:
+    # concurrent claimers pass over rows another claimer is taking instead of queueing behind
+    # its lock; each row goes to exactly one claimer. The planner walks
+    # processing_queue_claimable (the ready set) and processing_queue_backlog in
+    # (priority, queued_at) order; no backlog item is more urgent than a ready one.
+    pick = """
+        SELECT q.id
+        FROM processing_queue q
+        WHERE q.status = 'queued' AND {backlog} q.backlog AND q.run_after <= now() {model_filter}
+        ORDER BY q.priority, q.queued_at, q.id
+        LIMIT {limit}
+        FOR UPDATE SKIP LOCKED
+    """
+    ready = sql.SQL(pick).format(
+        backlog=sql.SQL("NOT"), model_filter=model_filter, limit=sql.SQL("%(n)s"))
+    if not for_model:
+        return sql.SQL("WITH next AS MATERIALIZED ({ready}) {lease}").format(
+            ready=ready, lease=_LEASE)
+    waiting = sql.SQL(pick).format(
+        backlog=sql.SQL(""), model_filter=model_filter,
+        # Zero when the ready set had enough: the backlog is not read at all.
+        limit=sql.SQL("(SELECT %(n)s - count(*) FROM ready)"))
     return sql.SQL(
         """
-        WITH next AS MATERIALIZED (
-            -- MATERIALIZED fences the CTE so LIMIT applies before the UPDATE joins it.
-            -- SKIP LOCKED: concurrent claimers pass over rows another claimer is taking instead
-            -- of queueing behind its lock; each row goes to exactly one claimer. The planner
-            -- walks processing_queue_claimable (the ready set) or processing_queue_backlog in
-            -- (priority, queued_at) order.
-            SELECT q.id
-            FROM processing_queue q
-            WHERE q.status = 'queued' AND {backlog} q.backlog AND q.run_after <= now()
-                  {model_filter}
-            ORDER BY q.priority, q.queued_at, q.id
-            LIMIT %(n)s
-            FOR UPDATE SKIP LOCKED
-        )
-        UPDATE processing_queue q
-        SET status = 'processing',
-            attempts = q.attempts + 1,
-            lease_owner = %(owner)s,
-            lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
-            started_at = now(),
-            -- Should it come back (a retry, a lost lease), it comes back ready.
-            backlog = false,
-            updated_at = now()
-        FROM next
-        WHERE q.id = next.id
-        RETURNING q.id, q.media_id, q.model_id, q.kind, q.bytes, q.mime, q.storage_key,
-                  q.priority, q.attempts, q.max_attempts, q.lease_owner, q.lease_expires_at,
-                  q.queued_at
+        WITH ready AS MATERIALIZED ({ready}),
+             waiting AS MATERIALIZED ({waiting}),
+             next AS (SELECT id FROM ready UNION ALL SELECT id FROM waiting)
+        {lease}
         """
-    ).format(model_filter=model_filter, backlog=sql.SQL("" if backlog else "NOT"))
+    ).format(ready=ready, waiting=waiting, lease=_LEASE)
 
 
 _CLAIM_ANY = build_claim_query(for_model=False)
 _CLAIM_MODEL = build_claim_query(for_model=True)
-_CLAIM_BACKLOG = build_claim_query(for_model=True, backlog=True)
 
 
 def claim_batch(
@@ -441,20 +465,19 @@ def claim_batch(
     """Lease up to ``n`` claimable items to ``owner``, most urgent first."""
     if n <= 0:
         return []
-    query = _CLAIM_ANY if model_id is None else _CLAIM_MODEL
     params = {"n": n, "owner": owner, "lease_seconds": lease_seconds, "model_id": model_id}
     with conn.cursor(row_factory=class_row(ClaimedItem)) as cur:
-        items = cur.execute(query, params).fetchall()
-        # The ready set ran dry: claims outran the refill (refill_ready, run beside the claims).
-        # Take the rest from the backlog where it lies rather than move rows into the ready set
-        # first: a move is about as much work as the claim, and a claimer this fast gains
-        # nothing from the layout. A claim for any model goes through the backlogs model by
-        # model, so across models the order is approximate there.
-        for model in [model_id] if model_id is not None else _backlog_models(conn):
-            if len(items) == n:
-                break
-            backlog = {**params, "model_id": model, "n": n - len(items)}
-            items += cur.execute(_CLAIM_BACKLOG, backlog).fetchall()
+        if model_id is not None:
+            items = cur.execute(_CLAIM_MODEL, params).fetchall()
+        else:
+            # The ready sets of every model, then model by model what they lacked, so across
+            # models the order is approximate once a ready set runs dry.
+            items = cur.execute(_CLAIM_ANY, params).fetchall()
+            for model in _backlog_models(conn):
+                if len(items) == n:
+                    break
+                items += cur.execute(_CLAIM_MODEL, {**params, "model_id": model,
+                                                    "n": n - len(items)}).fetchall()
     # UPDATE ... RETURNING does not keep the CTE's order.
     items.sort(key=lambda i: (i.priority, i.queued_at, i.id))
     return items

@@ -29,6 +29,20 @@ def test_claim_uses_the_claimable_partial_index(conn):
         assert "Seq Scan" not in text, text
 
 
+def test_a_claim_for_one_model_reads_its_backlog_by_the_index(conn, monkeypatch):
+    # What the ready set lacks comes from the backlog in the same statement. The planner cannot
+    # tell how many rows that part's LIMIT (a subquery) lets through and guesses a tenth of the
+    # backlog: joined to the table, it hash-joined a sequential scan of every row (0.5 s with
+    # 1M queued), so the claimed ids reach the UPDATE as an array.
+    monkeypatch.setattr(queue, "READY_TARGET", 100)
+    queue.enqueue_many(conn, bulk_media(conn, 20_000), "tiny")
+    conn.execute("ANALYZE processing_queue")
+    params = {"n": 10, "owner": "w", "lease_seconds": 60, "model_id": "tiny"}
+    text = plan(conn, queue.build_claim_query(for_model=True), params)
+    assert "processing_queue_backlog" in text, text
+    assert "Seq Scan" not in text and "Hash" not in text, text
+
+
 def test_lease_recovery_uses_the_leases_partial_index(conn):
     media_ids = bulk_media(conn, 20_000)
     queue.enqueue_many(conn, media_ids, "tiny")
