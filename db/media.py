@@ -98,24 +98,21 @@ def find_by_sha256(conn: psycopg.Connection, sha256: str, *, lock: bool = False)
 
 def missing(conn: psycopg.Connection, media_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
     """Those of ``media_ids`` that have no row (deleted)."""
-    with conn.cursor(row_factory=tuple_row) as cur:
-        rows = cur.execute(
-            "SELECT id FROM unnest(%s::uuid[]) AS t(id)"
-            " WHERE NOT EXISTS (SELECT 1 FROM media_items m WHERE m.id = t.id)",
-            [list(media_ids)],
-        ).fetchall()
-    return {row[0] for row in rows}
+    return _without_a_row(conn, "id", "uuid", media_ids)
 
 
 def unreferenced(conn: psycopg.Connection, storage_keys: Iterable[str]) -> set[str]:
     """Those of ``storage_keys`` that no media row has as its original."""
+    return _without_a_row(conn, "storage_key", "text", storage_keys)
+
+
+def _without_a_row(conn: psycopg.Connection, column: str, type_: str, values: Iterable) -> set:
+    query = sql.SQL(
+        "SELECT v FROM unnest(%s::{type}[]) AS t(v)"
+        " WHERE NOT EXISTS (SELECT 1 FROM media_items m WHERE m.{column} = t.v)"
+    ).format(type=sql.SQL(type_), column=sql.Identifier(column))
     with conn.cursor(row_factory=tuple_row) as cur:
-        rows = cur.execute(
-            "SELECT key FROM unnest(%s::text[]) AS t(key)"
-            " WHERE NOT EXISTS (SELECT 1 FROM media_items m WHERE m.storage_key = t.key)",
-            [list(storage_keys)],
-        ).fetchall()
-    return {row[0] for row in rows}
+        return {row[0] for row in cur.execute(query, [list(values)])}
 
 
 def delete(conn: psycopg.Connection, media_id: uuid.UUID) -> bool:
