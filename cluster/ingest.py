@@ -106,18 +106,22 @@ def ingest_path(
                 fps=probed.fps, frame_count=probed.frame_count, codec=probed.codec,
                 taken_at=probed.taken_at, camera=probed.camera,
             )
-        recorded = db.run(_record, new, sha256, settings, priority)
+        recorded = db.run(_record, new, sha256, settings, priority, stored=(storage, path))
     found, item = recorded
     return IngestResult(name, "created" if found.created else "duplicate", found, item)
 
 
 def _record(
     conn, new: NewMedia | None, sha256: str, settings: Settings, priority: int | None,
+    *, stored: tuple[Storage, Path],
 ) -> tuple[MediaItem, QueueItem] | None:
     """The media row and its queue item in one transaction: one commit per upload, and no media
     row is ever left without the item that processes it. None when the known content was
     deleted since it was looked up."""
-    found = media.insert(conn, new) if new else media.find_by_sha256(conn, sha256, lock=True)
+    if new:
+        found = _record_original(conn, new, *stored)
+    else:
+        found = media.find_by_sha256(conn, sha256, lock=True)
     if found is None:
         return None
     if not found.created:
@@ -128,6 +132,31 @@ def _record(
     item = queue.enqueue(conn, found.id, settings.model, priority=priority,
                          max_attempts=settings.max_attempts)
     return found, item
+
+
+def _record_original(conn, new: NewMedia, storage: Storage, path: Path) -> MediaItem | None:
+    media.lock_original(conn, new.storage_key)
+    found = media.insert(conn, new)
+    if found is not None and found.created and not storage.exists(new.storage_key):
+        # Media with the same content was deleted after this upload stored its original, and
+        # the delete removed the object (no row named it yet): store it again. The lock holds
+        # off any such delete until this row is committed.
+        with path.open("rb") as f:
+            storage.put(new.storage_key, f, new.mime)
+    return found
+
+
+def delete_original_if_unused(db: Database, storage: Storage, key: str) -> bool:
+    """Remove an original no media row names (its media was deleted); False if one does."""
+
+    def remove(conn) -> bool:
+        media.lock_original(conn, key)
+        if media.find_by_storage_key(conn, key) is not None:
+            return False
+        storage.delete(key)
+        return True
+
+    return db.run(remove)
 
 
 def ingest_spool(spool: HashedSpool, **kw) -> IngestResult:

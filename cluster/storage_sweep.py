@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from cluster import storage_keys
+from cluster.ingest import delete_original_if_unused
 from cluster.storage import Storage, StoredObject
 from db import media
 from db.connection import Database
@@ -46,8 +47,7 @@ def sweep(db: Database, storage: Storage, *, older_than_s: float, dry_run: bool 
     while objects := list(islice(candidates, BATCH)):
         for key in _orphans(db, [o.key for o in objects]):
             report.orphans.append(key)
-            if not dry_run and _still_orphaned(db, storage, key, cutoff):
-                storage.delete(key)
+            if not dry_run and _still_orphaned(db, storage, key, cutoff) and _remove(db, storage, key):
                 report.removed += 1
                 log.info("removed %s: no row points to it", key)
     return report
@@ -70,6 +70,13 @@ def _orphans(db: Database, keys: list[str]) -> list[str]:
     unreferenced = db.run(media.unreferenced, originals) if originals else set()
     gone = db.run(media.missing, set(owners.values())) if owners else set()
     return [k for k in keys if k in unreferenced or owners.get(k) in gone]
+
+
+def _remove(db: Database, storage: Storage, key: str) -> bool:
+    if key.startswith(storage_keys.ORIGINALS):
+        return delete_original_if_unused(db, storage, key)  # under the upload's lock
+    storage.delete(key)
+    return True
 
 
 def _still_orphaned(db: Database, storage: Storage, key: str, cutoff: float) -> bool:

@@ -191,6 +191,16 @@ def list_media(
     return MediaPage(items, statuses, _encode_cursor(items[-1]) if more and items else None)
 
 
+def lock_original(conn: psycopg.Connection, storage_key: str) -> None:
+    """Until this transaction ends, be the only one recording or removing this original.
+
+    Originals are content-addressed: an upload of the same bytes as media being deleted stores
+    the very key the delete is about to remove. The upload takes this lock to record its row and
+    check its object is still there; the delete, to check no row names the key and remove it.
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", ["original:" + storage_key])
+
+
 def find_by_storage_key(conn: psycopg.Connection, key: str) -> uuid.UUID | None:
     """Another media row still pointing at ``key`` (content-addressed originals can be shared
     only by identical content, which dedupe prevents; checked anyway before deleting objects)."""

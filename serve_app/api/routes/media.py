@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse
 
 from cluster import storage_keys
-from cluster.ingest import IngestResult, ingest_spool
+from cluster.ingest import IngestResult, delete_original_if_unused, ingest_spool
 from cluster.storage import ObjectNotFound
 from db import depth as depth_maps
 from db import media, queue
@@ -123,8 +123,7 @@ def delete_media(media_id: uuid.UUID, db: Db, storage: Store) -> None:
     maps = db.run(depth_maps.for_media, media_id)
     db.run(media.delete, media_id)
     # Rows first: once they are gone nothing hands out URLs to these objects.
-    if db.run(media.find_by_storage_key, item.storage_key) is None:
-        storage.delete(item.storage_key)
+    delete_original_if_unused(db, storage, item.storage_key)
     for key in [storage_keys.thumbnail(media_id), storage_keys.preview(media_id),
                 *(m.storage_key for m in maps)]:
         storage.delete(key)
