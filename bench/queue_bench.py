@@ -2,14 +2,19 @@
 
     python -m bench.queue_bench --json bench/results/queue.json
 
-Throughput: ``--jobs`` no-op items, ``--claimers`` processes each looping claim → complete
-(depthmill: ``claim_batch`` + ``complete_many``; pgqueuer: ``dequeue`` + ``log_jobs``) at batch
-sizes 1, 10 and 100, each system in its own database on the same server, in the same run. Both
-get the same workload: the same priorities (spread the way real sizes spread them), arriving in
-the same order in batches of 1,000 to each system's own enqueue, and both fills end with a
-checkpoint, so both drains start from the same WAL state. depthmill's ready set is refilled from
-its backlog beside the claims, as the scheduler does; claimers that outrun it claim from the
-backlog. ``--rounds`` alternate the two systems and the median round is reported.
+Throughput: ``--jobs`` no-op items, ``--claimers`` processes each looping claim → complete at
+batch sizes 1, 10 and 100, each system in its own database on the same server, in the same run:
+- depthmill: ``complete_many`` of the last batch and ``claim_batch`` of the next in one
+  transaction, as the scheduler records finished items and claims for the slots they free (one
+  commit per cycle);
+- depthmill, two commits: ``claim_batch``, then ``complete_many``, each its own transaction;
+- pgqueuer: ``dequeue``, then ``log_jobs``, each its own transaction.
+All get the same kind of workload: priorities spread the way real sizes spread them, arriving in
+no order in batches of 1,000 to each system's own enqueue (pgqueuer gets the stream of the
+depthmill fill before it), and every fill ends with a checkpoint, so every drain starts from the
+same WAL state. depthmill's ready set is refilled from its backlog beside the claims, as the
+scheduler does; claimers that outrun it claim from the backlog. ``--rounds`` take turns at the
+three and the median round is reported.
 Latency: p50/p99 of one ``claim_batch(10)`` with 10k and 1M rows queued (still queued at the last
 claim: each queue is filled with what its claims take on top), filled the same way, at
 ``--latency-rate`` claims a second (200: 2,000 items/s, well above what a GPU cluster processes),
@@ -112,16 +117,34 @@ def depthmill_fill(url: str, jobs: int) -> list[int]:
 
 
 def depthmill_worker(url: str, batch: int, barrier, results) -> None:
+    """Claim, then complete what was claimed together with the next claim, in one transaction,
+    as the scheduler records finished items and claims for the slots they free: one commit (one
+    WAL flush) per cycle."""
+    _drain_depthmill(url, batch, barrier, results, one_commit=True)
+
+
+def depthmill_two_commits_worker(url: str, batch: int, barrier, results) -> None:
+    """Claim, commit, complete, commit: pgqueuer's loop (dequeue, then log_jobs)."""
+    _drain_depthmill(url, batch, barrier, results, one_commit=False)
+
+
+def _drain_depthmill(url: str, batch: int, barrier, results, *, one_commit: bool) -> None:
     _set_ready_target()
     owner = f"bench-{os.getpid()}"
     done = 0
+    finished: list[queue.Lease] = []
     with psycopg.connect(url, autocommit=True) as conn:
         barrier.wait()
         started = time.perf_counter()
         while True:
-            if items := queue.claim_batch(conn, batch, owner, 60, model_id=MODEL):
-                done += len(queue.complete_many(conn, [i.lease for i in items]))
-            elif not _anything_queued(conn):
+            with conn.transaction() if one_commit else contextlib.nullcontext():
+                done += len(queue.complete_many(conn, finished))
+                items = queue.claim_batch(conn, batch, owner, 60, model_id=MODEL)
+            finished = [i.lease for i in items]
+            if not one_commit:
+                done += len(queue.complete_many(conn, finished))
+                finished = []
+            if not items and not _anything_queued(conn):
                 break
             # else rows were locked by a refill moving them (SKIP LOCKED passes over them):
             # the scheduler would claim again when woken; so does this.
@@ -229,25 +252,36 @@ def throughput(admin: str, batches: list[int], jobs: int, claimers: int, rounds:
     migrate(dm_url)
     pq_url = fresh_database(admin, "pgqueuer_bench")
     pgqueuer_install(pq_url)
-    keys = ("depthmill_jobs_per_s", "pgqueuer_jobs_per_s")
-    out: dict[str, dict[str, float]] = {key: {} for key in keys}
+    # Each round fills and drains each in turn, so the machine's drift falls on all alike.
+    systems = {
+        "depthmill_jobs_per_s": lambda batch: _drain_depthmill_bench(dm_url, depthmill_worker, batch, claimers),
+        "depthmill_two_commits_jobs_per_s":
+            lambda batch: _drain_depthmill_bench(dm_url, depthmill_two_commits_worker, batch, claimers),
+        "pgqueuer_jobs_per_s": lambda batch: drain(pgqueuer_worker, pq_url, batch, claimers),
+    }
+    out: dict[str, dict[str, float]] = {key: {} for key in systems}
     for batch in batches:
         n = jobs if batch > 1 else max(jobs // 5, 1000)
-        runs: dict[str, list[float]] = {key: [] for key in keys}
+        runs: dict[str, list[float]] = {key: [] for key in systems}
         for _ in range(rounds):
-            priorities = depthmill_fill(dm_url, n)
-            with refilling(dm_url):  # as the scheduler refills beside its claims
-                runs[keys[0]].append(_rate(drain(depthmill_worker, dm_url, batch, claimers), n))
-            pgqueuer_fill(pq_url, priorities)
-            runs[keys[1]].append(_rate(drain(pgqueuer_worker, pq_url, batch, claimers), n))
-        for key in keys:
+            stream: list[int] = []
+            for key, run in systems.items():
+                if key == "pgqueuer_jobs_per_s":
+                    pgqueuer_fill(pq_url, stream)  # the last depthmill fill's stream
+                else:
+                    stream = depthmill_fill(dm_url, n)  # a new draw, from the same spread
+                runs[key].append(_rate(run(batch), n))
+        for key in systems:
             out[key][str(batch)] = statistics.median(runs[key])
-        print(
-            f"  batch {batch:>3}: depthmill {_rates(runs['depthmill_jobs_per_s'])}"
-            f"  pgqueuer {_rates(runs['pgqueuer_jobs_per_s'])}  ({n} jobs, jobs/s per round)",
-            file=sys.stderr,
-        )
+        print(f"  batch {batch:>3} ({n} jobs), jobs/s per round:", file=sys.stderr)
+        for key in systems:
+            print(f"    {key.removesuffix('_jobs_per_s'):>22} {_rates(runs[key])}", file=sys.stderr)
     return out
+
+
+def _drain_depthmill_bench(url: str, worker, batch: int, claimers: int) -> tuple[int, float]:
+    with refilling(url):  # as the scheduler refills beside its claims
+        return drain(worker, url, batch, claimers)
 
 
 def _rate(drained: tuple[int, float], expected: int) -> float:
@@ -413,11 +447,13 @@ def main(argv: list[str] | None = None) -> int:
     for rows, lat in results["claim_latency"].items():
         print(f"  latency with {rows} queued: {lat}", file=sys.stderr)
 
-    print(f"\n{'batch':>6} {'depthmill jobs/s':>18} {'pgqueuer jobs/s':>17} {'ratio':>7}")
+    print(f"\n{'batch':>6} {'depthmill jobs/s':>18} {'two commits':>12} {'pgqueuer jobs/s':>17}"
+          f" {'ratio':>7} {'two commits ratio':>18}")
     for batch in batches:
         dm = results["depthmill_jobs_per_s"][str(batch)]
+        dm2 = results["depthmill_two_commits_jobs_per_s"][str(batch)]
         pq = results["pgqueuer_jobs_per_s"][str(batch)]
-        print(f"{batch:>6} {dm:>18.0f} {pq:>17.0f} {dm / pq:>7.2f}")
+        print(f"{batch:>6} {dm:>18.0f} {dm2:>12.0f} {pq:>17.0f} {dm / pq:>7.2f} {dm2 / pq:>18.2f}")
     print(f"\n{'queued rows':>12} {'claim p50 ms':>13} {'claim p99 ms':>13} {'WAL KB/cycle':>13} {'FPI/cycle':>10}")
     for rows, lat in results["claim_latency"].items():
         print(f"{rows:>12} {lat['p50_ms']:>13.2f} {lat['p99_ms']:>13.2f}"

@@ -17,7 +17,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
@@ -59,6 +59,13 @@ class Dependency:
 
     def down(self, error: str) -> None:
         self.ok, self.error = False, error[:500]
+
+
+@dataclass
+class SortedOutcomes:
+    completed: list[Outcome] = field(default_factory=list)
+    given_back: list[Outcome] = field(default_factory=list)
+    failed: list[Outcome] = field(default_factory=list)  # to retry later, or finally failed
 
 
 @dataclass
@@ -171,23 +178,15 @@ class Scheduler:
     async def _claim_loop(self) -> None:
         while True:
             try:
-                await self._flush()
-                await self._check_dependencies()
-                free = self.max_in_flight - len(self.in_flight)
-                ready = all(d.ok for d in self.deps.values())
-                if not self.paused and ready and free > 0:
-                    items = await asyncio.to_thread(
-                        self.db.run, queue.claim_batch, free, self.owner,
-                        self.settings.lease_seconds, model_id=self.settings.model,
-                    )
-                    if items:
-                        self.m_claim.observe(len(items))
-                        self.counts["claimed"] += len(items)
-                    for item in items:
-                        self._dispatch(item)
-                    if len(items) == free:
-                        continue  # more may be waiting: claim again once slots free up
+                items, wanted = await self._record_and_claim()
+                if items:
+                    self.m_claim.observe(len(items))
+                    self.counts["claimed"] += len(items)
+                for item in items:
+                    self._dispatch(item)
                 self.last_error = None
+                if wanted and len(items) == wanted:
+                    continue  # more may be waiting: claim again once slots free up
             except Exception as e:  # the loop must survive a database outage
                 self.last_error = f"{type(e).__name__}: {e}"
                 log.warning("scheduler loop: %s", self.last_error)
@@ -212,45 +211,52 @@ class Scheduler:
         self.finished.append(outcome)
         self.wake.set()
 
-    async def _flush(self) -> None:
-        if not self.finished:
-            return
+    async def _record_and_claim(self) -> tuple[list[ClaimedItem], int]:
+        """Record what finished and claim for the slots that frees (and any others free), the
+        completions and the claim in one transaction: one commit per cycle rather than two, which
+        is most of what a cycle costs the database (queue_bench: batch 100, 1.1-1.3x the
+        throughput of committing each). Returns the claimed items and how many were wanted."""
         batch, self.finished = self.finished, []
         try:
-            await asyncio.to_thread(self._record, batch)
+            outcomes = self._sort_outcomes(batch)
+            await self._check_dependencies()  # after the sort, which marks services down
+            free = self.max_in_flight - len(self.in_flight) + len(batch)
+            healthy = all(d.ok for d in self.deps.values())
+            wanted = free if not self.paused and healthy and free > 0 else 0
+            items = await asyncio.to_thread(self._record, outcomes, wanted)
         except Exception:
             self.finished = batch + self.finished  # keep them; the next pass tries again
             raise
         for outcome in batch:
             self.in_flight.pop(outcome.lease.item_id, None)
+        return items, wanted
 
-    def _record(self, batch: list[Outcome]) -> None:
-        lost: list[Outcome] = []  # the lease was no longer ours: nothing was recorded
-        completed = [o for o in batch if o.status == "completed"]
-        if completed:
-            done = self.db.run(_record_completions, completed)
-            self.counts["completed"] += len(done)
-            for o in completed:
-                if o.lease.item_id not in done:
-                    lost.append(o)
-                    continue
-                self.m_done.inc(tags={"kind": o.kind, "outcome": "completed"})
-                self.m_latency.observe(o.seconds, tags={"kind": o.kind})
-        give_back, failed = [], []
+    def _sort_outcomes(self, batch: list[Outcome]) -> SortedOutcomes:
+        """What each outcome asks of the queue. An item a down service sent back is given back
+        without spending an attempt, unless it has come back too often."""
+        sorted_ = SortedOutcomes()
         for o in batch:
+            if o.status == "completed":
+                sorted_.completed.append(o)
+                continue
             if o.status == "unavailable":
                 self.deps[o.dependency or "depth"].down(o.error or "unavailable")
                 if self._may_give_back(o.lease.item_id):
-                    give_back.append(o)
+                    sorted_.given_back.append(o)
                     continue
                 o = replace(o, status="retry")  # given back too often: now it costs an attempt
             self.give_backs.pop(o.lease.item_id, None)
-            if o.status in ("failed", "retry"):
-                failed.append(o)
-        if give_back:
-            self.db.run(queue.give_back, [o.lease for o in give_back], give_back[0].error)
-            self.counts["given_back"] += len(give_back)
-        for o in failed:
+            sorted_.failed.append(o)
+        return sorted_
+
+    def _record(self, outcomes: SortedOutcomes, wanted: int) -> list[ClaimedItem]:
+        """Give-backs and failures (rare) first, each its own transaction; the completions and
+        the claim last and together, so a failure here never strands claimed items."""
+        lost: list[Outcome] = []  # the lease was no longer ours: nothing was recorded
+        if given_back := outcomes.given_back:
+            self.db.run(queue.give_back, [o.lease for o in given_back], given_back[0].error)
+            self.counts["given_back"] += len(given_back)
+        for o in outcomes.failed:
             result = self.db.run(
                 queue.fail, o.lease, o.error or "unknown error", retryable=o.status == "retry",
                 backoff_base=self.settings.retry_backoff_base,
@@ -262,8 +268,27 @@ class Scheduler:
             key = "retried" if result.status == "queued" else "failed"
             self.counts[key] += 1
             self.m_done.inc(tags={"kind": o.kind, "outcome": key})
+        done, items = set(), []
+        if outcomes.completed or wanted:
+            done, items = self.db.run(self._complete_and_claim, outcomes.completed, wanted)
+        self.counts["completed"] += len(done)
+        for o in outcomes.completed:
+            if o.lease.item_id not in done:
+                lost.append(o)
+                continue
+            self.m_done.inc(tags={"kind": o.kind, "outcome": "completed"})
+            self.m_latency.observe(o.seconds, tags={"kind": o.kind})
         if lost:
             self._discard_outputs_of_deleted_media(lost)
+        return items
+
+    def _complete_and_claim(
+        self, conn: psycopg.Connection, completed: list[Outcome], wanted: int
+    ) -> tuple[set[uuid.UUID], list[ClaimedItem]]:
+        done = _record_completions(conn, completed) if completed else set()
+        items = queue.claim_batch(
+            conn, wanted, self.owner, self.settings.lease_seconds, model_id=self.settings.model)
+        return done, items
 
     def _discard_outputs_of_deleted_media(self, lost: list[Outcome]) -> None:
         """An item whose media was deleted while it ran went on writing renditions and depth

@@ -719,6 +719,9 @@ def complete_many(conn: psycopg.Connection, leases: Sequence[Lease]) -> set[uuid
 
     An id missing from the result belonged to a zombie: its lease expired and the item was
     recovered or claimed again, so this completion must not count.
+
+    A claimer that claims again for the slots these free does both in one transaction (the
+    scheduler does): one commit, one WAL flush, per cycle instead of two.
     """
     if not leases:
         return set()

@@ -60,14 +60,15 @@ def test_no_claims_while_the_depth_service_is_down_then_resume(ray_cluster, serv
 class SlowDepth:
     """Stands in for the model: takes long enough for the media to be deleted meanwhile."""
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float = 3) -> None:
         self.calls = 0
+        self.seconds = seconds
 
     async def __call__(self, image, size) -> DepthResult:
         import asyncio
 
         self.calls += 1
-        await asyncio.sleep(3)
+        await asyncio.sleep(self.seconds)
         h, w = size or image.shape[:2]
         return DepthResult(np.ones((h, w), np.float32), 1.0, 1.0)
 
@@ -108,3 +109,39 @@ def test_outputs_written_for_media_deleted_while_it_ran_are_removed(
             serve.delete(app_name)
     assert [o.key for o in storage.list() if str(media_id) in o.key] == []
     assert status["counts"]["discarded"] == 1
+
+
+def test_the_next_item_is_claimed_in_the_transaction_that_completes_the_last(
+    ray_cluster, serve_port, database_url, tmp_path
+):
+    """One commit per cycle: the scheduler records what finished and claims for the slots that
+    frees together. now() is a transaction's start time, so the item claimed with a completion
+    started at the very instant the completed item completed."""
+    app_name = "depth-one-commit"
+    settings = Settings(home=tmp_path, database_url=database_url, model="tiny", lease_seconds=30,
+                        scheduler_poll_s=0.5, scheduler_max_in_flight=1, serve_num_cpus=0.25)
+    storage = storage_from_settings(settings)
+    serve.run(SlowDepth.bind(0.2), name=app_name, route_prefix=None)
+    with Database(database_url, max_size=2) as db:
+        item_ids = []
+        for subject in ("astronaut", "chelsea", "rocket"):
+            photo = media_files.write(
+                tmp_path, f"{subject}.jpg", media_files.jpeg_bytes(media_files.photo(subject)))
+            result = ingest_file(photo, db=db, storage=storage, settings=settings,
+                                 limits=MediaLimits.from_settings(settings))
+            item_ids.append(result.queue_item.id)
+        scheduler = SchedulerActor.options(name="scheduler-one-commit", namespace=NAMESPACE).remote(
+            settings, app_name)
+        try:
+            ray.get(scheduler.start.remote())
+            deadline = time.monotonic() + 60
+            while any(db.run(queue.get_item, i).status != "completed" for i in item_ids):
+                assert time.monotonic() < deadline, ray.get(scheduler.status.remote())
+                time.sleep(0.2)
+        finally:
+            ray.kill(scheduler)
+            serve.delete(app_name)
+        items = sorted((db.run(queue.get_item, i) for i in item_ids), key=lambda i: i.started_at)
+    assert [i.attempts for i in items] == [1, 1, 1]
+    for finished, claimed in zip(items, items[1:]):
+        assert claimed.started_at == finished.completed_at
