@@ -4,8 +4,8 @@
 
 Throughput: ``--jobs`` no-op items, ``--claimers`` processes each looping claim → complete at
 batch sizes 1, 10 and 100, each system in its own database on the same server, in the same run:
-- depthmill: ``complete_many`` of the last batch and ``claim_batch`` of the next in one
-  transaction, as the scheduler records finished items and claims for the slots they free (one
+- depthmill: ``complete_and_claim``, the last batch completed and the next claimed in one
+  statement, as the scheduler records finished items and claims for the slots they free (one
   commit per cycle);
 - depthmill, two commits: ``claim_batch``, then ``complete_many``, each its own transaction;
 - pgqueuer: ``dequeue``, then ``log_jobs``, each its own transaction.
@@ -117,9 +117,9 @@ def depthmill_fill(url: str, jobs: int) -> list[int]:
 
 
 def depthmill_worker(url: str, batch: int, barrier, results) -> None:
-    """Claim, then complete what was claimed together with the next claim, in one transaction,
-    as the scheduler records finished items and claims for the slots they free: one commit (one
-    WAL flush) per cycle."""
+    """Claim, then complete what was claimed together with the next claim (``complete_and_claim``,
+    one statement), as the scheduler records finished items and claims for the slots they free:
+    one commit (one WAL flush) per cycle."""
     _drain_depthmill(url, batch, barrier, results, one_commit=True)
 
 
@@ -137,13 +137,13 @@ def _drain_depthmill(url: str, batch: int, barrier, results, *, one_commit: bool
         barrier.wait()
         started = time.perf_counter()
         while True:
-            with conn.transaction() if one_commit else contextlib.nullcontext():
-                done += len(queue.complete_many(conn, finished))
+            if one_commit:
+                completed, items = queue.complete_and_claim(conn, finished, batch, owner, 60, model_id=MODEL)
+                done += len(completed)
+                finished = [i.lease for i in items]
+            else:
                 items = queue.claim_batch(conn, batch, owner, 60, model_id=MODEL)
-            finished = [i.lease for i in items]
-            if not one_commit:
-                done += len(queue.complete_many(conn, finished))
-                finished = []
+                done += len(queue.complete_many(conn, [i.lease for i in items]))
             if not items and not _anything_queued(conn):
                 break
             # else rows were locked by a refill moving them (SKIP LOCKED passes over them):

@@ -19,7 +19,7 @@ import base64
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Literal
 
@@ -408,7 +408,7 @@ _LEASE = sql.SQL(
 )
 
 
-def build_claim_query(*, for_model: bool) -> sql.Composed:
+def _claim_ctes(*, for_model: bool) -> sql.Composed:
     """Claim the most urgent claimable items and lease them, in one statement.
 
     For one model: from its ready set and, for what the ready set lacks, from its backlog. The
@@ -434,20 +434,24 @@ def build_claim_query(*, for_model: bool) -> sql.Composed:
     ready = sql.SQL(pick).format(
         backlog=sql.SQL("NOT"), model_filter=model_filter, limit=sql.SQL("%(n)s"))
     if not for_model:
-        return sql.SQL("WITH next AS MATERIALIZED ({ready}) {lease}").format(
-            ready=ready, lease=_LEASE)
+        return sql.SQL("next AS MATERIALIZED ({ready})").format(ready=ready)
     waiting = sql.SQL(pick).format(
         backlog=sql.SQL(""), model_filter=model_filter,
         # Zero when the ready set had enough: the backlog is not read at all.
         limit=sql.SQL("(SELECT %(n)s - count(*) FROM ready)"))
     return sql.SQL(
         """
-        WITH ready AS MATERIALIZED ({ready}),
-             waiting AS MATERIALIZED ({waiting}),
-             next AS (SELECT id FROM ready UNION ALL SELECT id FROM waiting)
-        {lease}
+        ready AS MATERIALIZED ({ready}),
+        waiting AS MATERIALIZED ({waiting}),
+        next AS (SELECT id FROM ready UNION ALL SELECT id FROM waiting)
         """
-    ).format(ready=ready, waiting=waiting, lease=_LEASE)
+    ).format(ready=ready, waiting=waiting)
+
+
+def build_claim_query(*, for_model: bool) -> sql.Composed:
+    """The claim statement (``_claim_ctes`` picks, ``_LEASE`` leases)."""
+    return sql.SQL("WITH {ctes} {lease}").format(ctes=_claim_ctes(for_model=for_model), lease=_LEASE)
+
 
 
 _CLAIM_ANY = build_claim_query(for_model=False)
@@ -467,18 +471,22 @@ def claim_batch(
         return []
     params = {"n": n, "owner": owner, "lease_seconds": lease_seconds, "model_id": model_id}
     with conn.cursor(row_factory=class_row(ClaimedItem)) as cur:
-        if model_id is not None:
-            items = cur.execute(_CLAIM_MODEL, params).fetchall()
-        else:
-            # The ready sets of every model, then model by model what they lacked, so across
-            # models the order is approximate once a ready set runs dry.
-            items = cur.execute(_CLAIM_ANY, params).fetchall()
+        items = cur.execute(_CLAIM_MODEL if model_id is not None else _CLAIM_ANY, params).fetchall()
+    return _claim_the_rest(conn, items, params)
+
+
+def _claim_the_rest(conn: psycopg.Connection, items: list[ClaimedItem], params: dict) -> list[ClaimedItem]:
+    """After a claim for any model, which read the ready sets only: what they lacked, from the
+    backlogs model by model (so across models the order is approximate once a ready set runs
+    dry). Then the items in claim order, which UPDATE ... RETURNING does not keep."""
+    n = params["n"]
+    if params["model_id"] is None and len(items) < n:
+        with conn.cursor(row_factory=class_row(ClaimedItem)) as cur:
             for model in _backlog_models(conn):
                 if len(items) == n:
                     break
                 items += cur.execute(_CLAIM_MODEL, {**params, "model_id": model,
                                                     "n": n - len(items)}).fetchall()
-    # UPDATE ... RETURNING does not keep the CTE's order.
     items.sort(key=lambda i: (i.priority, i.queued_at, i.id))
     return items
 
@@ -675,9 +683,9 @@ def extend_leases(
     )
 
 
-def _archive_completed(done: sql.Composable, processing_duration: sql.Composable) -> sql.Composed:
-    """``done`` deletes rows from processing_queue RETURNING them; insert them, completed, into
-    processing_queue_completed. One statement, so an item is always in exactly one table."""
+def _archive(processing_duration: sql.Composable) -> sql.Composed:
+    """Insert the rows of the CTE ``done`` (deleted from processing_queue, RETURNING them) into
+    processing_queue_completed, completed; returns their ids."""
     completed = {
         "status": sql.SQL("'completed'"),
         "lease_owner": sql.SQL("NULL"),
@@ -689,29 +697,33 @@ def _archive_completed(done: sql.Composable, processing_duration: sql.Composable
     }
     return sql.SQL(
         """
-        WITH done AS ({done})
         INSERT INTO processing_queue_completed ({columns})
         SELECT {values} FROM done
         RETURNING id
         """
     ).format(
-        done=done,
         columns=sql.SQL(", ").join(map(sql.Identifier, _TABLE_COLUMNS)),
         values=sql.SQL(", ").join(completed.get(c, sql.Identifier(c)) for c in _TABLE_COLUMNS),
     )
 
 
-_COMPLETE = _archive_completed(
-    sql.SQL(
-        """
-        DELETE FROM processing_queue q
-        USING unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS held(id, attempt)
-        WHERE {held}
-        RETURNING q.*
-        """
-    ).format(held=_HELD),
-    sql.SQL("extract(epoch FROM now() - started_at)"),
-)
+def _archive_completed(done: sql.Composable, processing_duration: sql.Composable) -> sql.Composed:
+    """``done`` deletes rows from processing_queue RETURNING them; insert them, completed, into
+    processing_queue_completed. One statement, so an item is always in exactly one table."""
+    return sql.SQL("WITH done AS ({done}) {archive}").format(
+        done=done, archive=_archive(processing_duration))
+
+
+_DELETE_HELD = sql.SQL(
+    """
+    DELETE FROM processing_queue q
+    USING unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS held(id, attempt)
+    WHERE {held}
+    RETURNING q.*
+    """
+).format(held=_HELD)
+_RUN_TIME = sql.SQL("extract(epoch FROM now() - started_at)")
+_COMPLETE = _archive_completed(_DELETE_HELD, _RUN_TIME)
 
 
 def complete_many(conn: psycopg.Connection, leases: Sequence[Lease]) -> set[uuid.UUID]:
@@ -719,13 +731,59 @@ def complete_many(conn: psycopg.Connection, leases: Sequence[Lease]) -> set[uuid
 
     An id missing from the result belonged to a zombie: its lease expired and the item was
     recovered or claimed again, so this completion must not count.
-
-    A claimer that claims again for the slots these free does both in one transaction (the
-    scheduler does): one commit, one WAL flush, per cycle instead of two.
     """
     if not leases:
         return set()
     return {row[0] for row in _tuples(conn, _COMPLETE, _lease_arrays(leases))}
+
+
+def build_complete_and_claim_query(*, for_model: bool) -> sql.Composed:
+    """``_COMPLETE`` and a claim in one statement. The two touch different rows (the fence
+    wants 'processing', a claim 'queued'). A row is a completed id or a claimed item."""
+    return sql.SQL(
+        """
+        WITH done AS ({delete_held}),
+             archived AS ({archive}),
+             {claim_ctes},
+             claimed AS ({lease})
+        SELECT NULL::uuid, claimed.* FROM claimed
+        UNION ALL
+        SELECT id, {nulls} FROM archived
+        """
+    ).format(delete_held=_DELETE_HELD, archive=_archive(_RUN_TIME),
+             claim_ctes=_claim_ctes(for_model=for_model), lease=_LEASE,
+             nulls=sql.SQL(", ").join([sql.SQL("NULL")] * len(fields(ClaimedItem))))
+
+
+_COMPLETE_AND_CLAIM_ANY = build_complete_and_claim_query(for_model=False)
+_COMPLETE_AND_CLAIM_MODEL = build_complete_and_claim_query(for_model=True)
+
+
+def complete_and_claim(
+    conn: psycopg.Connection,
+    leases: Sequence[Lease],
+    n: int,
+    owner: str,
+    lease_seconds: float,
+    *,
+    model_id: str | None = None,
+) -> tuple[set[uuid.UUID], list[ClaimedItem]]:
+    """``complete_many(leases)`` and ``claim_batch(n, owner, ...)`` in one statement, for a
+    claimer that claims again for the slots its finished items free (the scheduler does).
+
+    One statement is one round trip and, outside a transaction, one commit: a claimer that
+    completes and claims separately waits for two WAL flushes a cycle, and those flushes were
+    most of a cycle's time at batch 100 (queue_bench). ``leases`` must be ``owner``'s.
+    """
+    if any(lease.owner != owner for lease in leases):
+        raise ValueError("the leases completed must be the claiming owner's")
+    params = {**_lease_arrays(leases), "n": max(n, 0), "owner": owner,
+              "lease_seconds": lease_seconds, "model_id": model_id}
+    query = _COMPLETE_AND_CLAIM_MODEL if model_id is not None else _COMPLETE_AND_CLAIM_ANY
+    rows = _tuples(conn, query, params)
+    done = {row[0] for row in rows if row[0] is not None}
+    items = [ClaimedItem(*row[1:]) for row in rows if row[0] is None]
+    return done, _claim_the_rest(conn, items, params)
 
 
 def complete(conn: psycopg.Connection, lease: Lease) -> bool:

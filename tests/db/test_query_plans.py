@@ -22,11 +22,14 @@ def test_claim_uses_the_claimable_partial_index(conn):
         "WHERE id IN (SELECT id FROM processing_queue LIMIT 19900)"
     )
     conn.execute("ANALYZE processing_queue")
-    params = {"n": 10, "owner": "w", "lease_seconds": 60, "model_id": "tiny"}
-    for query in (queue.build_claim_query(for_model=False), queue.build_claim_query(for_model=True)):
-        text = plan(conn, query, params)
-        assert "processing_queue_claimable" in text, text
-        assert "Seq Scan" not in text, text
+    params = {"n": 10, "owner": "w", "lease_seconds": 60, "model_id": "tiny", "ids": [],
+              "attempts": []}
+    for for_model in (False, True):
+        for query in (queue.build_claim_query(for_model=for_model),
+                      queue.build_complete_and_claim_query(for_model=for_model)):
+            text = plan(conn, query, params)
+            assert "processing_queue_claimable" in text, text
+            assert "Seq Scan" not in text, text
 
 
 def test_a_claim_for_one_model_reads_its_backlog_by_the_index(conn, monkeypatch):

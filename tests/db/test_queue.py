@@ -278,6 +278,35 @@ def test_complete_many_in_one_statement(conn):
     assert queue.stats(conn).total("completed") == 20
 
 
+def test_complete_and_claim_completes_held_leases_and_claims_the_next_in_order(conn):
+    videos = [enqueue_new(conn, kind="video") for _ in range(3)]
+    photos = [enqueue_new(conn, nbytes=n) for n in (3_000_000, 1_000_000, 2_000_000)]
+    done, first = queue.complete_and_claim(conn, [], 2, "w", 60, model_id="tiny")
+    assert done == set() and [i.id for i in first] == [photos[1].id, photos[2].id]
+
+    done, second = queue.complete_and_claim(conn, [i.lease for i in first], 10, "w", 60)
+    assert done == {i.id for i in first}
+    assert [i.id for i in second] == [photos[0].id] + [v.id for v in videos]
+    assert all(queue.get_item(conn, i.id).status == "completed" for i in first)
+    assert all(queue.get_item(conn, i.id).status == "processing" for i in second)
+
+    # Claiming nothing still completes; a lease no longer held is fenced off, as in complete_many.
+    stale, *held = [i.lease for i in second]
+    conn.execute("UPDATE processing_queue SET lease_expires_at = now() - interval '1 second' "
+                 "WHERE id = %s", [stale.item_id])
+    assert [r.item_id for r in queue.recover_expired_leases(conn)] == [stale.item_id]
+    done, none = queue.complete_and_claim(conn, [*held, stale], 0, "w", 60, model_id="tiny")
+    assert done == {lease.item_id for lease in held} and none == []
+    assert queue.get_item(conn, stale.item_id).status == "queued"
+
+
+def test_complete_and_claim_completes_only_the_claimers_own_leases(conn):
+    enqueue_new(conn)
+    (item,) = queue.claim_batch(conn, 1, "someone-else", 60)
+    with pytest.raises(ValueError, match="owner"):
+        queue.complete_and_claim(conn, [item.lease], 1, "w", 60)
+
+
 def test_completed_items_leave_the_hot_table_and_stay_readable(conn):
     item = enqueue_new(conn)
     (claimed,) = queue.claim_batch(conn, 1, "w", 60)
