@@ -206,8 +206,8 @@ class Scheduler:
     async def _record_and_claim(self) -> tuple[list[ClaimedItem], int]:
         """Record what finished and claim for the slots that frees (and any others free), the
         completions and the claim in one transaction (``queue.complete_and_claim``): one commit
-        per cycle rather than two, and the commit's WAL flush was most of a cycle's time in
-        queue_bench. Returns the claimed items and how many were wanted."""
+        per cycle rather than two (a commit's WAL flush was about 40% of the claimers' time in the
+        server in queue_bench). Returns the claimed items and how many were wanted."""
         batch, self.finished = self.finished, []
         try:
             outcomes = self._sort_outcomes(batch)
@@ -229,6 +229,7 @@ class Scheduler:
         sorted_ = SortedOutcomes()
         for o in batch:
             if o.status == "completed":
+                self.give_backs.pop(o.lease.item_id, None)
                 sorted_.completed.append(o)
                 continue
             if o.status == "unavailable":
