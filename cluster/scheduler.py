@@ -228,10 +228,6 @@ class Scheduler:
         without spending an attempt, unless it has come back too often."""
         sorted_ = SortedOutcomes()
         for o in batch:
-            if o.status == "completed":
-                self.give_backs.pop(o.lease.item_id, None)
-                sorted_.completed.append(o)
-                continue
             if o.status == "unavailable":
                 self.deps[o.dependency or "depth"].down(o.error or "unavailable")
                 if self._may_give_back(o.lease.item_id):
@@ -239,7 +235,7 @@ class Scheduler:
                     continue
                 o = replace(o, status="retry")  # given back too often: now it costs an attempt
             self.give_backs.pop(o.lease.item_id, None)
-            sorted_.failed.append(o)
+            (sorted_.completed if o.status == "completed" else sorted_.failed).append(o)
         return sorted_
 
     def _record(self, outcomes: SortedOutcomes, wanted: int) -> list[ClaimedItem]:
@@ -290,7 +286,8 @@ class Scheduler:
         """An item whose media was deleted while it ran went on writing renditions and depth
         maps after the delete removed what it knew of; no row points to them: remove them.
         An item lost to an expired lease is left alone: its new owner writes the same keys."""
-        # Never raised: the outcomes are recorded by now, and _flush would record them again.
+        # Never raised: the outcomes are recorded by now, and _record_and_claim would record
+        # them again.
         try:
             gone = self.db.run(media.missing, {o.media_id for o in lost})
             storage = self._storage_client()
