@@ -25,7 +25,7 @@ from typing import Literal
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import class_row, tuple_row
+from psycopg.rows import class_row, dict_row, tuple_row
 
 from db.errors import IllegalTransition, InvalidCursor, NotFound
 
@@ -409,7 +409,7 @@ _LEASE = sql.SQL(
 
 
 def _claim_ctes(*, for_model: bool) -> sql.Composed:
-    """Claim the most urgent claimable items and lease them, in one statement.
+    """The CTEs that pick the most urgent claimable items, ending in ``next`` (their ids).
 
     For one model: from its ready set and, for what the ready set lacks, from its backlog. The
     ready set runs dry when claims outrun the refill (refill_ready, run beside the claims); the
@@ -449,9 +449,9 @@ def _claim_ctes(*, for_model: bool) -> sql.Composed:
 
 
 def build_claim_query(*, for_model: bool) -> sql.Composed:
-    """The claim statement (``_claim_ctes`` picks, ``_LEASE`` leases)."""
+    """Claim the most urgent claimable items and lease them, in one statement (``_claim_ctes``
+    picks, ``_LEASE`` leases)."""
     return sql.SQL("WITH {ctes} {lease}").format(ctes=_claim_ctes(for_model=for_model), lease=_LEASE)
-
 
 
 _CLAIM_ANY = build_claim_query(for_model=False)
@@ -746,7 +746,7 @@ def build_complete_and_claim_query(*, for_model: bool) -> sql.Composed:
              archived AS ({archive}),
              {claim_ctes},
              claimed AS ({lease})
-        SELECT NULL::uuid, claimed.* FROM claimed
+        SELECT NULL::uuid AS completed, claimed.* FROM claimed
         UNION ALL
         SELECT id, {nulls} FROM archived
         """
@@ -773,16 +773,22 @@ def complete_and_claim(
 
     One statement is one round trip and, outside a transaction, one commit: a claimer that
     completes and claims separately waits for two WAL flushes a cycle, and at batch 100 the
-    flushes were about 40% of the claimers' time in the server (queue_bench). ``leases`` must be ``owner``'s.
+    flushes were about 40% of the claimers' time in the server (queue_bench). ``leases`` must be
+    ``owner``'s.
     """
     if any(lease.owner != owner for lease in leases):
         raise ValueError("the leases completed must be the claiming owner's")
     params = {**_lease_arrays(leases), "n": max(n, 0), "owner": owner,
               "lease_seconds": lease_seconds, "model_id": model_id}
     query = _COMPLETE_AND_CLAIM_MODEL if model_id is not None else _COMPLETE_AND_CLAIM_ANY
-    rows = _tuples(conn, query, params)
-    done = {row[0] for row in rows if row[0] is not None}
-    items = [ClaimedItem(*row[1:]) for row in rows if row[0] is None]
+    done: set[uuid.UUID] = set()
+    items: list[ClaimedItem] = []
+    with conn.cursor(row_factory=dict_row) as cur:
+        for row in cur.execute(query, params):
+            if (completed := row.pop("completed")) is not None:
+                done.add(completed)
+            else:
+                items.append(ClaimedItem(**row))
     return done, _claim_the_rest(conn, items, params)
 
 
