@@ -252,36 +252,27 @@ def throughput(admin: str, batches: list[int], jobs: int, claimers: int, rounds:
     migrate(dm_url)
     pq_url = fresh_database(admin, "pgqueuer_bench")
     pgqueuer_install(pq_url)
-    # Each round fills and drains each in turn, so the machine's drift falls on all alike.
-    systems = {
-        "depthmill_jobs_per_s": lambda batch: _drain_depthmill_bench(dm_url, depthmill_worker, batch, claimers),
-        "depthmill_two_commits_jobs_per_s":
-            lambda batch: _drain_depthmill_bench(dm_url, depthmill_two_commits_worker, batch, claimers),
-        "pgqueuer_jobs_per_s": lambda batch: drain(pgqueuer_worker, pq_url, batch, claimers),
-    }
-    out: dict[str, dict[str, float]] = {key: {} for key in systems}
+    # Each round fills and drains each loop in turn, so the machine's drift falls on all alike.
+    depthmill_loops = {"depthmill_jobs_per_s": depthmill_worker,
+                       "depthmill_two_commits_jobs_per_s": depthmill_two_commits_worker}
+    keys = [*depthmill_loops, "pgqueuer_jobs_per_s"]
+    out: dict[str, dict[str, float]] = {key: {} for key in keys}
     for batch in batches:
         n = jobs if batch > 1 else max(jobs // 5, 1000)
-        runs: dict[str, list[float]] = {key: [] for key in systems}
+        runs: dict[str, list[float]] = {key: [] for key in keys}
         for _ in range(rounds):
-            stream: list[int] = []
-            for key, run in systems.items():
-                if key == "pgqueuer_jobs_per_s":
-                    pgqueuer_fill(pq_url, stream)  # the last depthmill fill's stream
-                else:
-                    stream = depthmill_fill(dm_url, n)  # a new draw, from the same spread
-                runs[key].append(_rate(run(batch), n))
-        for key in systems:
+            for key, worker in depthmill_loops.items():
+                stream = depthmill_fill(dm_url, n)  # a new draw, from the same spread
+                with refilling(dm_url):  # as the scheduler refills beside its claims
+                    runs[key].append(_rate(drain(worker, dm_url, batch, claimers), n))
+            pgqueuer_fill(pq_url, stream)  # the last depthmill fill's stream
+            runs["pgqueuer_jobs_per_s"].append(_rate(drain(pgqueuer_worker, pq_url, batch, claimers), n))
+        for key in keys:
             out[key][str(batch)] = statistics.median(runs[key])
         print(f"  batch {batch:>3} ({n} jobs), jobs/s per round:", file=sys.stderr)
-        for key in systems:
+        for key in keys:
             print(f"    {key.removesuffix('_jobs_per_s'):>22} {_rates(runs[key])}", file=sys.stderr)
     return out
-
-
-def _drain_depthmill_bench(url: str, worker, batch: int, claimers: int) -> tuple[int, float]:
-    with refilling(url):  # as the scheduler refills beside its claims
-        return drain(worker, url, batch, claimers)
 
 
 def _rate(drained: tuple[int, float], expected: int) -> float:
