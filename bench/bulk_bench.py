@@ -23,11 +23,11 @@ from ray import serve
 from bench.queue_bench import admin_url, fresh_database
 from bench.report import write_json
 from cluster.ingest import ingest_file
-from cluster.media_probe import MediaLimits
-from cluster.scheduler import get_or_start_scheduler, get_scheduler
-from cluster.settings import Settings
+from cluster.media.probe import MediaLimits
+from cluster.work.scheduler import get_or_start_scheduler, get_scheduler
+from cluster.config.settings import Settings
 from cluster.storage import storage_from_settings
-from cluster.tasks import APP_NAME
+from cluster.work.tasks import APP_NAME
 from db.connection import Database
 from db.migrate import migrate
 from pipelines.reprocess import build_parser, run

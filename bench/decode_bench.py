@@ -27,8 +27,8 @@ def make_jpeg(path: Path, width: int = 4000, height: int = 3000) -> None:
 
 
 def _fast(content: bytes, model) -> None:
-    from cluster.depth_io import target_size
-    from cluster.media_decode import decode_for_model
+    from cluster.model.contract import target_size
+    from cluster.media.decode import decode_for_model
 
     rgb = decode_for_model(content)
     model.preprocess([rgb], target_size(*rgb.shape[:2]))
@@ -48,12 +48,12 @@ def _worker(kind: str, content: bytes, seconds: float, out) -> None:
 
     torch.set_num_threads(1)
     if kind == "depthmill":
-        from cluster.depth_model import DepthModel
+        from cluster.model.core import DepthModel
 
         state = DepthModel("tiny")
         run = _fast
     else:
-        from cluster.depth_model import _image_processor
+        from cluster.model.core import _image_processor
 
         state = _image_processor()
         run = _naive

@@ -38,7 +38,7 @@ def _timed(fn, seconds: float, min_iters: int = 2) -> tuple[int, float]:
 
 
 def model_dir(architecture: str, root: Path) -> Path:
-    from cluster.depth_model import build_random_model
+    from cluster.model.core import build_random_model
 
     target = root / architecture
     if not (target / "config.json").exists():
@@ -47,7 +47,7 @@ def model_dir(architecture: str, root: Path) -> Path:
 
 
 def model_only(model, batch_sizes: list[int], seconds: float) -> dict[str, float]:
-    from cluster.depth_io import target_size
+    from cluster.model.contract import target_size
 
     shape = target_size(750, 1000)
     out = {}
@@ -71,7 +71,7 @@ def naive(directory: Path, content: bytes, seconds: float) -> float:
     from PIL import Image
     from transformers import AutoModelForDepthEstimation
 
-    from cluster.depth_model import _image_processor
+    from cluster.model.core import _image_processor
 
     processor = _image_processor()
     net = AutoModelForDepthEstimation.from_pretrained(directory, dtype=torch.float32)
@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
-    from cluster.depth_model import DepthModel
-    from cluster.settings import Settings
+    from cluster.model.core import DepthModel
+    from cluster.config.settings import Settings
     from tests.utils.media_files import jpeg_bytes, large_photo
 
     batches = [int(b) for b in args.batches.split(",")]

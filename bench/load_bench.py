@@ -345,9 +345,9 @@ def start_local_system(stack: ExitStack, args) -> str:
 
     from bench.queue_bench import admin_url, fresh_database
     from cluster.runtime import free_port, start_serve, use_node_env
-    from cluster.scheduler import get_or_start_scheduler
-    from cluster.settings import Settings
-    from cluster.tasks import APP_NAME
+    from cluster.work.scheduler import get_or_start_scheduler
+    from cluster.config.settings import Settings
+    from cluster.work.tasks import APP_NAME
     from db.migrate import migrate
     from serve_app.app import build_depthmill_app
 

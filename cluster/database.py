@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from cluster.settings import Settings
+from cluster.config.settings import Settings
 from db.embedded import resolve_database_url
 
 

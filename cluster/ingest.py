@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO, Literal
 
-from cluster import storage_keys
-from cluster.media_probe import MediaLimits, MediaRejected, probe
-from cluster.settings import Settings
+from cluster.storage import keys as storage_keys
+from cluster.media.probe import MediaLimits, MediaRejected, probe
+from cluster.config.settings import Settings
 from cluster.storage import Storage
 from db import media, queue
 from db.connection import Database

@@ -16,10 +16,10 @@ from pathlib import Path
 import ray
 from ray import serve
 
-from cluster.cpu_priority import FOREGROUND_ENV
-from cluster.scheduler import get_or_start_scheduler, get_scheduler
-from cluster.settings import Settings
-from cluster.tasks import APP_NAME
+from cluster.config.worker_env import FOREGROUND_ENV
+from cluster.work.scheduler import get_or_start_scheduler, get_scheduler
+from cluster.config.settings import Settings
+from cluster.work.tasks import APP_NAME
 from db.embedded import EmbeddedPostgres
 from db.migrate import migrate
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import boto3
 
 from cluster.ingest import IngestResult, ingest_file, ingest_stream
-from cluster.media_probe import MediaLimits
-from cluster.settings import Settings
+from cluster.media.probe import MediaLimits
+from cluster.config.settings import Settings
 from cluster.storage import storage_from_settings
 from db.connection import Database
 from db.embedded import resolve_database_url

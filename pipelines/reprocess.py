@@ -23,11 +23,11 @@ import numpy as np
 import psycopg
 import ray
 
-from cluster.cpu_priority import yield_cpu_to_foreground
-from cluster.depth_io import target_size
-from cluster.media_decode import decode_for_model
-from cluster.processing import store_depth_outputs
-from cluster.settings import Settings
+from cluster.config.worker_env import yield_cpu_to_foreground
+from cluster.model.contract import target_size
+from cluster.media.decode import decode_for_model
+from cluster.work.processing import store_depth_outputs
+from cluster.config.settings import Settings
 from cluster.storage import storage_from_settings
 from db import depth as depth_maps
 from db import queue

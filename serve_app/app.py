@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ray.serve import Application
 
-from cluster.settings import Settings
+from cluster.config.settings import Settings
 from serve_app.depth_deployment import build_depth_app
 from serve_app.gateway import Gateway
 

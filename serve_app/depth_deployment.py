@@ -1,6 +1,6 @@
-"""The depth model on Ray Serve: the core (``cluster.depth_model``) behind dynamic batching and
+"""The depth model on Ray Serve: the core (``cluster.model.core``) behind dynamic batching and
 autoscaling replicas. Callers send decoded RGB arrays (they travel through Ray's object store) and
-get :class:`~cluster.depth_io.DepthResult` back; nothing here knows about HTTP.
+get :class:`~cluster.model.contract.DepthResult` back; nothing here knows about HTTP.
 
     serve run serve_app/depth.yaml          # or: serve deploy serve_app/depth.yaml
 """
@@ -18,11 +18,11 @@ import ray
 from ray import serve
 from ray.serve import Application
 
-from cluster.cpu_priority import BACKGROUND_ENV, yield_cpu_to_foreground
-from cluster.depth_io import DepthResult
-from cluster.depth_model import DepthModel
-from cluster.malloc_env import ARRAYS_MALLOC_ENV
-from cluster.settings import Settings
+from cluster.config.worker_env import BACKGROUND_ENV, yield_cpu_to_foreground
+from cluster.model.contract import DepthResult
+from cluster.model.core import DepthModel
+from cluster.config.malloc_env import ARRAYS_MALLOC_ENV
+from cluster.config.settings import Settings
 
 DEPLOYMENT_NAME = "DepthModel"
 HEALTH_PROBE = np.full((28, 28, 3), 127, np.uint8)

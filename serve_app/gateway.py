@@ -13,9 +13,9 @@ from ray import serve
 from ray.serve.config import HTTPOptions
 from ray.serve.handle import DeploymentHandle
 
-from cluster.cpu_priority import FOREGROUND_ENV
-from cluster.media_probe import MediaLimits
-from cluster.settings import Settings
+from cluster.config.worker_env import FOREGROUND_ENV
+from cluster.media.probe import MediaLimits
+from cluster.config.settings import Settings
 from cluster.storage import LocalStorage, storage_from_settings
 from db.connection import Database
 from serve_app.api.context import ApiContext, RateLimiter, install
@@ -48,7 +48,7 @@ def build_context(
 
 
 def _scheduler_handle():
-    from cluster.scheduler import get_scheduler
+    from cluster.work.scheduler import get_scheduler
 
     return get_scheduler()
 

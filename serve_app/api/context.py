@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from cluster.media_probe import MediaLimits
-from cluster.settings import Settings
-from cluster.signing import UrlSigner
+from cluster.media.probe import MediaLimits
+from cluster.config.settings import Settings
+from cluster.storage.signing import UrlSigner
 from cluster.storage import Storage
 from db.connection import Database
 

@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from cluster.settings import Settings
+from cluster.config.settings import Settings
 from cluster.storage import Storage
 from db.connection import Database
 from serve_app.api.context import ApiContext, installed

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cluster.signing import SignatureError
+from cluster.storage.signing import SignatureError
 from cluster.storage import ObjectNotFound, StorageFull, StorageUnavailable
 from db.connection import DatabaseUnavailable
 from db.errors import IllegalTransition, InvalidCursor, NotFound

@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from cluster.signing import UrlSigner
+from cluster.storage.signing import UrlSigner
 from cluster.storage import LocalStorage, S3Storage
 from tests.utils.s3 import moto_s3_server
 

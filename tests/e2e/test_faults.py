@@ -17,9 +17,9 @@ import pytest
 import ray
 
 from cluster.ingest import ingest_file
-from cluster.media_probe import MediaLimits
-from cluster.scheduler import get_scheduler
-from cluster.settings import Settings
+from cluster.media.probe import MediaLimits
+from cluster.work.scheduler import get_scheduler
+from cluster.config.settings import Settings
 from cluster.storage import storage_from_settings
 from db.connection import Database
 from db.migrate import migrate

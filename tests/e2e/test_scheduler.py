@@ -11,11 +11,11 @@ import pytest
 import ray
 from ray import serve
 
-from cluster.depth_io import DepthResult
+from cluster.model.contract import DepthResult
 from cluster.ingest import ingest_file
-from cluster.media_probe import MediaLimits
-from cluster.scheduler import NAMESPACE, SchedulerActor
-from cluster.settings import Settings
+from cluster.media.probe import MediaLimits
+from cluster.work.scheduler import NAMESPACE, SchedulerActor
+from cluster.config.settings import Settings
 from cluster.storage import storage_from_settings
 from db import media, queue
 from db.connection import Database

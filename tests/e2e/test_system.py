@@ -14,9 +14,9 @@ import psutil
 import pytest
 from PIL import Image
 
-from cluster.cpu_priority import BACKGROUND_NICENESS
-from cluster.malloc_env import ARRAYS_MALLOC_ENV
-from cluster.tasks import APP_NAME
+from cluster.config.worker_env import BACKGROUND_NICENESS
+from cluster.config.malloc_env import ARRAYS_MALLOC_ENV
+from cluster.work.tasks import APP_NAME
 from serve_app.depth_deployment import DEPLOYMENT_NAME
 from tests.utils import media_files
 from tests.utils.system import pids_of, running_system, system_settings

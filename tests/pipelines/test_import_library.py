@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import boto3
 
-from cluster.settings import Settings
+from cluster.config.settings import Settings
 from db import media, queue
 from db.connection import Database
 from pipelines.import_library import import_library

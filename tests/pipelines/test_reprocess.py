@@ -6,8 +6,8 @@ import pytest
 from PIL import ImageOps
 
 from cluster.ingest import ingest_file
-from cluster.media_probe import MediaLimits
-from cluster.settings import Settings
+from cluster.media.probe import MediaLimits
+from cluster.config.settings import Settings
 from cluster.storage import storage_from_settings
 from db import depth, media, queue
 from db.connection import Database

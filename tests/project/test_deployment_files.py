@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster.cpu_priority import FOREGROUND_ENV
-from cluster.settings import Settings
+from cluster.config.worker_env import FOREGROUND_ENV
+from cluster.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

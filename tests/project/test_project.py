@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.settings import Settings
+from cluster.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

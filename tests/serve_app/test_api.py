@@ -8,7 +8,7 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from cluster.settings import Settings
+from cluster.config.settings import Settings
 from serve_app.api.main import create_api
 from serve_app.gateway import build_context
 from tests.utils import media_files

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from ray import serve
 
-from cluster.settings import Settings
+from cluster.config.settings import Settings
 from serve_app.depth_deployment import ModelOptions, build_depth_app
 from tests.utils import media_files
 

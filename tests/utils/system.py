@@ -10,9 +10,9 @@ import psutil
 import ray
 from ray import serve
 
-from cluster.scheduler import get_or_start_scheduler, get_scheduler
-from cluster.settings import Settings
-from cluster.tasks import APP_NAME
+from cluster.work.scheduler import get_or_start_scheduler, get_scheduler
+from cluster.config.settings import Settings
+from cluster.work.tasks import APP_NAME
 from serve_app.app import build_depthmill_app
 
 

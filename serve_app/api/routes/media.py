@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse
 
-from cluster import storage_keys
+from cluster.storage import keys as storage_keys
 from cluster.ingest import IngestResult, delete_original_if_unused, ingest_spool
 from cluster.storage import ObjectNotFound
 from db import depth as depth_maps

@@ -13,9 +13,9 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from cluster import storage_keys
-from cluster.settings import Settings
-from cluster.signing import SignatureError, UrlSigner
+from cluster.storage import keys as storage_keys
+from cluster.config.settings import Settings
+from cluster.storage.signing import SignatureError, UrlSigner
 from cluster.storage import (
     LocalStorage,
     ObjectNotFound,

@@ -9,9 +9,9 @@ import time
 import psycopg
 
 from cluster.ingest import delete_original_if_unused, ingest_file
-from cluster.media_probe import MediaLimits
-from cluster.settings import Settings
-from cluster.signing import UrlSigner
+from cluster.media.probe import MediaLimits
+from cluster.config.settings import Settings
+from cluster.storage.signing import UrlSigner
 from cluster.storage import LocalStorage
 from db import media
 from tests.utils.factories import insert_media

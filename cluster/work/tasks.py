@@ -8,11 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 import ray
 
-from cluster.cpu_priority import BACKGROUND_ENV, yield_cpu_to_foreground
-from cluster.depth_io import DepthResult
-from cluster.malloc_env import ARRAYS_MALLOC_ENV
-from cluster.processing import DepthUnavailable, Outcome, process_item
-from cluster.settings import Settings
+from cluster.config.worker_env import BACKGROUND_ENV, yield_cpu_to_foreground
+from cluster.model.contract import DepthResult
+from cluster.config.malloc_env import ARRAYS_MALLOC_ENV
+from cluster.work.processing import DepthUnavailable, Outcome, process_item
+from cluster.config.settings import Settings
 from cluster.storage import Storage, storage_from_settings
 from db.queue import ClaimedItem
 

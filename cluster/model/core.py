@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cluster.depth_io import INPUT_SIZE, PATCH, DepthResult, target_size
+from cluster.model.contract import INPUT_SIZE, PATCH, DepthResult, target_size
 
 log = logging.getLogger(__name__)
 

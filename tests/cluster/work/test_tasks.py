@@ -8,7 +8,7 @@ import pytest
 import ray
 from ray import serve
 
-from cluster.tasks import serve_depth
+from cluster.work.tasks import serve_depth
 from serve_app.depth_deployment import DEPLOYMENT_NAME
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,8 @@ from rich.table import Table
 
 from cluster import runtime
 from cluster.ingest import IngestResult, ingest_file
-from cluster.media_probe import MediaLimits
-from cluster.settings import Settings
+from cluster.media.probe import MediaLimits
+from cluster.config.settings import Settings
 from cluster.storage import storage_from_settings
 from db import depth as depth_maps
 from db import queue

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cluster.media_decode import (
+from cluster.media.decode import (
     decode_for_model,
     poster_frame,
     preview_jpeg,
@@ -17,7 +17,7 @@ from cluster.media_decode import (
     thumbnail_webp,
     to_rgb,
 )
-from cluster.media_probe import MediaLimits, MediaRejected, jpeg_is_whole, probe, sniff
+from cluster.media.probe import MediaLimits, MediaRejected, jpeg_is_whole, probe, sniff
 from tests.utils import media_files
 
 LIMITS = MediaLimits(max_bytes=50 * 1024 * 1024, max_pixels=150_000_000, max_video_seconds=60)

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from cluster.cpu_priority import BACKGROUND_NICENESS, yield_cpu_to_foreground
+from cluster.config.worker_env import BACKGROUND_NICENESS, yield_cpu_to_foreground
 
 
 def _thread_niceness() -> dict[int, int]:

@@ -24,12 +24,12 @@ import psycopg
 import ray
 from ray.util import metrics
 
-from cluster import storage_keys
-from cluster.cpu_priority import FOREGROUND_RUNTIME_ENV
-from cluster.processing import Outcome
-from cluster.settings import Settings
+from cluster.storage import keys as storage_keys
+from cluster.config.worker_env import FOREGROUND_RUNTIME_ENV
+from cluster.work.processing import Outcome
+from cluster.config.settings import Settings
 from cluster.storage import Storage, storage_from_settings
-from cluster.tasks import APP_NAME, process_item_task
+from cluster.work.tasks import APP_NAME, process_item_task
 from db import depth as depth_maps
 from db import media, queue
 from db.connection import Database

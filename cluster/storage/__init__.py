@@ -2,7 +2,7 @@
 
 The gateway, the processing tasks and the Ray Data pipelines all use :func:`storage_from_settings`
 and the :class:`Storage` interface; nothing else touches files or boto3. Keys come from
-:mod:`cluster.storage_keys` (ids and hashes), never from user file names.
+:mod:`cluster.storage.keys` (ids and hashes), never from user file names.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from cluster.settings import Settings
-from cluster.signing import UrlSigner
+from cluster.config.settings import Settings
+from cluster.storage.signing import UrlSigner
 
 CHUNK = 1024 * 1024
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cluster.database import database_url
-from cluster.settings import Settings
+from cluster.config.settings import Settings
 from db import queue
 from db.connection import DatabaseUnavailable
 from db.migrate import migrate
@@ -95,7 +95,7 @@ def _cmd_down(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_process(settings: Settings, args: argparse.Namespace) -> int:
-    from cluster.processing_cli import process_paths
+    from cluster.cli.process import process_paths
 
     if args.model:
         settings = settings.model_copy(update={"model": args.model})
@@ -103,7 +103,7 @@ def _cmd_process(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_reprocess(settings: Settings, args: argparse.Namespace) -> int:
-    from cluster.jobs import submit_reprocess
+    from cluster.cli.reprocess import submit_reprocess
 
     return submit_reprocess(settings, args.address, args.filters, working_dir=args.working_dir,
                             echo=console.print)
@@ -111,7 +111,7 @@ def _cmd_reprocess(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_sweep(settings: Settings, args: argparse.Namespace) -> int:
     from cluster.storage import storage_from_settings
-    from cluster.storage_sweep import sweep
+    from cluster.storage.sweep import sweep
     from db.connection import Database
 
     storage = storage_from_settings(settings)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from cluster.depth_io import target_size
-from cluster.depth_model import DepthModel, ModelLoadError, tiny_model_dir
-from cluster.media_decode import decode_for_model
+from cluster.model.contract import target_size
+from cluster.model.core import DepthModel, ModelLoadError, tiny_model_dir
+from cluster.media.decode import decode_for_model
 from tests.utils import media_files
 
 

@@ -8,8 +8,8 @@ import shlex
 import time
 from collections.abc import Callable, Sequence
 
-from cluster.malloc_env import ARRAYS_MALLOC_ENV
-from cluster.settings import Settings
+from cluster.config.malloc_env import ARRAYS_MALLOC_ENV
+from cluster.config.settings import Settings
 
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}

@@ -1,5 +1,5 @@
 """Processing one queue item: fetch → decode → depth → encode → store. Plain functions, no Ray:
-``cluster.tasks`` runs them as Ray tasks and the scheduler records their :class:`Outcome`.
+``cluster.work.tasks`` runs them as Ray tasks and the scheduler records their :class:`Outcome`.
 
 Errors are sorted here, where their meaning is known: corrupt media fails at once, other network
 trouble is retryable, and an unreachable depth service or object store gives the item back
@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cluster import storage_keys
-from cluster.depth_encode import DepthVideoWriter, encode_depth_png16, encode_depth_preview
-from cluster.depth_io import DepthResult, target_size
-from cluster.media_decode import (
+from cluster.storage import keys as storage_keys
+from cluster.media.depth_encode import DepthVideoWriter, encode_depth_png16, encode_depth_preview
+from cluster.model.contract import DepthResult, target_size
+from cluster.media.decode import (
     decode_for_model,
     gallery_image,
     poster_frame,
@@ -30,8 +30,8 @@ from cluster.media_decode import (
     sample_video_frames,
     thumbnail_webp,
 )
-from cluster.media_probe import MediaRejected
-from cluster.settings import Settings
+from cluster.media.probe import MediaRejected
+from cluster.config.settings import Settings
 from cluster.storage import ObjectNotFound, Storage, StorageFull, StorageUnavailable
 from db.depth import NewDepthMap
 from db.queue import ClaimedItem, Lease

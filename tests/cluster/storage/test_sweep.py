@@ -9,11 +9,11 @@ import uuid
 
 import pytest
 
-from cluster import storage_keys
+from cluster.storage import keys as storage_keys
 from cluster.cli import main
-from cluster.signing import UrlSigner
+from cluster.storage.signing import UrlSigner
 from cluster.storage import LocalStorage
-from cluster.storage_sweep import sweep
+from cluster.storage.sweep import sweep
 from db import media
 from tests.utils.factories import insert_media
 

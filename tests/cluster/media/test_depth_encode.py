@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cluster.depth_encode import (
+from cluster.media.depth_encode import (
     DepthVideoWriter,
     decode_depth_png16,
     encode_depth_png16,

@@ -3,7 +3,7 @@
 Objects outlive their rows when a process dies between the two: the gateway between deleting a
 media's rows and its objects, the scheduler between learning that an item's media was deleted
 while it ran and removing what the item wrote, an upload between storing the original and
-recording it. ``depthmill sweep`` finds them by their keys (:mod:`cluster.storage_keys`):
+recording it. ``depthmill sweep`` finds them by their keys (:mod:`cluster.storage.keys`):
 originals that no media row names, renditions and depth outputs of media that no longer exist.
 Keys of any other shape are not depthmill's and are left alone.
 
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
-from cluster import storage_keys
+from cluster.storage import keys as storage_keys
 from cluster.ingest import delete_original_if_unused
 from cluster.storage import Storage, StoredObject
 from db import media
