@@ -27,7 +27,7 @@ from cluster.media.probe import MediaLimits
 from cluster.work.scheduler import get_or_start_scheduler, get_scheduler
 from cluster.config.settings import Settings
 from cluster.storage import storage_from_settings
-from cluster.work.tasks import APP_NAME
+from cluster.config.names import APP_NAME
 from db.connection import Database
 from db.migrate import migrate
 from pipelines.reprocess import build_parser, run

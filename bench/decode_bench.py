@@ -48,9 +48,9 @@ def _worker(kind: str, content: bytes, seconds: float, out) -> None:
 
     torch.set_num_threads(1)
     if kind == "depthmill":
-        from cluster.model.core import DepthModel
+        from cluster.model.core import DepthEstimator
 
-        state = DepthModel("tiny")
+        state = DepthEstimator("tiny")
         run = _fast
     else:
         from cluster.model.core import _image_processor

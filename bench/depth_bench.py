@@ -136,14 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
-    from cluster.model.core import DepthModel
+    from cluster.model.core import DepthEstimator
     from cluster.config.settings import Settings
     from tests.utils.media_files import jpeg_bytes, large_photo
 
     batches = [int(b) for b in args.batches.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         directory = model_dir(args.model, Path(tmp))
-        core = DepthModel(str(directory), dtype=args.dtype, compile=args.compile,
+        core = DepthEstimator(str(directory), dtype=args.dtype, compile=args.compile,
                           max_batch_size=max(batches))
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
         results: dict = {

@@ -347,7 +347,7 @@ def start_local_system(stack: ExitStack, args) -> str:
     from cluster.runtime import free_port, start_serve, use_node_env
     from cluster.work.scheduler import get_or_start_scheduler
     from cluster.config.settings import Settings
-    from cluster.work.tasks import APP_NAME
+    from cluster.config.names import APP_NAME
     from db.migrate import migrate
     from serve_app.app import build_depthmill_app
 

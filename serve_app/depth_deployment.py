@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,45 +19,15 @@ from ray.serve import Application
 
 from cluster.config.worker_env import BACKGROUND_ENV, yield_cpu_to_foreground
 from cluster.model.contract import DepthResult
-from cluster.model.core import DepthModel
-from cluster.config.malloc_env import ARRAYS_MALLOC_ENV
+from cluster.model.options import ModelOptions
+from cluster.config.worker_env import ARRAYS_MALLOC_ENV
+from cluster.config.names import DEPTH_DEPLOYMENT
 from cluster.config.settings import Settings
 
-DEPLOYMENT_NAME = "DepthModel"
 HEALTH_PROBE = np.full((28, 28, 3), 127, np.uint8)
 
 
-@dataclass(frozen=True)
-class ModelOptions:
-    """How each replica loads the core; plain data so it pickles into the replica."""
-
-    model: str
-    revision: str | None
-    cache_dir: str
-    device: str
-    dtype: str
-    compile: bool
-    max_batch_size: int
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ModelOptions:
-        return cls(
-            model=settings.model, revision=settings.model_revision,
-            cache_dir=str(settings.model_cache_dir), device=settings.device,
-            dtype=settings.dtype, compile=settings.torch_compile,
-            max_batch_size=settings.model_batch_size,
-        )
-
-    def load(self) -> DepthModel:
-        from pathlib import Path
-
-        return DepthModel(
-            self.model, revision=self.revision, cache_dir=Path(self.cache_dir), device=self.device,
-            dtype=self.dtype, compile=self.compile, max_batch_size=self.max_batch_size,
-        )
-
-
-@serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=128, health_check_period_s=10)
+@serve.deployment(name=DEPTH_DEPLOYMENT, max_ongoing_requests=128, health_check_period_s=10)
 class DepthDeployment:
     def __init__(self, options: ModelOptions) -> None:
         self.core = options.load()

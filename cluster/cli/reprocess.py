@@ -8,8 +8,8 @@ import shlex
 import time
 from collections.abc import Callable, Sequence
 
-from cluster.config.malloc_env import ARRAYS_MALLOC_ENV
-from cluster.config.settings import Settings
+from cluster.config.worker_env import ARRAYS_MALLOC_ENV
+from cluster.config.settings import JOB_SETTINGS_ENV, Settings
 
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
@@ -21,12 +21,8 @@ def dashboard_address(address: str | None) -> str:
 
 
 def job_env(settings: Settings) -> dict[str, str]:
-    """The job runs elsewhere in the cluster: hand it this process's depthmill configuration."""
-    env = {k: v for k, v in os.environ.items() if k.startswith("DEPTHMILL_")}
-    env.setdefault("DEPTHMILL_HOME", str(settings.home))
-    if settings.database_url:
-        env["DEPTHMILL_DATABASE_URL"] = settings.database_url
-    return env
+    """The job runs elsewhere in the cluster: hand it this command's settings, serialised."""
+    return {JOB_SETTINGS_ENV: settings.to_json()}
 
 
 def _submit(client, entrypoint: str, runtime_env: dict, wait_s: float = 90) -> str:

@@ -1,7 +1,7 @@
 """The depth-model core, once: load, preprocess, infer, postprocess.
 
 The Serve deployment (``serve_app.depth_deployment``) and the Ray Data stage
-(``pipelines.reprocess``) are thin wrappers around :class:`DepthModel`. It knows nothing of Ray.
+(``pipelines.reprocess``) are thin wrappers around :class:`DepthEstimator`. It knows nothing of Ray.
 
 Preprocessing follows the transformers DPT processor that Depth Anything ships with (keep the
 aspect ratio, scale as little as possible so one side reaches 518, both sides multiples of 14,
@@ -171,7 +171,7 @@ def check_image(image: object) -> np.ndarray:
 # ------------------------------------------------------------------------------------ the model
 
 
-class DepthModel:
+class DepthEstimator:
     """Load once, then ``predict`` lists of decoded RGB images (H×W×3 uint8 arrays)."""
 
     def __init__(

@@ -29,7 +29,8 @@ from cluster.config.worker_env import FOREGROUND_RUNTIME_ENV
 from cluster.work.processing import Outcome
 from cluster.config.settings import Settings
 from cluster.storage import Storage, storage_from_settings
-from cluster.work.tasks import APP_NAME, process_item_task
+from cluster.config.names import APP_NAME, DEPTH_DEPLOYMENT, NAMESPACE, SCHEDULER_ACTOR
+from cluster.work.tasks import process_item_task
 from db import depth as depth_maps
 from db import media, queue
 from db.connection import Database
@@ -40,9 +41,6 @@ log = logging.getLogger(__name__)
 # An item given back this many times in a row while its services looked healthy is retried like
 # any failure (spending attempts), so no single item can bounce between queue and worker forever.
 MAX_GIVE_BACKS = 5
-
-SCHEDULER_NAME = "depthmill-scheduler"
-NAMESPACE = "depthmill"
 
 
 @dataclass
@@ -323,9 +321,7 @@ class Scheduler:
     async def _probe_depth(self) -> None:
         from ray import serve
 
-        from serve_app.depth_deployment import DEPLOYMENT_NAME
-
-        handle = serve.get_deployment_handle(DEPLOYMENT_NAME, app_name=self.app_name)
+        handle = serve.get_deployment_handle(DEPTH_DEPLOYMENT, app_name=self.app_name)
         await asyncio.wait_for(handle.info.remote(), timeout=10)
 
     def _storage_client(self) -> Storage:
@@ -421,7 +417,7 @@ SchedulerActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1,
 def get_or_start_scheduler(settings: Settings, app_name: str = APP_NAME):
     """The cluster's one scheduler (named, detached): created if missing, then started."""
     handle = SchedulerActor.options(
-        name=SCHEDULER_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
+        name=SCHEDULER_ACTOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
     ).remote(settings, app_name)
     ray.get(handle.start.remote())
     return handle
@@ -430,6 +426,6 @@ def get_or_start_scheduler(settings: Settings, app_name: str = APP_NAME):
 def get_scheduler():
     """The running scheduler's handle, or None."""
     try:
-        return ray.get_actor(SCHEDULER_NAME, namespace=NAMESPACE)
+        return ray.get_actor(SCHEDULER_ACTOR, namespace=NAMESPACE)
     except ValueError:
         return None

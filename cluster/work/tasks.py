@@ -10,13 +10,14 @@ import ray
 
 from cluster.config.worker_env import BACKGROUND_ENV, yield_cpu_to_foreground
 from cluster.model.contract import DepthResult
-from cluster.config.malloc_env import ARRAYS_MALLOC_ENV
+from cluster.config.worker_env import ARRAYS_MALLOC_ENV
 from cluster.work.processing import DepthUnavailable, Outcome, process_item
+from cluster.config.names import APP_NAME, DEPTH_DEPLOYMENT
 from cluster.config.settings import Settings
+from cluster.media import configure_pillow
 from cluster.storage import Storage, storage_from_settings
 from db.queue import ClaimedItem
 
-APP_NAME = "depthmill"
 DEPTH_TIMEOUT_S = 300
 
 
@@ -39,10 +40,8 @@ def _depth_handle(app_name: str):
     # (replica long-poll, metrics push), which a handle per task would start again every time.
     from ray import serve
 
-    from serve_app.depth_deployment import DEPLOYMENT_NAME
-
     if app_name not in _depth_handles:
-        _depth_handles[app_name] = serve.get_deployment_handle(DEPLOYMENT_NAME, app_name=app_name)
+        _depth_handles[app_name] = serve.get_deployment_handle(DEPTH_DEPLOYMENT, app_name=app_name)
     return _depth_handles[app_name]
 
 
@@ -84,4 +83,5 @@ async def _await_all(responses: list, timeout_s: float) -> list:
             runtime_env={"env_vars": BACKGROUND_ENV | ARRAYS_MALLOC_ENV})
 def process_item_task(item: ClaimedItem, settings: Settings, app_name: str = APP_NAME) -> Outcome:
     yield_cpu_to_foreground()
+    configure_pillow()
     return process_item(item, settings, _storage(settings), serve_depth(app_name))

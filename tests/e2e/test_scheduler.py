@@ -14,12 +14,13 @@ from ray import serve
 from cluster.model.contract import DepthResult
 from cluster.ingest import ingest_file
 from cluster.media.probe import MediaLimits
-from cluster.work.scheduler import NAMESPACE, SchedulerActor
+from cluster.work.scheduler import SchedulerActor
 from cluster.config.settings import Settings
 from cluster.storage import storage_from_settings
 from db import media, queue
 from db.connection import Database
-from serve_app.depth_deployment import DEPLOYMENT_NAME, build_depth_app
+from cluster.config.names import DEPTH_DEPLOYMENT, NAMESPACE
+from serve_app.depth_deployment import build_depth_app
 from tests.utils import media_files
 
 pytestmark = pytest.mark.slow
@@ -56,7 +57,7 @@ def test_no_claims_while_the_depth_service_is_down_then_resume(ray_cluster, serv
             serve.delete(app_name)
 
 
-@serve.deployment(name=DEPLOYMENT_NAME, ray_actor_options={"num_cpus": 0})
+@serve.deployment(name=DEPTH_DEPLOYMENT, ray_actor_options={"num_cpus": 0})
 class SlowDepth:
     """Stands in for the model: takes long enough for the media to be deleted meanwhile."""
 
@@ -95,7 +96,7 @@ def test_outputs_written_for_media_deleted_while_it_ran_are_removed(
         try:
             ray.get(scheduler.start.remote())
             deadline = time.monotonic() + 60
-            depth = serve.get_deployment_handle(DEPLOYMENT_NAME, app_name=app_name)
+            depth = serve.get_deployment_handle(DEPTH_DEPLOYMENT, app_name=app_name)
             while depth.info.remote().result()["calls"] == 0:  # the original has been read
                 assert time.monotonic() < deadline
                 time.sleep(0.1)

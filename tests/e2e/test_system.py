@@ -15,9 +15,8 @@ import pytest
 from PIL import Image
 
 from cluster.config.worker_env import BACKGROUND_NICENESS
-from cluster.config.malloc_env import ARRAYS_MALLOC_ENV
-from cluster.work.tasks import APP_NAME
-from serve_app.depth_deployment import DEPLOYMENT_NAME
+from cluster.config.worker_env import ARRAYS_MALLOC_ENV
+from cluster.config.names import APP_NAME, DEPTH_DEPLOYMENT, GATEWAY_DEPLOYMENT
 from tests.utils import media_files
 from tests.utils.system import pids_of, running_system, system_settings
 
@@ -102,11 +101,11 @@ def test_api_runs_in_the_foreground_and_depth_work_in_the_background(system):
     client, _ = system
     assert client.get("/api/health").status_code == 200  # the proxy and a gateway are up
     expected = {
-        f"ray::ServeReplica:{APP_NAME}:Gateway": {0},
+        f"ray::ServeReplica:{APP_NAME}:{GATEWAY_DEPLOYMENT}": {0},
         "ray::ProxyActor": {0},
         "ray::Scheduler": {0},
         # The tiny model runs on the CPU here, so its replica is background work.
-        f"ray::ServeReplica:{APP_NAME}:{DEPLOYMENT_NAME}": {BACKGROUND_NICENESS},
+        f"ray::ServeReplica:{APP_NAME}:{DEPTH_DEPLOYMENT}": {BACKGROUND_NICENESS},
     }
     for title, niceness in expected.items():
         pids = pids_of(title)
@@ -121,8 +120,8 @@ def process_env(pid: int) -> dict[str, str]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
 def test_depth_replicas_start_with_the_allocator_settings_for_large_arrays(system):
-    # Without them the replica's memory grew with every batch of mixed sizes (cluster/malloc_env.py).
-    pids = pids_of(f"ray::ServeReplica:{APP_NAME}:{DEPLOYMENT_NAME}")
+    # Without them the replica's memory grew with every batch of mixed sizes (cluster/config/worker_env.py).
+    pids = pids_of(f"ray::ServeReplica:{APP_NAME}:{DEPTH_DEPLOYMENT}")
     assert pids
     for pid in pids:
         assert ARRAYS_MALLOC_ENV.items() <= process_env(pid).items()
@@ -190,7 +189,7 @@ def test_bad_requests_get_json_errors(system):
 
 def test_gateway_replicas_listen_on_the_port_beside_the_proxy(system):
     client, settings = system
-    gateways = set(pids_of(f"ray::ServeReplica:{APP_NAME}:Gateway"))
+    gateways = set(pids_of(f"ray::ServeReplica:{APP_NAME}:{GATEWAY_DEPLOYMENT}"))
     proxies = set(pids_of("ray::ProxyActor"))
     assert len(gateways) == settings.gateway_replicas and proxies
 

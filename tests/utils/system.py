@@ -12,7 +12,7 @@ from ray import serve
 
 from cluster.work.scheduler import get_or_start_scheduler, get_scheduler
 from cluster.config.settings import Settings
-from cluster.work.tasks import APP_NAME
+from cluster.config.names import APP_NAME
 from serve_app.app import build_depthmill_app
 
 

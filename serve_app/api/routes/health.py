@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from cluster.config.names import DEPTH_DEPLOYMENT
 from db import queue
 from serve_app.api.deps import Context
 
@@ -107,11 +108,9 @@ def _replica_count() -> int | None:
     try:
         from ray import serve
 
-        from serve_app.depth_deployment import DEPLOYMENT_NAME
-
         for app in serve.status().applications.values():
-            if DEPLOYMENT_NAME in app.deployments:
-                return sum(app.deployments[DEPLOYMENT_NAME].replica_states.values())
+            if DEPTH_DEPLOYMENT in app.deployments:
+                return sum(app.deployments[DEPTH_DEPLOYMENT].replica_states.values())
     except Exception:
         return None
     return None

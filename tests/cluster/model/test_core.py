@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cluster.model.contract import target_size
-from cluster.model.core import DepthModel, ModelLoadError, tiny_model_dir
+from cluster.model.core import DepthEstimator, ModelLoadError, tiny_model_dir
 from cluster.media.decode import decode_for_model
 from tests.utils import media_files
 
@@ -19,8 +19,8 @@ def cache_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def model(cache_dir) -> DepthModel:
-    return DepthModel("tiny", cache_dir=cache_dir, max_batch_size=4)
+def model(cache_dir) -> DepthEstimator:
+    return DepthEstimator("tiny", cache_dir=cache_dir, max_batch_size=4)
 
 
 def photos() -> list[np.ndarray]:
@@ -34,7 +34,7 @@ def test_tiny_is_saved_and_loaded_through_the_real_path(cache_dir, model):
     assert model.info.real_estimate is False
     assert model.info.device == "cpu" and model.info.dtype == "float32"
     # Loading the directory by path is the local-directory path users take; still flagged random.
-    by_path = DepthModel(str(directory), cache_dir=cache_dir)
+    by_path = DepthEstimator(str(directory), cache_dir=cache_dir)
     assert by_path.info.source == "random weights" and by_path.info.parameters == model.info.parameters
     image = photos()[1]
     np.testing.assert_allclose(by_path.predict([image])[0].depth, model.predict([image])[0].depth,
@@ -44,10 +44,10 @@ def test_tiny_is_saved_and_loaded_through_the_real_path(cache_dir, model):
 def test_unknown_models_fail_to_load_with_a_clear_error(cache_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelLoadError, match="could not load depth model 'no-such/model'"):
-        DepthModel("no-such/model", cache_dir=cache_dir)
+        DepthEstimator("no-such/model", cache_dir=cache_dir)
     (tmp_path / "config.json").write_text("{broken")
     with pytest.raises(ModelLoadError):
-        DepthModel(str(tmp_path), cache_dir=cache_dir)
+        DepthEstimator(str(tmp_path), cache_dir=cache_dir)
 
 
 @pytest.mark.parametrize(

@@ -9,14 +9,14 @@ import ray
 from ray import serve
 
 from cluster.work.tasks import serve_depth
-from serve_app.depth_deployment import DEPLOYMENT_NAME
+from cluster.config.names import DEPTH_DEPLOYMENT
 
 pytestmark = pytest.mark.slow
 
 APP = "depth-that-reports-cpus"
 
 
-@serve.deployment(name=DEPLOYMENT_NAME, ray_actor_options={"num_cpus": 0})
+@serve.deployment(name=DEPTH_DEPLOYMENT, ray_actor_options={"num_cpus": 0})
 class FreeCpusWhileCalled:
     """Stands in for the depth model: answers after a while with the CPUs Ray then has free,
     while the caller is still waiting."""
