@@ -1,10 +1,12 @@
 """Ingest one file: hash, validate, store the original, record it, queue it. Shared by the HTTP
-upload, ``depthmill process`` and the bulk import, so a file gets the same answer everywhere."""
+upload, ``depthmill process`` and the bulk import, so a file gets the same answer everywhere.
+And its reverse, deleting media with everything made from it."""
 
 from __future__ import annotations
 
 import hashlib
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO, Literal
@@ -12,7 +14,9 @@ from typing import IO, BinaryIO, Literal
 from cluster.storage import keys as storage_keys
 from cluster.media.probe import MediaLimits, MediaRejected, probe
 from cluster.config.settings import Settings
+from cluster.storage.originals import delete_original_if_unused
 from cluster.storage import Storage
+from db import depth as depth_maps
 from db import media, queue
 from db.connection import Database
 from db.media import MediaItem, NewMedia
@@ -146,17 +150,16 @@ def _record_original(conn, new: NewMedia, storage: Storage, path: Path) -> Media
     return found
 
 
-def delete_original_if_unused(db: Database, storage: Storage, key: str) -> bool:
-    """Remove an original no media row names (its media was deleted); False if one does."""
-
-    def remove(conn) -> bool:
-        media.lock_original(conn, key)
-        if media.find_by_storage_key(conn, key) is not None:
-            return False
+def delete_media(db: Database, storage: Storage, media_id: uuid.UUID) -> None:
+    """Remove media, its queue items and depth rows, then its objects. Rows first: once they are
+    gone nothing hands out URLs to these objects. Raises NotFound for unknown media."""
+    item = db.run(media.get, media_id)
+    maps = db.run(depth_maps.for_media, media_id)
+    db.run(media.delete, media_id)
+    delete_original_if_unused(db, storage, item.storage_key)
+    for key in [storage_keys.thumbnail(media_id), storage_keys.preview(media_id),
+                *(m.storage_key for m in maps)]:
         storage.delete(key)
-        return True
-
-    return db.run(remove)
 
 
 def ingest_spool(spool: HashedSpool, **kw) -> IngestResult:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from cluster.storage import keys as storage_keys
-from cluster.ingest import delete_original_if_unused
+from cluster.storage.originals import delete_original_if_unused
 from cluster.storage import Storage, StoredObject
 from db import media
 from db.connection import Database

@@ -8,7 +8,8 @@ import time
 
 import psycopg
 
-from cluster.ingest import delete_original_if_unused, ingest_file
+from cluster.ingest import ingest_file
+from cluster.storage.originals import delete_original_if_unused
 from cluster.media.probe import MediaLimits
 from cluster.config.settings import Settings
 from cluster.storage.signing import UrlSigner

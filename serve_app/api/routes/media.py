@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse
 
 from cluster.storage import keys as storage_keys
-from cluster.ingest import IngestResult, delete_original_if_unused, ingest_spool
+from cluster.ingest import IngestResult, ingest_spool
+from cluster.ingest import delete_media as delete_media_and_outputs
 from cluster.storage import ObjectNotFound
 from db import depth as depth_maps
 from db import media, queue
@@ -119,14 +120,7 @@ def get_media(media_id: uuid.UUID, db: Db, storage: Store) -> MediaDetail:
 
 @router.delete("/{media_id}", status_code=204, responses=documented(404), summary="Delete media, its outputs and queue items")
 def delete_media(media_id: uuid.UUID, db: Db, storage: Store) -> None:
-    item = db.run(media.get, media_id)
-    maps = db.run(depth_maps.for_media, media_id)
-    db.run(media.delete, media_id)
-    # Rows first: once they are gone nothing hands out URLs to these objects.
-    delete_original_if_unused(db, storage, item.storage_key)
-    for key in [storage_keys.thumbnail(media_id), storage_keys.preview(media_id),
-                *(m.storage_key for m in maps)]:
-        storage.delete(key)
+    delete_media_and_outputs(db, storage, media_id)
 
 
 @router.get("/{media_id}/depth", summary="Redirect to the depth map's signed URL",
