@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +21,8 @@ from ray import serve
 from cluster.config.worker_env import FOREGROUND_ENV
 from cluster.work.scheduler import get_or_start_scheduler, get_scheduler
 from cluster.config.settings import Settings
-from cluster.work.tasks import APP_NAME
-from db.embedded import EmbeddedPostgres
+from cluster.config.names import APP_NAME, NAMESPACE
+from db.embedded import EmbeddedPostgres, resolve_database_url
 from db.migrate import migrate
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,18 @@ class Running:
     dashboard_url: str | None
     started_ray: bool
     embedded: EmbeddedPostgres | None
+
+
+@contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """Which Postgres: the configured one, or the embedded one under HOME. Yields a connection
+    URL; an embedded server started for it is released on exit."""
+    url, embedded = resolve_database_url(settings.database_url, settings.home)
+    try:
+        yield url
+    finally:
+        if embedded is not None:
+            embedded.stop()
 
 
 def _ray_marker(settings: Settings) -> Path:
@@ -110,7 +124,7 @@ def free_port() -> int:
 
 
 def _init(address: str) -> None:
-    context = ray.init(address=address, namespace="depthmill", log_to_driver=False)
+    context = ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
     url = getattr(context, "dashboard_url", None)
     _dashboard["url"] = f"http://{url}" if url and not url.startswith("http") else url
 

@@ -14,11 +14,12 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from cluster.database import database_url
+from cluster.runtime import database_url
 from cluster.config.settings import Settings
+from cluster.media import configure_pillow
 from db import queue
 from db.connection import DatabaseUnavailable
-from db.migrate import migrate
+from db.migrate import applied_versions, load_migrations, migrate
 
 console = Console()
 
@@ -36,7 +37,12 @@ def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     with database_url(settings) as url:
-        migrate(url)
+        # A status reads; changing the schema is `migrate`'s, which a user runs knowingly.
+        missing = {m.version for m in load_migrations()} - set(applied_versions(url))
+        if missing:
+            console.print(f"[red]the database schema is {len(missing)} migration(s) behind:[/red] "
+                          "run `depthmill migrate`, then `depthmill status` again")
+            return 1
         with psycopg.connect(url) as conn:
             stats = queue.stats(conn)
     report = {
@@ -195,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    configure_pillow()
     try:
         settings = Settings()
     except ValueError as exc:

@@ -13,7 +13,7 @@ import pytest
 
 from db import queue
 from db.embedded import EmbeddedPostgres
-from db.migrate import migrate
+from db.migrate import applied_versions, migrate
 from tests.utils.factories import insert_media
 
 
@@ -52,6 +52,20 @@ def test_data_survives_a_restart_of_the_embedded_server(tmp_path):
     assert report["queue"]["waiting"] == 2
     assert report["by_kind"]["queued"] == {"photo": 1, "video": 1}
     assert run_cli(home, "migrate").stdout.strip() == "database schema is up to date"
+
+
+@pytest.mark.slow
+def test_status_reads_and_never_migrates(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    status = run_cli(home, "status")
+    assert status.returncode == 1
+    assert "run `depthmill migrate`" in " ".join(status.stdout.split())
+    server = EmbeddedPostgres(home / "postgres")
+    try:
+        assert applied_versions(server.url) == []
+    finally:
+        server.stop()
 
 
 def test_migrate_on_embedded_server_is_idempotent(tmp_path):
