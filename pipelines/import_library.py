@@ -21,6 +21,7 @@ from pathlib import Path
 import boto3
 
 from cluster.ingest import IngestResult, ingest_file, ingest_stream
+from cluster.media import configure_pillow
 from cluster.media.probe import MediaLimits
 from cluster.config.settings import Settings
 from cluster.storage import storage_from_settings
@@ -89,10 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--s3-endpoint", help="S3 endpoint of the source bucket (MinIO)")
     args = parser.parse_args(argv)
+    configure_pillow()
     if not args.source.startswith("s3://") and not Path(args.source).expanduser().exists():
         print(f"no such file or folder: {args.source}", file=sys.stderr)
         return 2
-    summary = import_library(args.source, Settings(), workers=args.workers,
+    summary = import_library(args.source, Settings.for_job(), workers=args.workers,
                              s3_endpoint=args.s3_endpoint)
     print(json.dumps(summary, indent=2))
     return 0

@@ -25,7 +25,9 @@ import ray
 
 from cluster.config.worker_env import yield_cpu_to_foreground
 from cluster.model.contract import target_size
+from cluster.media import configure_pillow
 from cluster.media.decode import decode_for_model
+from cluster.model.options import ModelOptions
 from cluster.work.processing import store_depth_outputs
 from cluster.config.settings import Settings
 from cluster.storage import storage_from_settings
@@ -41,6 +43,7 @@ class Decode:
 
     def __init__(self, settings: Settings) -> None:
         yield_cpu_to_foreground()  # a bulk job, like the queue's depth work, is background
+        configure_pillow()
         self.storage = storage_from_settings(settings)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -60,8 +63,6 @@ class Infer:
     """Model stage (one model per actor): depth, encode, store; returns the rows to record."""
 
     def __init__(self, settings: Settings) -> None:
-        from serve_app.depth_deployment import ModelOptions
-
         self.core = ModelOptions.from_settings(settings).load()
         if self.core.device.type == "cpu":
             yield_cpu_to_foreground()  # as the depth replica: on a GPU the host work is small
@@ -212,7 +213,7 @@ def _run_photos(settings: Settings, rendered: str, params: dict, args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings()
+    settings = Settings.for_job()
     if args.model:
         settings = settings.model_copy(update={"model": args.model})
     if not ray.is_initialized():

@@ -8,25 +8,26 @@ import contextlib
 import logging
 import socket
 
+import ray
 import uvicorn
 from ray import serve
 from ray.serve.config import HTTPOptions
 from ray.serve.handle import DeploymentHandle
 
 from cluster.config.worker_env import FOREGROUND_ENV
+from cluster.media import configure_pillow
 from cluster.media.probe import MediaLimits
+from cluster.config.names import GATEWAY_DEPLOYMENT, NAMESPACE, SCHEDULER_ACTOR
 from cluster.config.settings import Settings
 from cluster.storage import LocalStorage, storage_from_settings
 from db.connection import Database
 from serve_app.api.context import ApiContext, RateLimiter, install
-from serve_app.api.main import create_api
+from serve_app.api.main import configure_api, create_api
 
 log = logging.getLogger("depthmill.gateway")
 
-# CORS origins are read at import: Serve imports this module in each replica, with the
-# replica's DEPTHMILL_* environment.
-_import_settings = Settings()
-api = create_api(_import_settings.cors_origins, _import_settings.max_upload_bytes)
+# Routes only: what depends on settings is added when a replica is built with them (Gateway).
+api = create_api()
 
 
 def build_context(
@@ -48,9 +49,11 @@ def build_context(
 
 
 def _scheduler_handle():
-    from cluster.work.scheduler import get_scheduler
-
-    return get_scheduler()
+    # By name: the gateway has no business importing the scheduler's code.
+    try:
+        return ray.get_actor(SCHEDULER_ACTOR, namespace=NAMESPACE)
+    except ValueError:
+        return None
 
 
 # Serve's own settings for a replica whose requests are many and cheap (Ray's "throughput
@@ -66,11 +69,13 @@ _GATEWAY_SERVE_ENV = {
 
 
 # Many uploads and reads in flight at once; this must never cap the depth batches either.
-@serve.deployment(name="Gateway", max_ongoing_requests=256, ray_actor_options={
+@serve.deployment(name=GATEWAY_DEPLOYMENT, max_ongoing_requests=256, ray_actor_options={
     "num_cpus": 0.25, "runtime_env": {"env_vars": FOREGROUND_ENV | _GATEWAY_SERVE_ENV}})
 @serve.ingress(api)
 class Gateway:
     def __init__(self, depth: DeploymentHandle, settings: Settings) -> None:
+        configure_pillow()
+        configure_api(api, settings.cors_origins, settings.max_upload_bytes)
         direct = settings.gateway_direct_ingress
         # A client's connection stays with the process it landed on, so with direct ingress a
         # replica cannot count on a share of the client's requests: each allows the full rate.

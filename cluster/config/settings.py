@@ -6,6 +6,8 @@ down; nothing below the entry points reads ``os.environ``.
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -14,6 +16,8 @@ from pydantic import ByteSize, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
+# Where a Ray job finds the settings of the command that submitted it.
+JOB_SETTINGS_ENV = "DEPTHMILL_JOB_SETTINGS"
 
 
 def _default_home() -> Path:
@@ -159,6 +163,22 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    def to_json(self) -> str:
+        """Every setting, the secret included, for a process this one starts elsewhere in the
+        cluster (a Ray job): it gets exactly these settings, not what its own environment says."""
+        data = self.model_dump(mode="json")
+        if self.signing_secret is not None:
+            data["signing_secret"] = self.signing_secret.get_secret_value()
+        return json.dumps(data)
+
+    @classmethod
+    def for_job(cls) -> Settings:
+        """The settings a job was handed (``to_json`` in ``JOB_SETTINGS_ENV``), else this
+        process's environment, for a job run by hand."""
+        handed = os.environ.get(JOB_SETTINGS_ENV)
+        # model_validate, not the constructor: only the handed values, no environment on top.
+        return cls.model_validate(json.loads(handed)) if handed else cls()
 
     @property
     def api_url(self) -> str:

@@ -14,7 +14,6 @@ import av
 import numpy as np
 from PIL import Image, ImageOps
 
-from cluster.media import probe as media_probe  # noqa: F401  registers the HEIF opener, sets PIL's guards
 
 MODEL_SHORT_SIDE = 518
 THUMBNAIL_SIZE = 250  # Immich's thumbnail: WebP, 250 px

@@ -20,13 +20,7 @@ def create_api(cors_origins: list[str] | None = None, max_upload_bytes: int | No
     app = FastAPI(title="depthmill", version="0.1.0", description=DESCRIPTION)
     errors.install(app)
     app.add_middleware(RefuseNulInQuery)
-    if max_upload_bytes:
-        app.add_middleware(UploadBodyLimit, path="/api/media/upload", max_bytes=max_upload_bytes)
-    if cors_origins:
-        app.add_middleware(
-            CORSMiddleware, allow_origins=cors_origins, allow_methods=["*"],
-            allow_headers=["Authorization", "Content-Type"],
-        )
+    configure_api(app, cors_origins, max_upload_bytes)
     protected = [Depends(require_api_key)]
     # Every protected route can answer a bad key, bad parameters and a database outage.
     common = errors.documented(401, 422, 503)
@@ -35,3 +29,18 @@ def create_api(cors_origins: list[str] | None = None, max_upload_bytes: int | No
     app.include_router(health.router)  # open: load balancers and monitors probe it
     app.include_router(files.router, responses=errors.documented(403, 404, 422))  # signed
     return app
+
+
+def configure_api(
+    app: FastAPI, cors_origins: list[str] | None = None, max_upload_bytes: int | None = None,
+) -> None:
+    """The parts of the app that depend on settings. Separate from create_api because the gateway
+    must define its app at import (``serve.ingress``) but gets its settings only when a replica
+    is constructed; middleware can be added until the app serves its first request."""
+    if max_upload_bytes:
+        app.add_middleware(UploadBodyLimit, path="/api/media/upload", max_bytes=max_upload_bytes)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=cors_origins, allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type"],
+        )

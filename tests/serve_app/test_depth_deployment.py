@@ -9,7 +9,8 @@ import pytest
 from ray import serve
 
 from cluster.config.settings import Settings
-from serve_app.depth_deployment import ModelOptions, build_depth_app
+from cluster.model.options import ModelOptions
+from serve_app.depth_deployment import build_depth_app
 from tests.utils import media_files
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,43 @@
+"""How a depth model is loaded: the settings that matter to the core, as plain data that pickles
+into a Serve replica or a Ray Data actor. Importing this module does not import torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cluster.config.settings import Settings
+
+if TYPE_CHECKING:
+    from cluster.model.core import DepthEstimator
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How each replica loads the core; plain data so it pickles into the replica."""
+
+    model: str
+    revision: str | None
+    cache_dir: str
+    device: str
+    dtype: str
+    compile: bool
+    max_batch_size: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelOptions:
+        return cls(
+            model=settings.model, revision=settings.model_revision,
+            cache_dir=str(settings.model_cache_dir), device=settings.device,
+            dtype=settings.dtype, compile=settings.torch_compile,
+            max_batch_size=settings.model_batch_size,
+        )
+
+    def load(self) -> DepthEstimator:
+        from cluster.model.core import DepthEstimator  # torch: only where the model runs
+
+        return DepthEstimator(
+            self.model, revision=self.revision, cache_dir=Path(self.cache_dir), device=self.device,
+            dtype=self.dtype, compile=self.compile, max_batch_size=self.max_batch_size,
+        )
