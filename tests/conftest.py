@@ -7,8 +7,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from cluster.media import configure_pillow
 from db.connection import Database
 from tests.utils.postgres import DatabaseFactory, admin_url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pillow_configured() -> None:
+    """As every entry point that reads media does (the tests call probe and decode directly)."""
+    configure_pillow()
 
 
 @pytest.fixture(scope="session")
