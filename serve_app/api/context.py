@@ -56,6 +56,19 @@ class SharedAnswer:
         # Shielded: a caller that disconnects must not cancel the check the others wait for.
         return await asyncio.shield(running)
 
+    async def latest(self, compute: Callable[[], Awaitable[Any]]) -> tuple[Any, float]:
+        """The last answer and its age in seconds, at once however old it is; when it is older
+        than ``ttl_s`` a fresh check starts in the background. Only the very first caller waits.
+        For dependencies whose check can take seconds under load: a health probe must not."""
+        if self._at == float("-inf"):
+            return await self.get(compute), 0.0
+        age = time.monotonic() - self._at
+        running = self._running
+        if age >= self.ttl_s and (running is None
+                                  or running.get_loop() is not asyncio.get_running_loop()):
+            self._running = asyncio.ensure_future(self._refresh(compute))  # held: loops hold weakly
+        return self._value, age
+
     async def _refresh(self, compute: Callable[[], Awaitable[Any]]) -> Any:
         try:
             self._value = await compute()
@@ -69,6 +82,9 @@ class SharedAnswer:
 # asks the scheduler actor and the depth replica (under load, most of a second): one check a
 # second per replica serves them all.
 HEALTH_CACHE_S = 1.0
+# The scheduler actor and the depth replica are asked in the background at most this often; a
+# health answer carries their last known state and its age.
+DEPENDENCY_REFRESH_S = 2.0
 
 
 @dataclass
@@ -88,6 +104,9 @@ class ApiContext:
     ingest_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
         max_workers=8, thread_name_prefix="ingest"))
     health: SharedAnswer = field(default_factory=lambda: SharedAnswer(HEALTH_CACHE_S))
+    depth_state: SharedAnswer = field(default_factory=lambda: SharedAnswer(DEPENDENCY_REFRESH_S))
+    scheduler_state: SharedAnswer = field(
+        default_factory=lambda: SharedAnswer(DEPENDENCY_REFRESH_S))
 
 
 # Serve ships the ingress FastAPI app to each replica by value, so the app object the replica

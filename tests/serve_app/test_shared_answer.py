@@ -67,3 +67,23 @@ def test_a_caller_that_goes_away_does_not_cancel_the_check_for_the_others():
         return await staying, check.calls
 
     assert asyncio.run(main()) == (1, 1)
+
+
+def test_latest_answers_at_once_with_the_last_state_and_refreshes_behind():
+    async def main():
+        shared, check = SharedAnswer(ttl_s=0.1), CountingCheck(seconds=0.3)
+        first = await shared.latest(check)  # nothing known yet: this one waits
+        await asyncio.sleep(0.15)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        stale, age = await shared.latest(check)  # old: answered at once, refresh started
+        waited = loop.time() - started
+        await asyncio.sleep(0.4)
+        fresh, _ = await shared.latest(check)
+        return first, stale, age, waited, fresh, check.calls
+
+    first, stale, age, waited, fresh, calls = asyncio.run(main())
+    assert first == (1, 0.0)
+    assert stale == 1 and age >= 0.1
+    assert waited < 0.25  # did not wait for the 0.3 s check
+    assert fresh == 2 and calls == 2

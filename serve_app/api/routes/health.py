@@ -56,12 +56,16 @@ async def health(ctx: Context) -> JSONResponse:
 async def _check_all(ctx) -> dict:
     # At once, not one after another: the depth replica answers at background CPU priority, and
     # under load its answer alone can take most of a second.
-    database, storage, depth, scheduler = await asyncio.gather(
+    database, storage, (depth, depth_age), (scheduler, scheduler_age) = await asyncio.gather(
         asyncio.to_thread(_check, ctx.db.ping),
         asyncio.to_thread(_check, ctx.storage.check),
-        _depth_info(ctx),
-        _scheduler_status(ctx),
+        ctx.depth_state.latest(lambda: _depth_info(ctx)),
+        ctx.scheduler_state.latest(lambda: _scheduler_status(ctx)),
     )
+    # Their last known state, checked in the background: under load the depth replica (at
+    # background CPU priority) and the scheduler actor can take seconds to answer.
+    depth = {**depth, "age_s": round(depth_age, 3)}
+    scheduler = {**scheduler, "age_s": round(scheduler_age, 3)}
     services: dict[str, dict] = {"database": database, "storage": storage,
                                  "ray": _check(_ray_ok), "depth": depth, "scheduler": scheduler}
     if services["database"]["status"] == "healthy":
