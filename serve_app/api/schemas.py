@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from db.media import MediaItem
-from db.queue import QueueItem
+from db.queue import Kind, QueueItem, Status
 
 
 class ErrorDetail(BaseModel):
@@ -122,3 +122,50 @@ class QueueStatusOut(BaseModel):
     completed: int
     failed: int
     total: int
+
+
+class KindCounts(BaseModel):
+    photo: int
+    video: int
+
+
+class QueueTotalsOut(QueueStatusOut):
+    cancelled: int
+
+
+class QueueStatsOut(BaseModel):
+    counts: dict[Status, KindCounts]
+    totals: QueueTotalsOut
+    throughput_per_minute: float
+    completed_last_minute: int
+    completed_last_hour: int
+    avg_processing_seconds: float | None
+    remaining: int
+    eta_seconds: float | None
+
+
+class SummaryRowOut(BaseModel):
+    """One row per status and kind: the queue summary shape ImmichVR's queue manager serves."""
+
+    status: Status
+    kind: Kind
+    items: int
+    avg_processing_seconds: float | None
+    oldest_queued_at: datetime | None
+    last_completed_at: datetime | None
+    errors: int
+
+
+class WorkerStatusOut(BaseModel):
+    running: bool
+    paused: bool
+    owner: str
+    in_flight: int
+    max_in_flight: int
+    depth_available: bool
+    depth_error: str | None
+    storage_available: bool
+    storage_error: str | None
+    last_error: str | None
+    counts: dict[str, int]
+    model: str

@@ -140,3 +140,16 @@ def test_an_upload_to_full_storage_is_a_507_and_stores_nothing(database_url, tmp
     assert [p for p in small_disk.rglob("*") if p.is_file()] == []
     small = media_files.jpeg_bytes(media_files.photo("coffee"))
     assert client.post("/api/media/upload", files=[("files", ("s.jpg", small))]).status_code == 200
+
+
+def test_queue_reads_are_typed_with_enums_in_the_openapi_document(database_url, tmp_path):
+    client = make_client(database_url, tmp_path)
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    statuses = {"pending", "queued", "processing", "completed", "failed", "cancelled"}
+    assert set(schemas["SummaryRowOut"]["properties"]["status"]["enum"]) == statuses
+    assert set(schemas["SummaryRowOut"]["properties"]["kind"]["enum"]) == {"photo", "video"}
+    assert set(schemas["QueueStatsOut"]["properties"]["counts"]["propertyNames"]["enum"]) == statuses
+    assert "WorkerStatusOut" in schemas
+    stats = client.get("/api/queue/stats").json()
+    assert stats["totals"]["cancelled"] == 0 and stats["counts"]["queued"] == {"photo": 0, "video": 0}
+    assert client.get("/api/queue/summary").status_code == 200

@@ -11,7 +11,14 @@ from fastapi import APIRouter, Query
 from db import queue
 from serve_app.api.deps import Context, Db, SettingsDep
 from serve_app.api.errors import ApiError, documented
-from serve_app.api.schemas import QueueItemOut, QueuePageOut, QueueStatusOut
+from serve_app.api.schemas import (
+    QueueItemOut,
+    QueuePageOut,
+    QueueStatsOut,
+    QueueStatusOut,
+    SummaryRowOut,
+    WorkerStatusOut,
+)
 
 router = APIRouter(prefix="/api/queue", tags=["queue"])
 
@@ -24,24 +31,23 @@ def status(db: Db) -> QueueStatusOut:
     return QueueStatusOut(**{k: counts[k] for k in QueueStatusOut.model_fields})
 
 
-@router.get("/stats", summary="Counts by status and kind, throughput and ETA")
-def stats(db: Db) -> dict:
+@router.get("/stats", response_model=QueueStatsOut,
+            summary="Counts by status and kind, throughput and ETA")
+def stats(db: Db) -> QueueStatsOut:
     s = db.run(queue.stats)
-    return {
-        "counts": s.counts,
-        "totals": s.status_counts(),
-        "throughput_per_minute": s.throughput_per_minute,
-        "completed_last_minute": s.completed_last_minute,
-        "completed_last_hour": s.completed_last_hour,
-        "avg_processing_seconds": s.avg_processing_seconds,
-        "remaining": s.remaining,
-        "eta_seconds": s.eta_seconds,
-    }
+    return QueueStatsOut(
+        counts=s.counts, totals=s.status_counts(),
+        throughput_per_minute=s.throughput_per_minute,
+        completed_last_minute=s.completed_last_minute,
+        completed_last_hour=s.completed_last_hour,
+        avg_processing_seconds=s.avg_processing_seconds,
+        remaining=s.remaining, eta_seconds=s.eta_seconds,
+    )
 
 
-@router.get("/summary", summary="One row per status and kind")
-def summary(db: Db) -> list[dict]:
-    return [row.__dict__ for row in db.run(queue.summary)]
+@router.get("/summary", response_model=list[SummaryRowOut], summary="One row per status and kind")
+def summary(db: Db) -> list[SummaryRowOut]:
+    return [SummaryRowOut(**row.__dict__) for row in db.run(queue.summary)]
 
 
 @router.get("/items", response_model=QueuePageOut, responses=documented(400), summary="Items in claim order, filtered, paged")
@@ -98,17 +104,18 @@ async def _scheduler_call(ctx, method: str) -> dict:
         raise ApiError(503, "scheduler_unavailable", f"the scheduler did not answer: {e}") from e
 
 
-@router.get("/worker/status", tags=["worker"])
+@router.get("/worker/status", tags=["worker"], response_model=WorkerStatusOut)
 async def worker_status(ctx: Context) -> dict:
     return await _scheduler_call(ctx, "status")
 
 
-@router.post("/worker/start", tags=["worker"], summary="Resume claiming")
+@router.post("/worker/start", tags=["worker"], response_model=WorkerStatusOut,
+             summary="Resume claiming")
 async def worker_start(ctx: Context) -> dict:
     return await _scheduler_call(ctx, "resume")
 
 
-@router.post("/worker/stop", tags=["worker"],
+@router.post("/worker/stop", tags=["worker"], response_model=WorkerStatusOut,
              summary="Pause claiming; items in flight finish")
 async def worker_stop(ctx: Context) -> dict:
     return await _scheduler_call(ctx, "pause")
