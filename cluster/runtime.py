@@ -55,7 +55,9 @@ def _ray_marker(settings: Settings) -> Path:
 
 def use_node_env() -> None:
     """The environment of a Ray node this process starts (``ray start`` or ``ray.init``)."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # explicit: see DESIGN.md
+    # Explicit: with ~/.ray/auth_token present `ray start --head` turns token authentication on,
+    # and a plain `ray job submit` then fails with "Missing authentication token".
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     for name, value in FOREGROUND_ENV.items():
         os.environ.setdefault(name, value)
 

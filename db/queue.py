@@ -159,7 +159,7 @@ class QueueStats:
         return None if rate == 0 else self.remaining / rate * 60.0
 
     def status_counts(self) -> dict[str, int]:
-        """Seed 002's queue status shape."""
+        """The queue status shape ImmichVR's queue manager serves."""
         return {
             "waiting": self.waiting,
             "active": self.total("processing"),
@@ -1143,7 +1143,7 @@ def stats(conn: psycopg.Connection) -> QueueStats:
 
 
 def summary(conn: psycopg.Connection) -> list[SummaryRow]:
-    """Seed 002's queue summary view: one row per status and kind."""
+    """The queue summary ImmichVR's queue manager serves: one row per status and kind."""
     with conn.cursor(row_factory=class_row(SummaryRow)) as cur:
         return cur.execute(
             "SELECT status, kind, items, avg_processing_seconds, oldest_queued_at, "

@@ -1,4 +1,5 @@
-"""/api/health (per service, seed 000's shape) and /api/ai/health, /api/ai/info."""
+"""/api/health (per service, in the shape of the image-gallery backend depthmill replaces) and
+/api/ai/health, /api/ai/info."""
 
 from __future__ import annotations
 
