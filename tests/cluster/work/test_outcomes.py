@@ -8,6 +8,7 @@ import gc
 import uuid
 import weakref
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -233,3 +234,14 @@ def test_the_scheduler_holds_the_tasks_awaiting_its_items(monkeypatch, tmp_path)
         assert not scheduler._item_tasks  # forgotten once done
 
     asyncio.run(run())
+
+
+def test_the_decisions_load_without_ray():
+    import subprocess
+    import sys
+
+    code = "import sys, cluster.work.outcomes; print('ray' in sys.modules)"
+    root = Path(__file__).resolve().parents[3]  # this checkout's cluster, not an installed one
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd=root)
+    assert result.stdout.strip() == "False"
