@@ -187,9 +187,10 @@ class UnheldRef:
         return (yield from future)
 
 
-def test_the_scheduler_holds_the_tasks_awaiting_its_items(monkeypatch, tmp_path):
-    """The event loop holds tasks only weakly: one awaiting an item must be referenced by the
-    scheduler while in flight, or it can be collected and the item's outcome never recorded."""
+@pytest.fixture
+def bare_scheduler(monkeypatch, tmp_path):
+    """The actor's class as a plain object, without Ray, a database or metrics; Ray tasks are
+    UnheldRefs (in ``scheduler.refs``)."""
     from cluster.config.settings import Settings
     from cluster.work import scheduler as scheduler_module
 
@@ -211,8 +212,17 @@ def test_the_scheduler_holds_the_tasks_awaiting_its_items(monkeypatch, tmp_path)
     monkeypatch.setattr(scheduler_module, "process_item_task", FakeTask)
     monkeypatch.setattr(scheduler_module, "Database", FakeDatabase)
     monkeypatch.setattr(scheduler_module.Scheduler, "_metrics", lambda self: None)
-    scheduler = scheduler_module.Scheduler(Settings(home=tmp_path, database_url="postgresql://x"))
-    item = claimed()
+    # Constructed outside an event loop: it does not start its loops.
+    scheduler = scheduler_module.Scheduler(Settings(home=tmp_path, database_url="postgresql://x",
+                                                    scheduler_max_in_flight=4))
+    scheduler.refs = refs
+    return scheduler
+
+
+def test_the_scheduler_holds_the_tasks_awaiting_its_items(bare_scheduler):
+    """The event loop holds tasks only weakly: one awaiting an item must be referenced by the
+    scheduler while in flight, or it can be collected and the item's outcome never recorded."""
+    scheduler, item = bare_scheduler, claimed()
 
     async def run() -> None:
         before = set(asyncio.all_tasks())
@@ -226,7 +236,7 @@ def test_the_scheduler_holds_the_tasks_awaiting_its_items(monkeypatch, tmp_path)
         task = task_ref()
         assert task is not None and not task.done(), "the task awaiting the item was collected"
         done = outcome("completed", item)
-        refs[0].future().set_result(done)
+        scheduler.refs[0].future().set_result(done)
         await task
         assert scheduler.finished == [done]
         assert scheduler.wake.is_set()
@@ -234,6 +244,74 @@ def test_the_scheduler_holds_the_tasks_awaiting_its_items(monkeypatch, tmp_path)
         assert not scheduler._item_tasks  # forgotten once done
 
     asyncio.run(run())
+
+
+def in_flight(scheduler, n: int) -> list[ClaimedItem]:
+    from cluster.work.scheduler import InFlight
+
+    items = [claimed() for _ in range(n)]
+    for item in items:
+        scheduler.in_flight[item.id] = InFlight(item, None, 0.0)
+    return items
+
+
+def record_and_claim(scheduler, fail: Exception | None = None):
+    """Run one cycle with the services just checked healthy; what ``_record`` was given."""
+    import time
+
+    for dep in scheduler.deps.values():
+        dep.up()
+        dep.checked = time.monotonic()  # not due: no probe runs
+    recorded = []
+
+    def record(outcomes, wanted):
+        recorded.append((outcomes, wanted))
+        if fail is not None:
+            raise fail
+        return []
+
+    scheduler._record = record
+    items, wanted = asyncio.run(scheduler._record_and_claim())
+    (outcomes, wanted_recorded) = recorded[0]
+    assert wanted == wanted_recorded and items == []
+    return outcomes, wanted
+
+
+def test_a_cycle_claims_for_the_slots_its_finished_items_free(bare_scheduler):
+    items = in_flight(bare_scheduler, 4)
+    bare_scheduler.finished = [outcome("completed", items[0]), outcome("failed", items[1])]
+    outcomes, wanted = record_and_claim(bare_scheduler)
+    assert wanted == 2
+    assert [o.lease.item_id for o in outcomes.completed] == [items[0].id]
+    assert [o.lease.item_id for o in outcomes.failed] == [items[1].id]
+    assert set(bare_scheduler.in_flight) == {items[2].id, items[3].id}
+    assert bare_scheduler.finished == []
+
+
+def test_a_cycle_claims_nothing_while_paused(bare_scheduler):
+    in_flight(bare_scheduler, 1)
+    bare_scheduler.paused = True
+    assert record_and_claim(bare_scheduler)[1] == 0
+
+
+def test_an_item_a_down_service_sent_back_stops_the_claims_of_its_cycle(bare_scheduler):
+    items = in_flight(bare_scheduler, 2)
+    back = outcome("unavailable", items[0], error="storage unavailable: x", dependency="storage")
+    bare_scheduler.finished = [back]
+    outcomes, wanted = record_and_claim(bare_scheduler)
+    assert outcomes.given_back == [back] and wanted == 0
+    assert bare_scheduler.deps["storage"].ok is False
+    assert set(bare_scheduler.in_flight) == {items[1].id}
+
+
+def test_a_cycle_that_fails_to_record_keeps_its_outcomes_for_the_next(bare_scheduler):
+    items = in_flight(bare_scheduler, 2)
+    finished = [outcome("completed", items[0])]
+    bare_scheduler.finished = list(finished)
+    with pytest.raises(ConnectionError):
+        record_and_claim(bare_scheduler, fail=ConnectionError("database down"))
+    assert bare_scheduler.finished == finished
+    assert set(bare_scheduler.in_flight) == {i.id for i in items}
 
 
 def test_the_decisions_load_without_ray():
