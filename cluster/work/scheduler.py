@@ -17,7 +17,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -26,6 +26,8 @@ from ray.util import metrics
 
 from cluster.storage import keys as storage_keys
 from cluster.config.worker_env import FOREGROUND_RUNTIME_ENV
+from cluster.work import outcomes as decide
+from cluster.work.outcomes import Dependency, SortedOutcomes
 from cluster.work.processing import Outcome
 from cluster.config.settings import Settings
 from cluster.storage import Storage, storage_from_settings
@@ -37,33 +39,6 @@ from db.connection import Database
 from db.queue import NOTIFY_CHANNEL, ClaimedItem, Lease
 
 log = logging.getLogger(__name__)
-
-# An item given back this many times in a row while its services looked healthy is retried like
-# any failure (spending attempts), so no single item can bounce between queue and worker forever.
-MAX_GIVE_BACKS = 5
-
-
-@dataclass
-class Dependency:
-    """A service items need (depth deployment, object store): while it is down, claim nothing."""
-
-    ok: bool = False
-    error: str | None = "not checked yet"
-    checked: float = 0.0
-
-    def due(self, now: float) -> bool:
-        # Healthy: confirm every 10 s. Down: probe every 2 s so work resumes promptly.
-        return now - self.checked >= (10 if self.ok else 2)
-
-    def down(self, error: str) -> None:
-        self.ok, self.error = False, error[:500]
-
-
-@dataclass
-class SortedOutcomes:
-    completed: list[Outcome] = field(default_factory=list)
-    given_back: list[Outcome] = field(default_factory=list)
-    failed: list[Outcome] = field(default_factory=list)  # to retry later, or finally failed
 
 
 @dataclass
@@ -85,12 +60,15 @@ class Scheduler:
         self.paused = False
         self.deps = {"depth": Dependency(), "storage": Dependency()}
         self._storage: Storage | None = None
-        self.give_backs: dict[uuid.UUID, int] = {}
+        self.give_backs = decide.GiveBacks()
         self.last_error: str | None = None
         self.counts = {"claimed": 0, "completed": 0, "failed": 0, "retried": 0, "given_back": 0,
                        "discarded": 0, "refilled": 0}
         self.wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        # The tasks awaiting items in flight: the event loop holds tasks only weakly, so one no
+        # one references can be garbage-collected mid-flight and its outcome never recorded.
+        self._item_tasks: set[asyncio.Task] = set()
         self._started = False
         self._metrics()
         # As a Ray async actor this runs on the actor's event loop: start right away, so that an
@@ -189,7 +167,9 @@ class Scheduler:
     def _dispatch(self, item: ClaimedItem) -> None:
         ref = process_item_task.remote(item, self.settings, self.app_name)
         self.in_flight[item.id] = InFlight(item, ref, time.monotonic())
-        asyncio.create_task(self._await_item(item, ref))
+        task = asyncio.create_task(self._await_item(item, ref))
+        self._item_tasks.add(task)
+        task.add_done_callback(self._item_tasks.discard)
 
     async def _await_item(self, item: ClaimedItem, ref: ray.ObjectRef) -> None:
         try:
@@ -210,9 +190,8 @@ class Scheduler:
         try:
             outcomes = self._sort_outcomes(batch)
             await self._check_dependencies()  # after the sort, which marks services down
-            free = self.max_in_flight - len(self.in_flight) + len(batch)
-            healthy = all(d.ok for d in self.deps.values())
-            wanted = free if not self.paused and healthy and free > 0 else 0
+            free = decide.free_slots(self.max_in_flight, len(self.in_flight), len(batch))
+            wanted = decide.wanted(free, paused=self.paused, deps=self.deps)
             items = await asyncio.to_thread(self._record, outcomes, wanted)
         except Exception:
             self.finished = batch + self.finished  # keep them; the next pass tries again
@@ -222,19 +201,8 @@ class Scheduler:
         return items, wanted
 
     def _sort_outcomes(self, batch: list[Outcome]) -> SortedOutcomes:
-        """What each outcome asks of the queue. An item a down service sent back is given back
-        without spending an attempt, unless it has come back too often."""
-        sorted_ = SortedOutcomes()
-        for o in batch:
-            if o.status == "unavailable":
-                self.deps[o.dependency or "depth"].down(o.error or "unavailable")
-                if self._may_give_back(o.lease.item_id):
-                    sorted_.given_back.append(o)
-                    continue
-                o = replace(o, status="retry")  # given back too often: now it costs an attempt
-            self.give_backs.pop(o.lease.item_id, None)
-            (sorted_.completed if o.status == "completed" else sorted_.failed).append(o)
-        return sorted_
+        """What each outcome asks of the queue (``outcomes.sort_outcomes``)."""
+        return decide.sort_outcomes(batch, self.deps, self.give_backs)
 
     def _record(self, outcomes: SortedOutcomes, wanted: int) -> list[ClaimedItem]:
         """Give-backs and failures (rare) first, each its own transaction; the completions and
@@ -297,24 +265,17 @@ class Scheduler:
             return
         self.counts["discarded"] += len(gone)
 
-    def _may_give_back(self, item_id: uuid.UUID) -> bool:
-        self.give_backs[item_id] = self.give_backs.get(item_id, 0) + 1
-        return self.give_backs[item_id] <= MAX_GIVE_BACKS
-
     async def _check_dependencies(self) -> None:
         """Are the depth deployment and the object store there to take work? Checked every few
         seconds while healthy, and before each claim while not."""
-        now = time.monotonic()
-        for name, check in (("depth", self._probe_depth), ("storage", self._probe_storage)):
+        probes = {"depth": self._probe_depth, "storage": self._probe_storage}
+        for name in decide.due_dependencies(self.deps, time.monotonic()):
             dep = self.deps[name]
-            if not dep.due(now):
-                continue
-            dep.checked = now
             try:
-                await check()
+                await probes[name]()
                 if not dep.ok:
                     log.info("%s available; claiming", name)
-                dep.ok, dep.error = True, None
+                dep.up()
             except Exception as e:
                 dep.down(f"{name} unavailable: {type(e).__name__}: {e}")
 

@@ -1,0 +1,259 @@
+"""process_item without Ray or a model: real photos and videos in local storage, a fake depth
+function, and the outcome each kind of trouble gets (completed, failed, retry, unavailable)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from cluster.config.settings import Settings
+from cluster.model.contract import DepthResult, target_size
+from cluster.storage import LocalStorage, StorageFull, StorageUnavailable
+from cluster.storage import keys as storage_keys
+from cluster.storage.signing import UrlSigner
+from cluster.work.processing import DepthUnavailable, process_item
+from db.queue import ClaimedItem
+from tests.utils import media_files
+
+MODEL = "tiny"
+
+
+class FakeDepth:
+    """Stands in for the depth deployment: a gradient at each requested size, or ``fail``
+    raised, or every result rejected with ``reject``."""
+
+    def __init__(self, fail: BaseException | None = None, reject: str | None = None) -> None:
+        self.fail, self.reject = fail, reject
+        self.calls: list[tuple[list[tuple[int, ...]], list[tuple[int, int] | None]]] = []
+
+    def __call__(self, images, sizes) -> list[DepthResult]:
+        self.calls.append(([im.shape for im in images], list(sizes)))
+        if self.fail is not None:
+            raise self.fail
+        results = []
+        for image, size in zip(images, sizes):
+            if self.reject is not None:
+                results.append(DepthResult(None, error=self.reject))
+                continue
+            h, w = size or image.shape[:2]
+            depth = np.tile(np.linspace(0.5, 4.0, w, dtype=np.float32), (h, 1))
+            results.append(DepthResult(depth, float(depth.min()), float(depth.max())))
+        return results
+
+
+class FlakyStorage(LocalStorage):
+    """Local storage whose reads or writes raise ``error`` (an unreachable store, a full disk)."""
+
+    def __init__(self, *args, read_error=None, write_error=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.read_error, self.write_error = read_error, write_error
+
+    def open(self, key):
+        if self.read_error is not None:
+            raise self.read_error
+        return super().open(key)
+
+    def put(self, key, data, content_type):
+        if self.write_error is not None and not key.startswith(storage_keys.ORIGINALS):
+            raise self.write_error
+        return super().put(key, data, content_type)
+
+
+@pytest.fixture
+def storage(tmp_path) -> FlakyStorage:
+    return FlakyStorage(tmp_path / "objects", UrlSigner(b"k" * 32), base_url="http://api")
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(home=tmp_path, database_url="postgresql://unused", model=MODEL,
+                    video_sample_fps=4, video_max_frames=20)
+
+
+@pytest.fixture(scope="module")
+def photo_bytes() -> bytes:
+    return media_files.jpeg_bytes(media_files.photo("astronaut"))
+
+
+@pytest.fixture(scope="module")
+def video_bytes() -> bytes:
+    return media_files.video_bytes(seconds=2, fps=10, size=(160, 120))
+
+
+def stored_item(storage, kind: str, content: bytes) -> ClaimedItem:
+    """A claimed item whose original is in ``storage``."""
+    key = f"{storage_keys.ORIGINALS}{uuid.uuid4().hex}"
+    storage.put_bytes(key, content, "application/octet-stream")
+    now = datetime.now(UTC)
+    return ClaimedItem(
+        id=uuid.uuid4(), media_id=uuid.uuid4(), model_id=MODEL, kind=kind, bytes=len(content),
+        mime="image/jpeg" if kind == "photo" else "video/mp4", storage_key=key, priority=0,
+        attempts=1, max_attempts=3, lease_owner="scheduler-test", lease_expires_at=now,
+        queued_at=now)
+
+
+def processing_outputs(storage, item: ClaimedItem) -> list[str]:
+    return [k for k in storage_keys.written_by_processing(item.media_id, MODEL) if storage.exists(k)]
+
+
+@pytest.fixture(params=["photo", "video"])
+def media(request, photo_bytes, video_bytes) -> tuple[str, bytes]:
+    return request.param, photo_bytes if request.param == "photo" else video_bytes
+
+
+# ------------------------------------------------------------------------------ completed
+
+
+def test_a_photo_completes_with_its_depth_map_preview_and_renditions(storage, settings, photo_bytes):
+    item, depth = stored_item(storage, "photo", photo_bytes), FakeDepth()
+    outcome = process_item(item, settings, storage, depth, model_revision="rev1")
+    assert outcome.status == "completed", outcome.error
+    assert outcome.error is None and outcome.dependency is None and outcome.seconds > 0
+    assert (outcome.lease, outcome.kind, outcome.media_id) == (item.lease, "photo", item.media_id)
+    assert depth.calls == [([(512, 512, 3)], [target_size(512, 512)])]
+    assert {m.format for m in outcome.outputs} == {"png16", "preview"}
+    for m in outcome.outputs:
+        assert (m.media_id, m.model_id, m.model_revision) == (item.media_id, MODEL, "rev1")
+        assert storage.exists(m.storage_key)
+        assert (m.height, m.width) == target_size(512, 512)
+    png = next(m for m in outcome.outputs if m.format == "png16")
+    assert png.raw_min == pytest.approx(0.5) and png.raw_max == pytest.approx(4.0)
+    assert set(processing_outputs(storage, item)) == {
+        storage_keys.thumbnail(item.media_id), storage_keys.preview(item.media_id),
+        storage_keys.depth(item.media_id, MODEL, "png16"),
+        storage_keys.depth(item.media_id, MODEL, "preview")}
+
+
+def test_a_photo_at_original_resolution_asks_for_its_own_size(storage, photo_bytes, tmp_path):
+    settings = Settings(home=tmp_path, database_url="postgresql://unused", model=MODEL,
+                        depth_resolution="original")
+    depth = FakeDepth()
+    outcome = process_item(stored_item(storage, "photo", photo_bytes), settings, storage, depth)
+    assert outcome.status == "completed", outcome.error
+    assert depth.calls[0][1] == [(512, 512)]
+
+
+def test_a_video_completes_with_a_depth_video_and_a_poster_depth_map(storage, settings, video_bytes):
+    item, depth = stored_item(storage, "video", video_bytes), FakeDepth()
+    outcome = process_item(item, settings, storage, depth)
+    assert outcome.status == "completed", outcome.error
+    assert outcome.kind == "video"
+    assert {m.format for m in outcome.outputs} == {"png16", "preview", "video"}
+    video = next(m for m in outcome.outputs if m.format == "video")
+    frames = video.metadata["frames"]
+    assert len(frames) == sum(len(shapes) for shapes, _ in depth.calls) > 1
+    assert video.metadata["sample_fps"] == 4
+    assert video.raw_min == pytest.approx(0.5) and video.raw_max == pytest.approx(4.0)
+    assert (video.height, video.width) == target_size(120, 160)
+    assert next(m for m in outcome.outputs if m.format == "png16").metadata == {
+        "poster_timestamp": 0.0}
+    assert set(processing_outputs(storage, item)) == set(
+        storage_keys.written_by_processing(item.media_id, MODEL))
+
+
+# ------------------------------------------------------------------------------ failed
+
+
+CORRUPT_VIDEO_IS_RETRIED = pytest.mark.xfail(
+    strict=True, reason="processing retries a video PyAV cannot open (av.error.InvalidDataError, "
+    "an IndexError for a truncated one: 'unexpected error') instead of failing it at once")
+
+
+@pytest.mark.parametrize("kind", ["photo", pytest.param("video", marks=CORRUPT_VIDEO_IS_RETRIED)])
+def test_corrupt_media_fails_at_once(storage, settings, kind):
+    content = b"this is not a " + kind.encode() + b"\n" * 4000
+    item, depth = stored_item(storage, kind, content), FakeDepth()
+    outcome = process_item(item, settings, storage, depth)
+    assert outcome.status == "failed", outcome.error
+    assert outcome.outputs == [] and outcome.error
+    assert depth.calls == []  # never reached the model
+    assert processing_outputs(storage, item) == []
+
+
+def test_a_truncated_photo_fails(storage, settings, photo_bytes):
+    item = stored_item(storage, "photo", photo_bytes[:200])
+    outcome = process_item(item, settings, storage, FakeDepth())
+    assert outcome.status == "failed", outcome.error
+
+
+@CORRUPT_VIDEO_IS_RETRIED
+def test_a_truncated_video_fails(storage, settings, video_bytes):
+    item = stored_item(storage, "video", video_bytes[:3000])
+    outcome = process_item(item, settings, storage, FakeDepth())
+    assert outcome.status == "failed", outcome.error
+
+
+def test_a_missing_original_fails(storage, settings, media):
+    kind, content = media
+    item = stored_item(storage, kind, content)
+    storage.delete(item.storage_key)
+    outcome = process_item(item, settings, storage, FakeDepth())
+    assert outcome.status == "failed"
+    assert "original is missing" in outcome.error and item.storage_key in outcome.error
+
+
+def test_input_the_model_rejects_fails(storage, settings, media):
+    kind, content = media
+    item = stored_item(storage, kind, content)
+    outcome = process_item(item, settings, storage, FakeDepth(reject="too small"))
+    assert outcome.status == "failed"
+    assert "rejected" in outcome.error and "too small" in outcome.error
+    assert not any(storage.exists(storage_keys.depth(item.media_id, MODEL, f))
+                   for f in ("png16", "preview", "video"))
+
+
+# ------------------------------------------------------------------------------ retry
+
+
+@pytest.mark.parametrize(("error", "says"), [
+    (ConnectionError("reset by peer"), "transient error: ConnectionError"),
+    (TimeoutError("slow"), "transient error: TimeoutError"),
+    (ValueError("a bug"), "unexpected error: ValueError"),
+])
+def test_other_trouble_is_retried(storage, settings, media, error, says):
+    kind, content = media
+    outcome = process_item(stored_item(storage, kind, content), settings, storage,
+                           FakeDepth(fail=error))
+    assert outcome.status == "retry"
+    assert outcome.error.startswith(says) and outcome.outputs == []
+    assert outcome.dependency is None
+
+
+# ------------------------------------------------------------------------------ unavailable
+
+
+def test_an_unreachable_depth_service_gives_the_item_back(storage, settings, media):
+    kind, content = media
+    outcome = process_item(stored_item(storage, kind, content), settings, storage,
+                           FakeDepth(fail=DepthUnavailable("no replicas")))
+    assert outcome.status == "unavailable" and outcome.dependency == "depth"
+    assert outcome.error == "depth service unavailable: no replicas"
+    assert outcome.outputs == []
+
+
+def test_an_unreachable_store_gives_the_item_back(storage, settings, media):
+    kind, content = media
+    item = stored_item(storage, kind, content)
+    storage.read_error = StorageUnavailable("connection refused")
+    depth = FakeDepth()
+    outcome = process_item(item, settings, storage, depth)
+    assert outcome.status == "unavailable" and outcome.dependency == "storage"
+    assert outcome.error == "storage unavailable: connection refused"
+    assert depth.calls == []
+
+
+@pytest.mark.parametrize(("error", "says"), [
+    (StorageUnavailable("timed out"), "storage unavailable: timed out"),
+    (StorageFull("no space left"), "storage full: no space left"),
+])
+def test_a_store_that_cannot_take_the_outputs_gives_the_item_back(storage, settings, media,
+                                                                  error, says):
+    kind, content = media
+    item = stored_item(storage, kind, content)
+    storage.write_error = error
+    outcome = process_item(item, settings, storage, FakeDepth())
+    assert outcome.status == "unavailable" and outcome.dependency == "storage"
+    assert outcome.error == says and outcome.outputs == []
