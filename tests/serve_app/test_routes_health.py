@@ -63,8 +63,8 @@ def test_without_depth_and_scheduler_the_api_is_degraded_not_down(api):
     assert body["status"] == "degraded"
     services = body["services"]
     assert services["database"]["status"] == services["storage"]["status"] == "healthy"
-    assert services["depth"] == {"status": "unhealthy", "error": "no depth deployment configured"}
-    assert services["scheduler"] == {"status": "unhealthy", "error": "scheduler not running"}
+    assert services["depth"] == {"status": "unhealthy", "error": "no depth deployment configured", "age_s": 0.0}
+    assert services["scheduler"] == {"status": "unhealthy", "error": "scheduler not running", "age_s": 0.0}
     assert services["queue"]["status"] == "healthy"
 
 
@@ -84,8 +84,8 @@ def test_a_depth_service_or_scheduler_that_does_not_answer_is_unhealthy(make_api
     r = api.get("/api/health")
     assert r.status_code == 200  # degraded: the API itself still works
     services = r.json()["services"]
-    assert services["depth"] == {"status": "unhealthy", "error": "RuntimeError: replica died"}
-    assert services["scheduler"] == {"status": "unhealthy", "error": "actor died"}
+    assert services["depth"] == {"status": "unhealthy", "error": "RuntimeError: replica died", "age_s": 0.0}
+    assert services["scheduler"] == {"status": "unhealthy", "error": "actor died", "age_s": 0.0}
 
 
 def test_without_the_database_the_api_is_unhealthy(make_api, ray_connected, monkeypatch):

@@ -161,6 +161,14 @@ def test_status_stats_and_summary_count_the_items(api):
     assert {(r["status"], r["kind"]) for r in summary} >= {("queued", "photo"), ("queued", "video")}
 
 
+def status_of(**fields) -> dict:
+    """The scheduler's status, in the shape Scheduler.status() answers."""
+    return {"running": True, "paused": False, "owner": "scheduler-test", "in_flight": 0,
+            "max_in_flight": 4, "depth_available": True, "depth_error": None,
+            "storage_available": True, "storage_error": None, "last_error": None,
+            "counts": {"claimed": 0}, "model": "tiny", **fields}
+
+
 class FakeScheduler:
     """Stands in for the scheduler actor's handle: each method answers a dict."""
 
@@ -179,7 +187,7 @@ class FakeScheduler:
                 scheduler.calls.append(name)
                 if scheduler.fail:
                     raise RuntimeError("actor died")
-                return {"paused": name == "pause", "called": name}
+                return status_of(paused=name == "pause", last_error=f"called {name}")
 
         return Method
 
@@ -187,9 +195,10 @@ class FakeScheduler:
 def test_worker_control_calls_the_scheduler(make_api):
     scheduler = FakeScheduler()
     api = make_api(scheduler=lambda: scheduler)
-    assert api.post("/api/queue/worker/stop").json() == {"paused": True, "called": "pause"}
-    assert api.post("/api/queue/worker/start").json() == {"paused": False, "called": "resume"}
-    assert api.get("/api/queue/worker/status").json()["called"] == "status"
+    assert api.post("/api/queue/worker/stop").json() == status_of(paused=True,
+                                                                  last_error="called pause")
+    assert api.post("/api/queue/worker/start").json() == status_of(last_error="called resume")
+    assert api.get("/api/queue/worker/status").json()["last_error"] == "called status"
     assert scheduler.calls == ["pause", "resume", "status"]
 
 
