@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import numpy as np
 from PIL import Image
 
@@ -160,7 +161,10 @@ def _process_video(item, settings, storage, depth, revision) -> list[NewDepthMap
         with storage.open(item.storage_key) as src, original.open("wb") as dst:
             while chunk := src.read(1024 * 1024):
                 dst.write(chunk)
-        poster = poster_frame(original)
+        try:
+            poster = poster_frame(original)
+        except (av.error.FFmpegError, IndexError) as e:  # IndexError: no video stream left
+            raise PermanentError(f"cannot decode the video: {e}") from None
         _store_renditions(item, storage, poster)
         out_path = Path(tmp) / "depth.mp4"
         first: DepthResult | None = None
@@ -168,7 +172,7 @@ def _process_video(item, settings, storage, depth, revision) -> list[NewDepthMap
             original, fps=settings.video_sample_fps, max_frames=settings.video_max_frames
         )
         writer = None
-        for chunk in _chunks(frames, 16):
+        for chunk in _decoded_chunks(frames, 16):
             # One request per frame, all in flight at once: the deployment batches them.
             images = [f.rgb for f in chunk]
             results = _checked(depth(images, [_output_size(im, settings) for im in images]))
@@ -194,6 +198,14 @@ def _process_video(item, settings, storage, depth, revision) -> list[NewDepthMap
             metadata={"frames": frame_meta, "sample_fps": settings.video_sample_fps},
         ))
         return outputs
+
+
+def _decoded_chunks(frames, size: int):
+    """Chunks of frames; a frame PyAV cannot decode fails the video, as a corrupt photo does."""
+    try:
+        yield from _chunks(frames, size)
+    except av.error.FFmpegError as e:
+        raise PermanentError(f"cannot decode the video: {e}") from None
 
 
 def _chunks(iterable, size: int):

@@ -157,12 +157,8 @@ def test_a_video_completes_with_a_depth_video_and_a_poster_depth_map(storage, se
 # ------------------------------------------------------------------------------ failed
 
 
-CORRUPT_VIDEO_IS_RETRIED = pytest.mark.xfail(
-    strict=True, reason="processing retries a video PyAV cannot open (av.error.InvalidDataError, "
-    "an IndexError for a truncated one: 'unexpected error') instead of failing it at once")
 
-
-@pytest.mark.parametrize("kind", ["photo", pytest.param("video", marks=CORRUPT_VIDEO_IS_RETRIED)])
+@pytest.mark.parametrize("kind", ["photo", "video"])
 def test_corrupt_media_fails_at_once(storage, settings, kind):
     content = b"this is not a " + kind.encode() + b"\n" * 4000
     item, depth = stored_item(storage, kind, content), FakeDepth()
@@ -179,7 +175,6 @@ def test_a_truncated_photo_fails(storage, settings, photo_bytes):
     assert outcome.status == "failed", outcome.error
 
 
-@CORRUPT_VIDEO_IS_RETRIED
 def test_a_truncated_video_fails(storage, settings, video_bytes):
     item = stored_item(storage, "video", video_bytes[:3000])
     outcome = process_item(item, settings, storage, FakeDepth())
