@@ -211,100 +211,28 @@ def _tuples(conn: psycopg.Connection, query: sql.Composable, params: object = No
 # enqueue
 # --------------------------------------------------------------------------------------------
 
-# The ready set's size: claims read it, so its heap pages stay few and in claim order however
-# long the queue (migration 007). Big enough that refills are rare next to claims.
-READY_TARGET = 10_000
-# Rows one refill statement moves, and the pause its callers leave between statements: every
-# moved row goes into the id and media indexes at random leaf pages, and a claim that runs beside
-# a long refill statement waits for it (1M rows queued, 200 claims/s, 2 cores: claim p99 3.7-4.1
-# ms with chunks of 100 and 10 ms pauses, 2.5-2.9 ms with 10 or 20 and 1-2 ms; with 5 the refill
-# fell behind). Short transactions also keep a media delete from waiting long.
-REFILL_CHUNK = 20
-REFILL_PAUSE_S = 0.002
-# How often a refill loop (the scheduler's, queue_bench's) looks at the ready set: a ready set of
-# READY_TARGET items lasts far longer than this at any claim rate the depth service sustains.
-REFILL_INTERVAL_S = 0.5
-
-# A model's ready set, counted only up to a cap: a count reads index entries one by one.
-_COUNT_READY = sql.SQL(
-    """SELECT count(*) FROM (SELECT FROM processing_queue
-                             WHERE status = 'queued' AND NOT backlog AND model_id = %(model_id)s
-                             LIMIT %(cap)s) r"""
-)
-
 _ENQUEUE = sql.SQL(
     """
-    WITH new AS (
-        SELECT m.id, m.kind, m.bytes, m.mime, m.storage_key, p.priority,
-               row_number() OVER (ORDER BY p.priority, m.id) AS rank
-        FROM media_items m,
-             LATERAL (SELECT coalesce(%(priority)s,
-                                      depthmill_default_priority(m.kind, m.bytes)) AS priority) p
-        WHERE m.id = ANY(%(media_ids)s)
-    ), head AS (
-        -- The backlog's most urgent priority; NULL when this model has no backlog.
-        SELECT min(priority) AS priority FROM processing_queue
-        WHERE status = 'queued' AND backlog AND model_id = %(model_id)s
-    ), candidates AS (
-        -- New items that may be ready: nothing in the backlog is more urgent (at most a ready
-        -- set's worth per statement). The rest go to the backlog. An item already active stays
-        -- where it is (ON CONFLICT below) unless it waits in the backlog.
-        SELECT n.id, n.priority FROM new n, head h
-        WHERE %(status)s = 'queued' AND n.rank <= %(target)s
-          AND (h.priority IS NULL OR n.priority < h.priority)
-          AND NOT EXISTS (SELECT FROM processing_queue a
-                          WHERE a.media_id = n.id AND a.model_id = %(model_id)s
-                            AND a.status IN ('pending', 'queued', 'processing')
-                            AND NOT (a.status = 'queued' AND a.backlog))
-    ), over AS (
-        -- How many candidates the ready set has no room for. Counted only when there are any
-        -- (an uncorrelated subquery is run when first needed).
-        SELECT CASE WHEN k = 0 THEN 0
-                    ELSE greatest(0, k - (%(target)s - ({count_ready}))) END AS n
-        FROM (SELECT count(*) AS k FROM candidates) c
-    ), worst AS MATERIALIZED (
-        -- The ready set's least urgent items, as many as it has no room for; not this
-        -- statement's own (a statement must not both demote a row and update it on conflict).
-        SELECT id, priority, queued_at FROM processing_queue
-        WHERE status = 'queued' AND NOT backlog AND model_id = %(model_id)s
-          AND media_id <> ALL(%(media_ids)s)
-        ORDER BY priority DESC, queued_at DESC, id DESC
-        LIMIT (SELECT n FROM over)
-        FOR UPDATE SKIP LOCKED
-    ), out AS (
-        -- Of those and the candidates, the least urgent wait in the backlog, so the ready set
-        -- stays the most urgent items whatever order they arrive in (a long queue's first fill
-        -- brings them in no order). On a tie the new item arrived later.
-        SELECT id, old FROM (SELECT id, priority, queued_at, true AS old FROM worst
-                             UNION ALL
-                             SELECT id, priority, now(), false FROM candidates) u
-        ORDER BY priority DESC, old, queued_at DESC, id DESC
-        LIMIT (SELECT n FROM over)
-    ), demoted AS (
-        UPDATE processing_queue q SET backlog = true, updated_at = now()
-        FROM out WHERE out.old AND q.id = out.id
-    )
     INSERT INTO processing_queue AS q (media_id, model_id, priority, max_attempts, status,
-                                       kind, bytes, mime, storage_key, backlog)
-    SELECT n.id, %(model_id)s, n.priority, %(max_attempts)s, %(status)s,
-           n.kind, n.bytes, n.mime, n.storage_key,
-           %(status)s = 'queued'
-               AND (n.id NOT IN (SELECT id FROM candidates)
-                    OR n.id IN (SELECT id FROM out WHERE NOT old))
-    FROM new n
+                                       kind, bytes, mime, storage_key)
+    SELECT m.id, %(model_id)s,
+           coalesce(%(priority)s, depthmill_default_priority(m.kind, m.bytes)),
+           %(max_attempts)s, %(status)s, m.kind, m.bytes, m.mime, m.storage_key
+    FROM media_items m
+    WHERE m.id = ANY(%(media_ids)s)
     -- In claim order, so a big enqueue lays its rows out the way claims will take them.
-    ORDER BY n.priority, n.id
+    ORDER BY 3, m.id
     -- An active item for this media + model already exists: keep it, and let an explicit
-    -- priority ("process this now") move it forward, never back.
+    -- priority ("process this now") move it forward, never back. The row lock ON CONFLICT takes
+    -- waits for a claimer holding the row; the claim's SKIP LOCKED never waits on an enqueue.
     -- (processing_queue_media: its third key is true only for an active row.)
     ON CONFLICT (media_id, model_id,
                  (CASE WHEN status IN ('pending', 'queued', 'processing') THEN true END))
     DO UPDATE SET priority = least(q.priority, coalesce(%(priority)s, q.priority)),
-                  backlog = q.backlog AND excluded.backlog,
                   updated_at = now()
     RETURNING {columns}, (q.xmax = 0) AS created
     """
-).format(columns=_ITEM_COLUMNS, count_ready=_COUNT_READY)
+).format(columns=_ITEM_COLUMNS)
 
 
 def enqueue_many(
@@ -328,8 +256,6 @@ def enqueue_many(
         "priority": priority,
         "max_attempts": max_attempts,
         "status": "pending" if hold else "queued",
-        "target": READY_TARGET,
-        "cap": READY_TARGET,
     }
     return _items(conn, _ENQUEUE, params)
 
@@ -395,11 +321,9 @@ _LEASE = sql.SQL(
         lease_owner = %(owner)s,
         lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
         started_at = now(),
-        -- Should it come back (a retry, a lost lease), it comes back ready.
-        backlog = false,
         updated_at = now()
-    -- As an array, not a join: the planner cannot tell how many rows the backlog's LIMIT
-    -- (a subquery) lets through, guesses a tenth of the table, and would hash-join it.
+    -- As an array, not a join: a generic plan cannot tell how many rows LIMIT %(n)s lets
+    -- through, guesses a tenth of the table, and would hash-join it.
     WHERE q.id = ANY(ARRAY(SELECT id FROM next))
     RETURNING q.id, q.media_id, q.model_id, q.kind, q.bytes, q.mime, q.storage_key,
               q.priority, q.attempts, q.max_attempts, q.lease_owner, q.lease_expires_at,
@@ -409,43 +333,30 @@ _LEASE = sql.SQL(
 
 
 def _claim_ctes(*, for_model: bool) -> sql.Composed:
-    """The CTEs that pick the most urgent claimable items, ending in ``next`` (their ids).
+    """The CTE that picks the most urgent claimable items: ``next``, their ids.
 
-    For one model: from its ready set and, for what the ready set lacks, from its backlog. The
-    ready set runs dry when claims outrun the refill (refill_ready, run beside the claims); the
-    claim then takes the rest from the backlog where it lies rather than wait for moves: a move
-    is about as much work as the claim, and a claimer this fast gains nothing from the layout.
-    For any model: from the ready sets only (claim_batch goes through the backlogs after).
+    Locking: FOR UPDATE SKIP LOCKED locks the rows it returns and passes over rows another
+    transaction holds (a concurrent claimer taking them, a cancel or enqueue updating them)
+    instead of queueing behind its lock, so each row goes to exactly one claimer and no claimer
+    waits. MATERIALIZED fences the CTE: it runs once, its LIMIT applies before the UPDATE sees
+    its rows, and the planner cannot fold it into the UPDATE (which could then lock and lease
+    more rows than the LIMIT). For one model the planner walks processing_queue_claimable
+    (model_id, priority, queued_at, id) in claim order and stops after ``n`` rows; for any
+    model it reads the queued rows of every model and sorts them.
     """
     model_filter = sql.SQL("AND q.model_id = %(model_id)s") if for_model else sql.SQL("")
-    # MATERIALIZED fences each CTE so its LIMIT applies before the UPDATE joins it. SKIP LOCKED:
-    # concurrent claimers pass over rows another claimer is taking instead of queueing behind
-    # its lock; each row goes to exactly one claimer. The planner walks
-    # processing_queue_claimable (the ready set) and processing_queue_backlog in
-    # (priority, queued_at) order; no backlog item is more urgent than a ready one.
-    pick = """
-        SELECT q.id
-        FROM processing_queue q
-        WHERE q.status = 'queued' AND {backlog} q.backlog AND q.run_after <= now() {model_filter}
-        ORDER BY q.priority, q.queued_at, q.id
-        LIMIT {limit}
-        FOR UPDATE SKIP LOCKED
-    """
-    ready = sql.SQL(pick).format(
-        backlog=sql.SQL("NOT"), model_filter=model_filter, limit=sql.SQL("%(n)s"))
-    if not for_model:
-        return sql.SQL("next AS MATERIALIZED ({ready})").format(ready=ready)
-    waiting = sql.SQL(pick).format(
-        backlog=sql.SQL(""), model_filter=model_filter,
-        # Zero when the ready set had enough: the backlog is not read at all.
-        limit=sql.SQL("(SELECT %(n)s - count(*) FROM ready)"))
     return sql.SQL(
         """
-        ready AS MATERIALIZED ({ready}),
-        waiting AS MATERIALIZED ({waiting}),
-        next AS (SELECT id FROM ready UNION ALL SELECT id FROM waiting)
+        next AS MATERIALIZED (
+            SELECT q.id
+            FROM processing_queue q
+            WHERE q.status = 'queued' AND q.run_after <= now() {model_filter}
+            ORDER BY q.priority, q.queued_at, q.id
+            LIMIT %(n)s
+            FOR UPDATE SKIP LOCKED
+        )
         """
-    ).format(ready=ready, waiting=waiting)
+    ).format(model_filter=model_filter)
 
 
 def build_claim_query(*, for_model: bool) -> sql.Composed:
@@ -476,17 +387,7 @@ def claim_batch(
 
 
 def _claim_the_rest(conn: psycopg.Connection, items: list[ClaimedItem], params: dict) -> list[ClaimedItem]:
-    """After a claim for any model, which read the ready sets only: what they lacked, from the
-    backlogs model by model (so across models the order is approximate once a ready set runs
-    dry). Then the items in claim order, which UPDATE ... RETURNING does not keep."""
-    n = params["n"]
-    if params["model_id"] is None and len(items) < n:
-        with conn.cursor(row_factory=class_row(ClaimedItem)) as cur:
-            for model in _backlog_models(conn):
-                if len(items) == n:
-                    break
-                items += cur.execute(_CLAIM_MODEL, {**params, "model_id": model,
-                                                    "n": n - len(items)}).fetchall()
+    """The items in claim order, which UPDATE ... RETURNING does not keep."""
     items.sort(key=lambda i: (i.priority, i.queued_at, i.id))
     return items
 
@@ -496,140 +397,8 @@ _TABLE_COLUMNS = (
     "id", "media_id", "model_id", "status", "priority", "attempts", "max_attempts", "last_error",
     "error_count", "cancel_requested", "lease_owner", "lease_expires_at", "run_after", "queued_at",
     "started_at", "completed_at", "processing_duration", "updated_at", "kind", "bytes", "mime",
-    "storage_key", "backlog",
+    "storage_key",
 )
-
-
-# --------------------------------------------------------------------------------------------
-# the ready set: claims read it, refills keep it stocked from the backlog (migration 007)
-# --------------------------------------------------------------------------------------------
-
-# Each model has its own ready set and backlog: a scheduler claims for one model, and another
-# model's items filling the ready set must not keep its backlog waiting. Both indexes lead with
-# model_id (migration 008), so each probe below reads one index range in claim order.
-_READY_STATE = sql.SQL(
-    """
-    SELECT
-        ({count_ready}),
-        -- Backlog items of a more urgent priority than a ready one (races between enqueues and
-        -- refills), up to what one call moves.
-        -- Within one priority the split is by arrival, close enough.
-        (SELECT count(*) FROM (SELECT FROM processing_queue
-                               WHERE status = 'queued' AND backlog AND model_id = %(model_id)s
-                                 AND priority < (SELECT max(priority) FROM processing_queue
-                                                 WHERE status = 'queued' AND NOT backlog
-                                                   AND model_id = %(model_id)s)
-                               LIMIT %(limit)s) i)
-    -- No row when there is no backlog: the usual case costs one index probe.
-    WHERE EXISTS (SELECT FROM processing_queue
-                  WHERE status = 'queued' AND backlog AND model_id = %(model_id)s)
-    """
-).format(count_ready=_COUNT_READY)
-
-_PROMOTE = sql.SQL(
-    """
-    WITH picked AS MATERIALIZED (
-        -- The media row is locked too, and skipped when a delete holds it: the INSERT's foreign
-        -- key check would otherwise wait on that delete while its cascade waits on this row.
-        SELECT q.id FROM processing_queue q JOIN media_items m ON m.id = q.media_id
-        WHERE q.status = 'queued' AND q.backlog AND q.model_id = %(model_id)s
-        ORDER BY q.priority, q.queued_at, q.id
-        LIMIT %(n)s
-        FOR UPDATE OF q SKIP LOCKED
-        FOR KEY SHARE OF m SKIP LOCKED
-    ), moved AS (
-        DELETE FROM processing_queue q USING picked WHERE q.id = picked.id RETURNING q.*
-    )
-    INSERT INTO processing_queue ({columns})
-    SELECT {values} FROM moved
-    ORDER BY priority, queued_at, id
-    RETURNING id
-    """
-).format(
-    columns=sql.SQL(", ").join(map(sql.Identifier, _TABLE_COLUMNS)),
-    values=sql.SQL(", ").join(
-        sql.SQL("false") if c == "backlog" else sql.Identifier(c) for c in _TABLE_COLUMNS
-    ),
-)
-
-
-_DEMOTE = sql.SQL(
-    """
-    UPDATE processing_queue q SET backlog = true
-    FROM (SELECT id FROM processing_queue
-          WHERE status = 'queued' AND NOT backlog AND model_id = %(model_id)s
-          ORDER BY priority DESC, queued_at DESC, id DESC
-          LIMIT %(n)s
-          FOR UPDATE SKIP LOCKED) worst
-    WHERE q.id = worst.id
-    RETURNING q.id
-    """
-)
-
-
-def refill_ready(
-    conn: psycopg.Connection,
-    *,
-    model_id: str,
-    target: int | None = None,
-    limit: int = REFILL_CHUNK,
-    continuing: bool = False,
-) -> int:
-    """Refill ``model_id``'s ready set from its backlog up to ``target`` items once it is down
-    to half, and move backlog items of a more urgent priority than a ready one, keeping the set
-    under twice ``target``. Returns how many rows it moved: at most ``limit`` per call, so call
-    it until it returns 0 to catch up, with ``continuing`` set on each call after the first.
-
-    ``continuing`` and an empty ready set mean the claims took the last call's rows within the
-    pause: they outrun the refill, and rows moved now would be claimed before their layout pays
-    for the move (a move costs about what a claim does). The call moves nothing, and those claims
-    take the backlog where it lies (``claim_batch``). A pass that starts with the set empty
-    still moves one chunk, so a refill resumes once the claims slow down.
-
-    Enqueue keeps the ready set the most urgent items (``_ENQUEUE``), so inversions come only
-    from races: two enqueues that both saw room, a refill beside an enqueue. A ready set overfilled
-    that way with no inversions is left as it is: claims take it first.
-    """
-    target = target or READY_TARGET
-    params = {"model_id": model_id, "cap": target // 2 + 1, "limit": limit}
-    state = _tuples(conn, _READY_STATE, params)
-    if not state:
-        return 0
-    ready, inversions = state[0]
-    if continuing and ready == 0:
-        return 0
-    if inversions:
-        # Moving them would overfill the set: its least urgent items go back first, lowering
-        # the bar the backlog is compared with.
-        (full,) = _tuples(conn, _COUNT_READY, {**params, "cap": 2 * target + 1})[0]
-        if full + inversions > 2 * target:
-            return len(_tuples(conn, _DEMOTE, {**params, "n": limit}))
-    want = max(target - ready if ready <= target // 2 else 0, inversions)
-    if want == 0:
-        return 0
-    return len(_tuples(conn, _PROMOTE, {**params, "n": min(want, limit)}))
-
-
-# The models with a backlog, one index probe each (a loose index scan: Postgres 15 has no skip
-# scan, and DISTINCT would read every backlog entry).
-_BACKLOG_MODELS = sql.SQL(
-    """
-    WITH RECURSIVE models AS (
-        (SELECT model_id FROM processing_queue WHERE status = 'queued' AND backlog
-         ORDER BY model_id LIMIT 1)
-        UNION ALL
-        SELECT (SELECT q.model_id FROM processing_queue q
-                WHERE q.status = 'queued' AND q.backlog AND q.model_id > models.model_id
-                ORDER BY q.model_id LIMIT 1)
-        FROM models WHERE models.model_id IS NOT NULL
-    )
-    SELECT model_id FROM models WHERE model_id IS NOT NULL
-    """
-)
-
-
-def _backlog_models(conn: psycopg.Connection) -> list[str]:
-    return [model for (model,) in _tuples(conn, _BACKLOG_MODELS)]
 
 
 def _lease_arrays(leases: Iterable[Lease]) -> dict[str, list]:
@@ -693,7 +462,6 @@ def _archive(processing_duration: sql.Composable) -> sql.Composed:
         "completed_at": sql.SQL("now()"),
         "processing_duration": processing_duration,
         "updated_at": sql.SQL("now()"),
-        "backlog": sql.SQL("false"),
     }
     return sql.SQL(
         """
@@ -927,15 +695,9 @@ _CANCEL = sql.SQL(
 
 def cancel(conn: psycopg.Connection, item_id: uuid.UUID) -> QueueItem:
     """Cancel a waiting item now, or ask the holder of a running one to stop."""
-    # A refill moving the row (DELETE + INSERT) while this waited on its lock leaves the UPDATE
-    # nothing to change; the next statement sees the moved row, so try once more.
-    for _ in range(2):
-        if _tuples(conn, _CANCEL, {"id": item_id}):
-            return get_item(conn, item_id)
-        status = get_item(conn, item_id).status
-        if status not in ACTIVE_STATUSES:
-            break
-    raise IllegalTransition(item_id, status, "cancel")
+    if _tuples(conn, _CANCEL, {"id": item_id}):
+        return get_item(conn, item_id)
+    raise IllegalTransition(item_id, get_item(conn, item_id).status, "cancel")
 
 
 _RETRY = sql.SQL(
