@@ -48,9 +48,9 @@ def test_lease_recovery_uses_the_leases_partial_index(conn):
     media_ids = bulk_media(conn, 20_000)
     queue.enqueue_many(conn, media_ids, "tiny")
     conn.execute("ANALYZE processing_queue")
-    from db.queue import _RECOVER
+    from db.queue.statements import RECOVER
 
-    assert "processing_queue_leases" in plan(conn, _RECOVER, {"limit": 100})
+    assert "processing_queue_leases" in plan(conn, RECOVER, {"limit": 100})
 
 
 def nodes(node: dict):

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from db import queue
+from db.queue import statements
 from db.errors import IllegalTransition, InvalidCursor, NotFound
 from tests.utils.factories import insert_media
 
@@ -334,7 +335,7 @@ def test_both_queue_tables_have_the_columns_the_move_copies(conn):
             "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
             "AND attnum > 0 AND NOT attisdropped ORDER BY attnum", [table]
         ).fetchall()
-        assert tuple(c for (c,) in columns) == queue._TABLE_COLUMNS, table
+        assert tuple(c for (c,) in columns) == statements.TABLE_COLUMNS, table
 
 
 def test_an_item_completed_after_a_cancel_request_keeps_the_request(conn):
