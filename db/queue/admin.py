@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -12,7 +10,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
 
-from db.errors import IllegalTransition, InvalidCursor, NotFound
+from db import cursor as cursor_key
+from db.errors import IllegalTransition, NotFound
 from db.queue.execute import fetch_items, fetch_tuples, notify_if
 from db.queue.statements import (
     CANCEL,
@@ -26,7 +25,16 @@ from db.queue.statements import (
     STATS,
 )
 from db.queue.types import Page, QueueItem, QueueStats, SummaryRow
-from db.vocabulary import KINDS, MAX_PAGE_SIZE, MAX_PRIORITY, STATUSES, Kind, Status
+from db.vocabulary import (
+    DEFAULT_PAGE_SIZE,
+    KINDS,
+    MAX_PAGE_SIZE,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    STATUSES,
+    Kind,
+    Status,
+)
 
 
 def enqueue_many(
@@ -72,8 +80,8 @@ def enqueue(
 
 
 def _check_priority(priority: int | None) -> None:
-    if priority is not None and not 0 <= priority <= MAX_PRIORITY:
-        raise ValueError(f"priority must be between 0 and {MAX_PRIORITY}, got {priority}")
+    if priority is not None and not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise ValueError(f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}, got {priority}")
 
 
 def release(conn: psycopg.Connection, item_ids: Sequence[uuid.UUID]) -> int:
@@ -137,17 +145,12 @@ def items_for_media(conn: psycopg.Connection, media_id: uuid.UUID) -> list[Queue
 
 
 def encode_cursor(item: QueueItem) -> str:
-    raw = json.dumps([item.priority, item.queued_at.isoformat(), str(item.id)])
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    """A list_items page's cursor: its last item's claim-order key."""
+    return cursor_key.encode(item.priority, item.queued_at, item.id)
 
 
 def decode_cursor(cursor: str) -> tuple[int, datetime, uuid.UUID]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        priority, queued_at, item_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return int(priority), datetime.fromisoformat(queued_at), uuid.UUID(item_id)
-    except (ValueError, TypeError, UnicodeDecodeError) as exc:
-        raise InvalidCursor(f"invalid cursor {cursor[:64]!r}") from exc
+    return cursor_key.decode(cursor, int, datetime, uuid.UUID)
 
 
 def list_items(
@@ -156,7 +159,7 @@ def list_items(
     statuses: Sequence[Status] | None = None,
     kind: Kind | None = None,
     model_id: str | None = None,
-    limit: int = 50,
+    limit: int = DEFAULT_PAGE_SIZE,
     cursor: str | None = None,
 ) -> Page:
     """Queue items in claim order (priority, then age), filtered, a keyset page at a time."""
@@ -166,7 +169,7 @@ def list_items(
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
     if kind is not None and kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; expected photo or video")
+        raise ValueError(f"unknown kind {kind!r}; expected {' or '.join(KINDS)}")
     # Filters are fixed SQL fragments; only values travel, as parameters.
     where = [sql.SQL("true")]
     params: dict[str, object] = {"limit": limit + 1}
