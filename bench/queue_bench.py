@@ -16,8 +16,8 @@ same WAL state. ``--rounds`` take turns at the three and the median round is rep
 Latency: p50/p99 of one ``claim_batch(10)`` with 10k and 1M rows queued (still queued at the last
 claim: each queue is filled with what its claims take on top), filled the same way, at
 ``--latency-rate`` claims a second (200: 2,000 items/s, well above what a GPU cluster processes).
-The sizes take turns
-in blocks of ``--latency-block`` claims, so the machine's drift falls on both alike.
+The sizes take turns in blocks of ``--latency-block`` claims, so the machine's drift falls on both
+alike.
 """
 
 from __future__ import annotations

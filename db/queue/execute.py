@@ -25,7 +25,7 @@ NOTIFY_CHANNEL = "depthmill_queue"
 
 def notify_if(conn: psycopg.Connection, requeued: int) -> int:
     """Wake claimers when items became claimable. Inserts notify from their statement trigger;
-    every other way back to 'queued' goes through this module and calls this. Postgres folds
+    every other way back to 'queued' goes through db.queue and calls this. Postgres folds
     repeated notifications inside one transaction into one."""
     if requeued:
         conn.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])

@@ -64,7 +64,7 @@ LEASE = sql.SQL(
         lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
         started_at = now(),
         updated_at = now()
-    -- As an array, not a join: a generic plan cannot tell how many rows LIMIT %(n)s lets
+    -- As an array, not a join: a generic plan cannot tell how many rows the LIMIT lets
     -- through, guesses a tenth of the table, and would hash-join it.
     WHERE q.id = ANY(ARRAY(SELECT id FROM next))
     RETURNING q.id, q.media_id, q.model_id, q.kind, q.bytes, q.mime, q.storage_key,

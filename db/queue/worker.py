@@ -42,11 +42,11 @@ def claim_batch(
     params = {"n": n, "owner": owner, "lease_seconds": lease_seconds, "model_id": model_id}
     with conn.cursor(row_factory=class_row(ClaimedItem)) as cur:
         items = cur.execute(CLAIM_MODEL if model_id is not None else CLAIM_ANY, params).fetchall()
-    return _claim_the_rest(conn, items, params)
+    return _in_claim_order(items)
 
 
-def _claim_the_rest(conn: psycopg.Connection, items: list[ClaimedItem], params: dict) -> list[ClaimedItem]:
-    """The items in claim order, which UPDATE ... RETURNING does not keep."""
+def _in_claim_order(items: list[ClaimedItem]) -> list[ClaimedItem]:
+    """UPDATE ... RETURNING does not keep the order the claim picked them in."""
     items.sort(key=lambda i: (i.priority, i.queued_at, i.id))
     return items
 
@@ -119,7 +119,7 @@ def complete_and_claim(
                 done.add(completed)
             else:
                 items.append(ClaimedItem(**row))
-    return done, _claim_the_rest(conn, items, params)
+    return done, _in_claim_order(items)
 
 
 def complete(conn: psycopg.Connection, lease: Lease) -> bool:
