@@ -12,26 +12,22 @@ batch sizes 1, 10 and 100, each system in its own database on the same server, i
 All get the same kind of workload: priorities spread the way real sizes spread them, arriving in
 no order in batches of 1,000 to each system's own enqueue (pgqueuer gets the stream of the
 depthmill fill before it), and every fill ends with a checkpoint, so every drain starts from the
-same WAL state. depthmill's ready set is refilled from its backlog beside the claims, as the
-scheduler does; claimers that outrun it claim from the backlog. ``--rounds`` take turns at the
-three and the median round is reported.
+same WAL state. ``--rounds`` take turns at the three and the median round is reported.
 Latency: p50/p99 of one ``claim_batch(10)`` with 10k and 1M rows queued (still queued at the last
 claim: each queue is filled with what its claims take on top), filled the same way, at
-``--latency-rate`` claims a second (200: 2,000 items/s, well above what a GPU cluster processes),
-with the refill running beside the claims; its work is in the WAL figures. The sizes take turns
-in blocks of ``--latency-block`` claims, so the machine's drift falls on both alike.
+``--latency-rate`` claims a second (200: 2,000 items/s, well above what a GPU cluster processes).
+The sizes take turns in blocks of ``--latency-block`` claims, so the machine's drift falls on both
+alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import multiprocessing as mp
 import os
 import statistics
 import sys
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -48,7 +44,6 @@ from db.migrate import migrate
 ENTRYPOINT = "noop"
 MODEL = "tiny"
 FILL_BATCH = 1_000
-READY_TARGET_ENV = "DEPTHMILL_BENCH_READY_TARGET"
 
 
 # ------------------------------------------------------------------------------------ servers
@@ -100,8 +95,7 @@ def depthmill_fill(url: str, jobs: int) -> list[int]:
         )
         conn.execute("ANALYZE media_items")  # so each batch's enqueue looks its media up by key
         # Enqueued a batch at a time in arrival order, as an import or a stream of uploads
-        # brings them: priorities arrive in no order (enqueue keeps the most urgent
-        # READY_TARGET in the ready set, the rest wait in the backlog).
+        # brings them: priorities arrive in no order.
         media_ids = [m for (m,) in conn.execute("SELECT id FROM media_items ORDER BY ctid")]
         for start in range(0, len(media_ids), FILL_BATCH):
             queue.enqueue_many(conn, media_ids[start:start + FILL_BATCH], MODEL)
@@ -129,7 +123,6 @@ def depthmill_two_commits_worker(url: str, batch: int, barrier, results) -> None
 
 
 def _drain_depthmill(url: str, batch: int, barrier, results, *, one_commit: bool) -> None:
-    _set_ready_target()
     owner = f"bench-{os.getpid()}"
     done = 0
     finished: list[queue.Lease] = []
@@ -146,19 +139,13 @@ def _drain_depthmill(url: str, batch: int, barrier, results, *, one_commit: bool
                 done += len(queue.complete_many(conn, [i.lease for i in items]))
             if not items and not _anything_queued(conn):
                 break
-            # else rows were locked by a refill moving them (SKIP LOCKED passes over them):
+            # else rows were locked by another claimer (SKIP LOCKED passes over them):
             # the scheduler would claim again when woken; so does this.
         results.put((done, started, time.perf_counter()))
 
 
 def _anything_queued(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT EXISTS (SELECT FROM processing_queue WHERE status = 'queued')").fetchone()[0]
-
-
-def _set_ready_target() -> None:
-    """--ready-target, in this process and in the claimer processes it spawns."""
-    if target := os.environ.get(READY_TARGET_ENV):
-        queue.READY_TARGET = int(target)
 
 
 # ------------------------------------------------------------------------------------ pgqueuer
@@ -263,8 +250,7 @@ def throughput(admin: str, batches: list[int], jobs: int, claimers: int, rounds:
         for _ in range(rounds):
             for key, worker in depthmill_loops.items():
                 stream = depthmill_fill(dm_url, n)  # a new draw, from the same spread
-                with refilling(dm_url):  # as the scheduler refills beside its claims
-                    runs[key].append(_rate(drain(worker, dm_url, batch, claimers), n))
+                runs[key].append(_rate(drain(worker, dm_url, batch, claimers), n))
             pgqueuer_fill(pq_url, stream)  # the last depthmill fill's stream
             runs["pgqueuer_jobs_per_s"].append(_rate(drain(pgqueuer_worker, pq_url, batch, claimers), n))
         for key in keys:
@@ -295,17 +281,15 @@ class LatencyRun:
     timings_ms: list[float] = field(default_factory=list)
     wal_bytes: int = 0
     full_page_images: int = 0
-    rows_refilled: int = 0
 
     def measure(self, url: str, claims: int, interval_s: float) -> None:
-        """``claims`` claims at one every ``interval_s``, with the refill running beside them."""
+        """``claims`` claims at one every ``interval_s``, """
         wal_before = _wal(url)
-        with psycopg.connect(url, autocommit=True) as conn, refilling(url) as refills:
+        with psycopg.connect(url, autocommit=True) as conn:
             tick = time.perf_counter()
             for _ in range(claims):
                 # At a steady rate, as a scheduler claims at its depth service's pace, rather
-                # than back to back: a claimer that outruns the refill reads the backlog where it
-                # lies, and this measures the claim, not that race.
+                # than back to back.
                 tick += interval_s
                 time.sleep(max(0.0, tick - time.perf_counter()))
                 started = time.perf_counter()
@@ -316,7 +300,6 @@ class LatencyRun:
         wal_after = _wal(url)
         self.wal_bytes += wal_after[0] - wal_before[0]
         self.full_page_images += wal_after[1] - wal_before[1]
-        self.rows_refilled += refills["rows"]
 
     def summary(self, interval_s: float) -> dict[str, float]:
         timings = sorted(self.timings_ms)
@@ -331,9 +314,6 @@ class LatencyRun:
             # are new.
             "wal_kb_per_cycle": self.wal_bytes / claims / 1024,
             "full_page_images_per_cycle": self.full_page_images / claims,
-            # Refills ran beside the claims (their WAL is in the figures above), as the scheduler
-            # runs them beside its claim loop.
-            "rows_refilled": self.rows_refilled,
         }
 
 
@@ -359,31 +339,6 @@ def claim_latency(
     for rows in sizes:
         drop_database(admin, urls[rows])
     return {str(rows): run.summary(interval_s) for rows, run in runs.items()}
-
-
-@contextlib.contextmanager
-def refilling(url: str):
-    """Keep the ready set stocked from another connection while the body runs, the way the
-    scheduler's refill loop does. Yields a dict whose "rows" counts the rows moved."""
-    done = threading.Event()
-    moved = {"rows": 0}
-
-    def loop() -> None:
-        with psycopg.connect(url, autocommit=True) as conn:
-            while not done.is_set():
-                n = 0
-                while n := queue.refill_ready(conn, model_id=MODEL, continuing=n > 0):
-                    moved["rows"] += n
-                    time.sleep(queue.REFILL_PAUSE_S)
-                done.wait(queue.REFILL_INTERVAL_S)
-
-    thread = threading.Thread(target=loop, name="refill", daemon=True)
-    thread.start()
-    try:
-        yield moved
-    finally:
-        done.set()
-        thread.join()
 
 
 def _wal(url: str) -> tuple[int, int]:
@@ -413,11 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="claims of 10 per second in the latency runs")
     parser.add_argument("--latency-block", type=int, default=200,
                         help="claims in a row at one queue size before the next size's turn")
-    parser.add_argument("--ready-target", type=int, default=queue.READY_TARGET,
-                        help="size of depthmill's ready set (larger than --jobs: no backlog)")
     args = parser.parse_args(argv)
-    os.environ[READY_TARGET_ENV] = str(args.ready_target)
-    _set_ready_target()
 
     admin, server = admin_url()
     batches = [int(b) for b in args.batches.split(",") if b]
@@ -429,7 +380,6 @@ def main(argv: list[str] | None = None) -> int:
         "claimers": args.claimers,
         "cpus": os.cpu_count(),
         "rounds": args.rounds,
-        "ready_target": args.ready_target,
         **throughput(admin, batches, args.jobs, args.claimers, args.rounds),
     }
     sizes = [int(r) for r in args.latency_rows.split(",") if r]

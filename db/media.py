@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Literal
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import class_row, dict_row, tuple_row
 
-from db.errors import InvalidCursor, NotFound
-
-Kind = Literal["photo", "video"]
+from db import cursor as cursor_key
+from db.errors import NotFound
+from db.vocabulary import DEFAULT_PAGE_SIZE, KINDS, MAX_PAGE_SIZE, Kind, Status
 
 
 @dataclass(frozen=True)
@@ -128,31 +124,22 @@ class MediaPage:
 
 
 def _encode_cursor(item: MediaItem) -> str:
-    raw = json.dumps([item.created_at.isoformat(), str(item.id)])
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        created_at, media_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(created_at), uuid.UUID(media_id)
-    except (ValueError, TypeError, binascii.Error) as e:
-        raise InvalidCursor(f"invalid cursor: {cursor[:40]!r}") from e
+    return cursor_key.encode(item.created_at, item.id)
 
 
 def list_media(
     conn: psycopg.Connection,
     *,
     kind: Kind | None = None,
-    status: str | None = None,
-    limit: int = 50,
+    status: Status | None = None,
+    limit: int = DEFAULT_PAGE_SIZE,
     cursor: str | None = None,
 ) -> MediaPage:
     """Newest first, a keyset page at a time; ``status`` filters on the latest queue item."""
-    if not 1 <= limit <= 500:
-        raise ValueError(f"limit must be between 1 and 500, got {limit}")
-    if kind is not None and kind not in ("photo", "video"):
-        raise ValueError(f"unknown kind {kind!r}; expected photo or video")
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected {' or '.join(KINDS)}")
     where = [sql.SQL("true")]
     params: dict[str, object] = {"limit": limit + 1}
     if kind:
@@ -163,7 +150,7 @@ def list_media(
         params["status"] = status
     if cursor:
         where.append(sql.SQL("(m.created_at, m.id) < (%(c_at)s, %(c_id)s)"))
-        params["c_at"], params["c_id"] = _decode_cursor(cursor)
+        params["c_at"], params["c_id"] = cursor_key.decode(cursor, datetime, uuid.UUID)
     query = sql.SQL(
         """
         SELECT {columns}, latest.status AS queue_status

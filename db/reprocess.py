@@ -8,7 +8,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-STATUSES = ("pending", "queued", "processing", "completed", "failed", "cancelled")
+from db.vocabulary import KINDS, STATUSES
 
 
 def build_selection(
@@ -21,8 +21,8 @@ def build_selection(
 ) -> tuple[sql.Composed, dict]:
     """Media to reprocess, with a ``shard`` column Ray Data splits reads on. Values travel as
     parameters; the filters are fixed fragments."""
-    if kind not in (None, "photo", "video"):
-        raise ValueError(f"unknown kind {kind!r}; expected photo or video")
+    if kind not in (None, *KINDS):
+        raise ValueError(f"unknown kind {kind!r}; expected {' or '.join(KINDS)}")
     if status not in (None, *STATUSES):
         raise ValueError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
     where = [sql.SQL("true")]

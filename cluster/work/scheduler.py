@@ -63,7 +63,7 @@ class Scheduler:
         self.give_backs = decide.GiveBacks()
         self.last_error: str | None = None
         self.counts = {"claimed": 0, "completed": 0, "failed": 0, "retried": 0, "given_back": 0,
-                       "discarded": 0, "refilled": 0}
+                       "discarded": 0}
         self.wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         # The tasks awaiting items in flight: the event loop holds tasks only weakly, so one no
@@ -97,7 +97,7 @@ class Scheduler:
             recovered = await asyncio.to_thread(self.db.run, queue.recover_expired_leases)
             if recovered:
                 log.warning("recovered %d expired leases at start", len(recovered))
-            for loop in (self._claim_loop, self._refill_loop, self._heartbeat_loop,
+            for loop in (self._claim_loop, self._heartbeat_loop,
                          self._recovery_loop, self._listen_loop, self._stats_loop):
                 self._tasks.append(asyncio.create_task(loop()))
         self.wake.set()
@@ -315,23 +315,6 @@ class Scheduler:
             for item_id in report.lost:
                 # Someone else owns it now (our lease expired); our result will be fenced off.
                 self.in_flight.pop(item_id, None)
-
-    async def _refill_loop(self) -> None:
-        """Keep this model's ready set stocked from the backlog ahead of the claims, so a claim
-        reads a small set laid out in claim order however long the queue (db.queue)."""
-        while True:
-            try:
-                moved = 0
-                while moved := await asyncio.to_thread(
-                    self.db.run, queue.refill_ready, model_id=self.settings.model,
-                    continuing=moved > 0,
-                ):
-                    self.counts["refilled"] += moved
-                    self.wake.set()
-                    await asyncio.sleep(queue.REFILL_PAUSE_S)
-            except Exception as e:
-                self.last_error = f"refill: {type(e).__name__}: {e}"
-            await asyncio.sleep(queue.REFILL_INTERVAL_S)
 
     async def _recovery_loop(self) -> None:
         while True:

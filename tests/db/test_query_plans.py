@@ -32,17 +32,15 @@ def test_claim_uses_the_claimable_partial_index(conn):
             assert "Seq Scan" not in text, text
 
 
-def test_a_claim_for_one_model_reads_its_backlog_by_the_index(conn, monkeypatch):
-    # What the ready set lacks comes from the backlog in the same statement. The planner cannot
-    # tell how many rows that part's LIMIT (a subquery) lets through and guesses a tenth of the
-    # backlog: joined to the table, it hash-joined a sequential scan of every row (0.5 s with
-    # 1M queued), so the claimed ids reach the UPDATE as an array.
-    monkeypatch.setattr(queue, "READY_TARGET", 100)
+def test_a_claim_for_one_model_reads_the_claim_index_with_no_join_or_scan(conn):
+    # The claimed ids reach the UPDATE as an array: joined to the table, a plan that cannot
+    # tell how many rows LIMIT lets through hash-joined a sequential scan of every row (0.5 s
+    # with 1M queued).
     queue.enqueue_many(conn, bulk_media(conn, 20_000), "tiny")
     conn.execute("ANALYZE processing_queue")
     params = {"n": 10, "owner": "w", "lease_seconds": 60, "model_id": "tiny"}
     text = plan(conn, queue.build_claim_query(for_model=True), params)
-    assert "processing_queue_backlog" in text, text
+    assert "processing_queue_claimable" in text, text
     assert "Seq Scan" not in text and "Hash" not in text, text
 
 
@@ -50,9 +48,9 @@ def test_lease_recovery_uses_the_leases_partial_index(conn):
     media_ids = bulk_media(conn, 20_000)
     queue.enqueue_many(conn, media_ids, "tiny")
     conn.execute("ANALYZE processing_queue")
-    from db.queue import _RECOVER
+    from db.queue.statements import RECOVER
 
-    assert "processing_queue_leases" in plan(conn, _RECOVER, {"limit": 100})
+    assert "processing_queue_leases" in plan(conn, RECOVER, {"limit": 100})
 
 
 def nodes(node: dict):
@@ -61,15 +59,13 @@ def nodes(node: dict):
         yield from nodes(child)
 
 
-def test_refill_reads_the_backlog_index_in_claim_order(conn):
-    # A queue twice the ready set: half of it waits in the backlog. Before migration 008 the
-    # planner estimated the model filter at 0.5% here and chose a sequential scan, a join of
-    # every backlog row with its media and a sort (140 ms to move 100 rows of 50k).
-    media_ids = bulk_media(conn, 2 * queue.READY_TARGET)
-    queue.enqueue_many(conn, media_ids, "tiny")
+def test_a_claim_for_one_model_reads_the_claim_index_in_claim_order(conn):
+    # model_id leads processing_queue_claimable (migrations 008, 009): this model's most urgent
+    # rows are one index range in claim order whatever the statistics say, with no sort.
+    queue.enqueue_many(conn, bulk_media(conn, 20_000), "tiny")
     conn.execute("ANALYZE processing_queue")
-    params = {"n": 100, "model_id": "tiny"}
-    promote = json.loads(plan(conn, queue._PROMOTE, params))[0]["Plan"]
-    (picked,) = [n for n in nodes(promote) if n.get("Subplan Name") == "CTE picked"]
-    assert "processing_queue_backlog" in json.dumps(picked), picked
+    params = {"n": 100, "owner": "w", "lease_seconds": 60, "model_id": "tiny"}
+    claim = json.loads(plan(conn, queue.build_claim_query(for_model=True), params))[0]["Plan"]
+    (picked,) = [n for n in nodes(claim) if n.get("Subplan Name") == "CTE next"]
+    assert "processing_queue_claimable" in json.dumps(picked), picked
     assert not {"Seq Scan", "Sort"} & {n["Node Type"] for n in nodes(picked)}, picked

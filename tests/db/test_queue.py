@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import threading
 import time
 import uuid
 
@@ -9,6 +11,7 @@ import psycopg
 import pytest
 
 from db import queue
+from db.queue import statements
 from db.errors import IllegalTransition, InvalidCursor, NotFound
 from tests.utils.factories import insert_media
 
@@ -332,7 +335,7 @@ def test_both_queue_tables_have_the_columns_the_move_copies(conn):
             "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
             "AND attnum > 0 AND NOT attisdropped ORDER BY attnum", [table]
         ).fetchall()
-        assert tuple(c for (c,) in columns) == queue._TABLE_COLUMNS, table
+        assert tuple(c for (c,) in columns) == statements.TABLE_COLUMNS, table
 
 
 def test_an_item_completed_after_a_cancel_request_keeps_the_request(conn):
@@ -636,3 +639,42 @@ def test_give_back_returns_the_item_without_spending_an_attempt(conn):
     assert back.last_error == "depth service unavailable"
     # A stale lease gives nothing back.
     assert queue.give_back(conn, [claimed.lease], "again") == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# ordering and exactly-once (from the retired ready-set tests: the plain queue keeps both)
+
+
+def test_claims_take_every_item_once_in_priority_order_whatever_the_arrival_order(conn):
+    sizes = random.Random(3).choices(range(1, 99), k=60)
+    media_ids = [insert_media(conn, "photo", s * 1_000_000).id for s in sizes]
+    # Priorities arrive in no order, one at a time (uploads) and in batches (an import).
+    for start in range(0, len(media_ids), 7):
+        queue.enqueue_many(conn, media_ids[start:start + 7], MODEL)
+    claimed = []
+    while batch := queue.claim_batch(conn, 7, "w", 60, model_id=MODEL):
+        claimed += batch
+        queue.complete_many(conn, [i.lease for i in batch])
+    assert len(claimed) == 60 == len({i.id for i in claimed})
+    order = [(i.priority, i.queued_at, i.id) for i in claimed]
+    assert order == sorted(order)
+
+
+@pytest.mark.parametrize("model_id", [MODEL, None])
+def test_concurrent_claimers_never_claim_one_item_twice(database_url, conn, model_id):
+    media_ids = [insert_media(conn, "photo", 1_000_000 + n).id for n in range(200)]
+    queue.enqueue_many(conn, media_ids, MODEL)
+    claimed: list[list] = [[] for _ in range(4)]
+
+    def claimer(slot: list) -> None:
+        with psycopg.connect(database_url, autocommit=True) as own:
+            while batch := queue.claim_batch(own, 3, f"w{id(slot)}", 60, model_id=model_id):
+                slot += batch
+
+    threads = [threading.Thread(target=claimer, args=(slot,)) for slot in claimed]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    ids = [i.id for slot in claimed for i in slot]
+    assert len(ids) == 200 == len(set(ids))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from db import media, queue
+from db.queue.statements import STATS
 from tests.utils.factories import bulk_media
 
 
@@ -55,7 +56,7 @@ def test_stats_and_summary_read_no_history(conn):
     conn.execute("UPDATE processing_queue_completed SET completed_at = now() - interval '2 days'")
     conn.execute("ANALYZE processing_queue_completed")
     conn.execute("ANALYZE queue_completed_totals")
-    for query in (queue._STATS, "SELECT * FROM processing_queue_summary"):
+    for query in (STATS, "SELECT * FROM processing_queue_summary"):
         sql_bytes = query.as_bytes(conn) if hasattr(query, "as_bytes") else query.encode()
         (text,) = conn.execute(b"EXPLAIN (FORMAT JSON) " + sql_bytes).fetchone()
         for node in _scans(text[0]["Plan"]):

@@ -16,6 +16,7 @@ from cluster.ingest import delete_media as delete_media_and_outputs
 from cluster.storage import ObjectNotFound
 from db import depth as depth_maps
 from db import media, queue
+from db.vocabulary import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_PRIORITY, MIN_PRIORITY, Kind, Status
 from serve_app.api.deps import Context, Db, Store, upload_rate_limit
 from serve_app.api.errors import ApiError, documented
 from serve_app.api.multipart import received_files
@@ -58,7 +59,9 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-da
 async def upload(
     ctx: Context,
     request: Request,
-    priority: Annotated[int | None, Query(ge=0, le=200, description="override the priority")] = None,
+    priority: Annotated[
+        int | None, Query(ge=MIN_PRIORITY, le=MAX_PRIORITY, description="override the priority")
+    ] = None,
 ) -> UploadResponse:
     results = []
     async with received_files(request, field_name="files", max_files=ctx.settings.max_files_per_request,
@@ -81,9 +84,9 @@ async def upload(
 @router.get("", response_model=MediaPageOut, responses=documented(400), summary="List media, newest first")
 def list_media(
     db: Db,
-    kind: Literal["photo", "video"] | None = None,
-    status: Literal["pending", "queued", "processing", "completed", "failed", "cancelled"] | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    kind: Kind | None = None,
+    status: Status | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> MediaPageOut:
     page = db.run(media.list_media, kind=kind, status=status, limit=limit, cursor=cursor)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from db import queue
+from db.vocabulary import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_PRIORITY, MIN_PRIORITY, Kind, Status
 from serve_app.api.deps import Context, Db, SettingsDep
 from serve_app.api.errors import ApiError, documented
 from serve_app.api.schemas import (
@@ -22,7 +23,7 @@ from serve_app.api.schemas import (
 
 router = APIRouter(prefix="/api/queue", tags=["queue"])
 
-StatusName = Literal["pending", "queued", "processing", "completed", "failed", "cancelled"]
+StatusName = Status
 
 
 @router.get("/status", response_model=QueueStatusOut, summary="waiting, active, completed, failed")
@@ -54,9 +55,9 @@ def summary(db: Db) -> list[SummaryRowOut]:
 def items(
     db: Db,
     status: Annotated[list[StatusName] | None, Query()] = None,
-    kind: Literal["photo", "video"] | None = None,
+    kind: Kind | None = None,
     model_id: Annotated[str | None, Query(max_length=300)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> QueuePageOut:
     page = db.run(queue.list_items, statuses=status, kind=kind, model_id=model_id, limit=limit,
@@ -73,7 +74,7 @@ def item(item_id: uuid.UUID, db: Db) -> QueueItemOut:
              summary="Queue media for processing (optionally now: priority 0)")
 def enqueue(
     media_id: uuid.UUID, db: Db, settings: SettingsDep,
-    priority: Annotated[int | None, Query(ge=0, le=200)] = None,
+    priority: Annotated[int | None, Query(ge=MIN_PRIORITY, le=MAX_PRIORITY)] = None,
 ) -> QueueItemOut:
     return QueueItemOut.of(db.run(queue.enqueue, media_id, settings.model, priority=priority,
                                   max_attempts=settings.max_attempts))
@@ -90,7 +91,7 @@ def retry(item_id: uuid.UUID, db: Db) -> QueueItemOut:
 
 
 @router.post("/retry-failed", summary="Queue every failed item again")
-def retry_failed(db: Db, kind: Literal["photo", "video"] | None = None) -> dict:
+def retry_failed(db: Db, kind: Kind | None = None) -> dict:
     return {"requeued": db.run(queue.retry_all_failed, kind=kind)}
 
 

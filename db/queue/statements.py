@@ -1,0 +1,378 @@
+"""Every statement the queue runs, named, with what it locks and why.
+
+Composed once at import; the worker and admin modules execute them. Each takes its values as
+named parameters (``%(name)s``); nothing user-supplied is ever formatted into the SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from psycopg import sql
+
+from db.queue.types import ClaimedItem
+
+
+# Columns of a QueueItem, read from processing_queue q.
+ITEM_COLUMNS = sql.SQL(
+    """q.id, q.media_id, q.model_id, q.kind, q.bytes, q.mime, q.storage_key, q.status,
+       q.priority, q.attempts, q.max_attempts, q.last_error, q.error_count, q.cancel_requested,
+       q.lease_owner, q.lease_expires_at, q.run_after, q.queued_at, q.started_at,
+       q.completed_at, q.processing_duration"""
+)
+
+
+ENQUEUE = sql.SQL(
+    """
+    INSERT INTO processing_queue AS q (media_id, model_id, priority, max_attempts, status,
+                                       kind, bytes, mime, storage_key)
+    SELECT m.id, %(model_id)s,
+           coalesce(%(priority)s, depthmill_default_priority(m.kind, m.bytes)),
+           %(max_attempts)s, %(status)s, m.kind, m.bytes, m.mime, m.storage_key
+    FROM media_items m
+    WHERE m.id = ANY(%(media_ids)s)
+    -- In claim order, so a big enqueue lays its rows out the way claims will take them.
+    ORDER BY 3, m.id
+    -- An active item for this media + model already exists: keep it, and let an explicit
+    -- priority ("process this now") move it forward, never back. The row lock ON CONFLICT takes
+    -- waits for a claimer holding the row; the claim's SKIP LOCKED never waits on an enqueue.
+    -- (processing_queue_media: its third key is true only for an active row.)
+    ON CONFLICT (media_id, model_id,
+                 (CASE WHEN status IN ('pending', 'queued', 'processing') THEN true END))
+    DO UPDATE SET priority = least(q.priority, coalesce(%(priority)s, q.priority)),
+                  updated_at = now()
+    RETURNING {columns}, (q.xmax = 0) AS created
+    """
+).format(columns=ITEM_COLUMNS)
+
+
+RELEASE = sql.SQL(
+    """
+    UPDATE processing_queue SET status = 'queued', queued_at = now(), updated_at = now()
+    WHERE id = ANY(%(ids)s) AND status = 'pending'
+    RETURNING id
+    """
+)
+
+
+LEASE = sql.SQL(
+    """
+    UPDATE processing_queue q
+    SET status = 'processing',
+        attempts = q.attempts + 1,
+        lease_owner = %(owner)s,
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        started_at = now(),
+        updated_at = now()
+    -- As an array, not a join: a generic plan cannot tell how many rows the LIMIT lets
+    -- through, guesses a tenth of the table, and would hash-join it.
+    WHERE q.id = ANY(ARRAY(SELECT id FROM next))
+    RETURNING q.id, q.media_id, q.model_id, q.kind, q.bytes, q.mime, q.storage_key,
+              q.priority, q.attempts, q.max_attempts, q.lease_owner, q.lease_expires_at,
+              q.queued_at
+    """
+)
+
+
+def claim_ctes(*, for_model: bool) -> sql.Composed:
+    """The CTE that picks the most urgent claimable items: ``next``, their ids.
+
+    Locking: FOR UPDATE SKIP LOCKED locks the rows it returns and passes over rows another
+    transaction holds (a concurrent claimer taking them, a cancel or enqueue updating them)
+    instead of queueing behind its lock, so each row goes to exactly one claimer and no claimer
+    waits. MATERIALIZED fences the CTE: it runs once, its LIMIT applies before the UPDATE sees
+    its rows, and the planner cannot fold it into the UPDATE (which could then lock and lease
+    more rows than the LIMIT). For one model the planner walks processing_queue_claimable
+    (model_id, priority, queued_at, id) in claim order and stops after ``n`` rows; for any
+    model it reads the queued rows of every model and sorts them.
+    """
+    model_filter = sql.SQL("AND q.model_id = %(model_id)s") if for_model else sql.SQL("")
+    return sql.SQL(
+        """
+        next AS MATERIALIZED (
+            SELECT q.id
+            FROM processing_queue q
+            WHERE q.status = 'queued' AND q.run_after <= now() {model_filter}
+            ORDER BY q.priority, q.queued_at, q.id
+            LIMIT %(n)s
+            FOR UPDATE SKIP LOCKED
+        )
+        """
+    ).format(model_filter=model_filter)
+
+
+def build_claim_query(*, for_model: bool) -> sql.Composed:
+    """Claim the most urgent claimable items and lease them, in one statement (``claim_ctes``
+    picks, ``LEASE`` leases)."""
+    return sql.SQL("WITH {ctes} {lease}").format(ctes=claim_ctes(for_model=for_model), lease=LEASE)
+
+
+CLAIM_ANY = build_claim_query(for_model=False)
+
+
+CLAIM_MODEL = build_claim_query(for_model=True)
+
+
+# The columns both queue tables share, in table order (a test holds this to the schema).
+TABLE_COLUMNS = (
+    "id", "media_id", "model_id", "status", "priority", "attempts", "max_attempts", "last_error",
+    "error_count", "cancel_requested", "lease_owner", "lease_expires_at", "run_after", "queued_at",
+    "started_at", "completed_at", "processing_duration", "updated_at", "kind", "bytes", "mime",
+    "storage_key",
+)
+
+
+# The fence every lease-holder statement shares: still processing, same owner, same attempt.
+HELD = sql.SQL(
+    """q.id = held.id AND q.attempts = held.attempt
+       AND q.status = 'processing' AND q.lease_owner = %(owner)s"""
+)
+
+
+EXTEND = sql.SQL(
+    """
+    UPDATE processing_queue q
+    SET lease_expires_at = CASE WHEN q.cancel_requested THEN NULL
+                                ELSE now() + make_interval(secs => %(lease_seconds)s) END,
+        status = CASE WHEN q.cancel_requested THEN 'cancelled' ELSE 'processing' END,
+        lease_owner = CASE WHEN q.cancel_requested THEN NULL ELSE q.lease_owner END,
+        completed_at = CASE WHEN q.cancel_requested THEN now() END,
+        processing_duration = CASE WHEN q.cancel_requested
+            THEN extract(epoch FROM now() - q.started_at) END,
+        updated_at = now()
+    FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS held(id, attempt)
+    WHERE {held}
+    RETURNING q.id, q.status
+    """
+).format(held=HELD)
+
+
+def archive(processing_duration: sql.Composable) -> sql.Composed:
+    """Insert the rows of the CTE ``done`` (deleted from processing_queue, RETURNING them) into
+    processing_queue_completed, completed; returns their ids."""
+    completed = {
+        "status": sql.SQL("'completed'"),
+        "lease_owner": sql.SQL("NULL"),
+        "lease_expires_at": sql.SQL("NULL"),
+        "completed_at": sql.SQL("now()"),
+        "processing_duration": processing_duration,
+        "updated_at": sql.SQL("now()"),
+    }
+    return sql.SQL(
+        """
+        INSERT INTO processing_queue_completed ({columns})
+        SELECT {values} FROM done
+        RETURNING id
+        """
+    ).format(
+        columns=sql.SQL(", ").join(map(sql.Identifier, TABLE_COLUMNS)),
+        values=sql.SQL(", ").join(completed.get(c, sql.Identifier(c)) for c in TABLE_COLUMNS),
+    )
+
+
+def archive_completed(done: sql.Composable, processing_duration: sql.Composable) -> sql.Composed:
+    """``done`` deletes rows from processing_queue RETURNING them; insert them, completed, into
+    processing_queue_completed. One statement, so an item is always in exactly one table."""
+    return sql.SQL("WITH done AS ({done}) {archive}").format(
+        done=done, archive=archive(processing_duration))
+
+
+DELETE_HELD = sql.SQL(
+    """
+    DELETE FROM processing_queue q
+    USING unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS held(id, attempt)
+    WHERE {held}
+    RETURNING q.*
+    """
+).format(held=HELD)
+
+
+RUN_TIME = sql.SQL("extract(epoch FROM now() - started_at)")
+
+
+COMPLETE = archive_completed(DELETE_HELD, RUN_TIME)
+
+
+def build_complete_and_claim_query(*, for_model: bool) -> sql.Composed:
+    """``COMPLETE`` and a claim in one statement. The two touch different rows (the fence
+    wants 'processing', a claim 'queued'). A row is a completed id or a claimed item."""
+    return sql.SQL(
+        """
+        WITH done AS ({delete_held}),
+             archived AS ({archive}),
+             {claim_ctes},
+             claimed AS ({lease})
+        SELECT NULL::uuid AS completed, claimed.* FROM claimed
+        UNION ALL
+        SELECT id, {nulls} FROM archived
+        """
+    ).format(delete_held=DELETE_HELD, archive=archive(RUN_TIME),
+             claim_ctes=claim_ctes(for_model=for_model), lease=LEASE,
+             nulls=sql.SQL(", ").join([sql.SQL("NULL")] * len(fields(ClaimedItem))))
+
+
+COMPLETE_AND_CLAIM_ANY = build_complete_and_claim_query(for_model=False)
+
+
+COMPLETE_AND_CLAIM_MODEL = build_complete_and_claim_query(for_model=True)
+
+
+GIVE_BACK = sql.SQL(
+    """
+    UPDATE processing_queue q
+    -- The attempt was counted at claim time; it did not happen, so it does not count.
+    SET status = 'queued', attempts = greatest(q.attempts - 1, 0), last_error = %(reason)s,
+        lease_owner = NULL, lease_expires_at = NULL, run_after = now(), updated_at = now()
+    FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS held(id, attempt)
+    WHERE {held}
+    RETURNING q.id
+    """
+).format(held=HELD)
+
+
+FAIL = sql.SQL(
+    """
+    UPDATE processing_queue q
+    SET status = CASE
+            WHEN q.cancel_requested THEN 'cancelled'
+            WHEN %(retryable)s AND q.attempts < q.max_attempts THEN 'queued'
+            ELSE 'failed' END,
+        -- Exponential backoff with jitter: base * 2^(attempts-1), capped, times [0.5, 1).
+        run_after = CASE
+            WHEN NOT q.cancel_requested AND %(retryable)s AND q.attempts < q.max_attempts
+            THEN now() + make_interval(secs => least(%(backoff_max)s,
+                        %(backoff_base)s * power(2, q.attempts - 1)) * (0.5 + random() / 2))
+            ELSE q.run_after END,
+        completed_at = CASE
+            WHEN NOT q.cancel_requested AND %(retryable)s AND q.attempts < q.max_attempts
+            THEN NULL ELSE now() END,
+        last_error = left(%(error)s, 4000),
+        error_count = q.error_count + 1,
+        processing_duration = extract(epoch FROM now() - q.started_at),
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        updated_at = now()
+    FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS held(id, attempt)
+    WHERE {held}
+    RETURNING q.id, q.status, q.run_after
+    """
+).format(held=HELD)
+
+
+RECOVER = sql.SQL(
+    """
+    UPDATE processing_queue q
+    SET status = CASE
+            WHEN q.cancel_requested THEN 'cancelled'
+            WHEN q.attempts >= q.max_attempts THEN 'failed'
+            ELSE 'queued' END,
+        completed_at = CASE
+            WHEN q.cancel_requested OR q.attempts >= q.max_attempts THEN now() END,
+        last_error = format('lease of %%s expired during attempt %%s of %%s',
+                            q.lease_owner, q.attempts, q.max_attempts),
+        error_count = q.error_count + 1,
+        run_after = now(),
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        updated_at = now()
+    FROM (
+        -- SKIP LOCKED: a holder completing right now keeps its row; it is not expired for it.
+        SELECT id, lease_owner FROM processing_queue
+        WHERE status = 'processing' AND lease_expires_at < now()
+        ORDER BY lease_expires_at
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS expired
+    WHERE q.id = expired.id
+    RETURNING q.id, expired.lease_owner, q.status
+    """
+)
+
+
+CANCEL = sql.SQL(
+    """
+    UPDATE processing_queue
+    SET status = CASE WHEN status = 'processing' THEN 'processing' ELSE 'cancelled' END,
+        -- A running item keeps its lease; its holder sees the request at the next heartbeat.
+        cancel_requested = (status = 'processing'),
+        completed_at = CASE WHEN status = 'processing' THEN NULL ELSE now() END,
+        updated_at = now()
+    WHERE id = %(id)s AND status IN ('pending', 'queued', 'processing')
+    RETURNING id
+    """
+)
+
+
+RETRY = sql.SQL(
+    """
+    UPDATE processing_queue
+    SET status = 'queued', attempts = 0, cancel_requested = false, run_after = now(),
+        queued_at = now(), started_at = NULL, completed_at = NULL, processing_duration = NULL,
+        updated_at = now()
+    WHERE id = %(id)s AND status IN ('failed', 'cancelled')
+    RETURNING id
+    """
+)
+
+
+RETRY_ALL_FAILED = sql.SQL(
+    """
+    UPDATE processing_queue q
+    SET status = 'queued', attempts = 0, run_after = now(), queued_at = now(),
+        started_at = NULL, completed_at = NULL, processing_duration = NULL, updated_at = now()
+    WHERE q.status = 'failed'
+      AND (%(kind)s::text IS NULL OR q.kind = %(kind)s)
+      AND (%(model_id)s::text IS NULL OR q.model_id = %(model_id)s)
+      -- Never two active items for one media + model: skip a failed item re-enqueued since.
+      AND NOT EXISTS (
+          SELECT 1 FROM processing_queue a
+          WHERE a.media_id = q.media_id AND a.model_id = q.model_id
+            AND a.status IN ('pending', 'queued', 'processing'))
+      -- Of several failed items for one media + model, revive only the newest.
+      AND q.id = (
+          SELECT f.id FROM processing_queue f
+          WHERE f.media_id = q.media_id AND f.model_id = q.model_id AND f.status = 'failed'
+          ORDER BY f.queued_at DESC, f.id DESC LIMIT 1)
+    RETURNING q.id
+    """
+)
+
+
+CLOSE_FAILED = archive_completed(
+    sql.SQL(
+        """
+        DELETE FROM processing_queue
+        WHERE media_id = ANY(%(media_ids)s) AND model_id = %(model_id)s
+          AND status IN ('failed', 'cancelled')
+        RETURNING *
+        """
+    ),
+    sql.Identifier("processing_duration"),
+)
+
+
+GET = sql.SQL(
+    "SELECT {columns} FROM queue_items q "
+    "WHERE q.id = %(id)s"
+).format(columns=ITEM_COLUMNS)
+
+
+# Live items from the hot table; completed ones from the counters the archive's triggers keep and
+# from its completion-time index (migration 010): nothing here reads the whole history.
+STATS = sql.SQL(
+    """
+    SELECT q.status, q.kind, count(*) AS n, 0 AS last_minute, 0 AS last_hour,
+           avg(q.processing_duration) AS avg_seconds
+    FROM processing_queue q
+    GROUP BY q.status, q.kind
+    UNION ALL
+    SELECT 'completed', t.kind, sum(t.items)::bigint,
+           (SELECT count(*) FROM processing_queue_completed c
+            WHERE c.completed_at > now() - interval '1 minute' AND c.kind = t.kind),
+           (SELECT count(*) FROM processing_queue_completed c
+            WHERE c.completed_at > now() - interval '1 hour' AND c.kind = t.kind),
+           sum(t.processing_seconds) / nullif(sum(t.timed_items), 0)
+    FROM queue_completed_totals t
+    GROUP BY t.kind
+    """
+)
