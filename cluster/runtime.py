@@ -122,7 +122,38 @@ def start_serve(settings: Settings) -> None:
                 proxy_location="Disabled" if settings.gateway_direct_ingress else None)
 
 
+class ModelConflict(RuntimeError):
+    """A scheduler for another model is already running: starting would keep it."""
+
+
+def served_model() -> str | None:
+    """The model the running scheduler processes for, or None when no scheduler answers."""
+    scheduler = get_scheduler()
+    if scheduler is None:
+        return None
+    try:
+        return ray.get(scheduler.status.remote(), timeout=30).get("model")
+    except Exception as e:  # noqa: BLE001 - a scheduler that does not answer is replaced anyway
+        log.warning("the running scheduler did not report its model: %s", e)
+        return None
+
+
+def check_no_other_model(model: str) -> None:
+    """Refuse to start for ``model`` beside a live scheduler for another one: it would be kept
+    (get_if_exists), and would process the other model's items for the new one's replicas."""
+    running = served_model()
+    if running is not None and running != model:
+        raise ModelConflict(
+            f"depthmill is already running for model {running!r}; run `depthmill down` before "
+            f"starting it for {model!r}, or start it with --model {running}."
+        )
+
+
 def up(settings: Settings, *, port: int | None = None, keep_postgres: bool = True) -> Running:
+    # First, before anything is started or redeployed: a refusal leaves what runs untouched.
+    if cluster_address() is not None:
+        connect_ray(settings, start=False)
+        check_no_other_model(settings.model)
     embedded = None
     url = settings.database_url
     if not url:

@@ -1,0 +1,60 @@
+"""The depthmill command refusing a model other than the one running or served, before it
+starts or submits anything."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+
+from cluster import runtime
+from cluster.cli import main
+
+
+@pytest.fixture
+def a_running_scheduler_for(monkeypatch):
+    """Stands in for a live cluster whose scheduler reports its model (status()["model"])."""
+    started = []
+
+    def running(model):
+        monkeypatch.setattr(runtime, "cluster_address", lambda temp_dir=None: "127.0.0.1:1")
+        monkeypatch.setattr(runtime, "connect_ray", lambda settings, start=True: False)
+        monkeypatch.setattr(runtime, "served_model", lambda: model)
+        for name in ("migrate", "start_serve", "get_or_start_scheduler", "down"):
+            monkeypatch.setattr(runtime, name, lambda *a, **k: started.append(name))
+        monkeypatch.setattr(runtime, "EmbeddedPostgres", lambda *a, **k: started.append("pg"))
+        monkeypatch.setattr(ray, "shutdown", lambda: started.append("ray.shutdown"))
+        return started
+
+    return running
+
+
+def test_up_for_another_model_is_refused_and_leaves_the_running_one(
+    a_running_scheduler_for, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("DEPTHMILL_HOME", str(tmp_path))
+    started = a_running_scheduler_for("model-a")
+    with pytest.raises(runtime.ModelConflict, match="already running for model 'model-a'"):
+        runtime.up(runtime.Settings(home=tmp_path, model="model-b"))
+    assert main(["up", "--model", "model-b", "--detach"]) == 1
+    out = capsys.readouterr().out
+    assert "already running for model 'model-a'" in out and "depthmill down" in out
+    assert len(out.strip().splitlines()) == 1
+    assert started == []  # nothing started, redeployed or stopped
+
+
+def test_reprocess_for_a_model_nothing_serves_is_refused_before_submitting(
+    tmp_path, monkeypatch, capsys
+):
+    from ray import job_submission
+
+    monkeypatch.setenv("DEPTHMILL_HOME", str(tmp_path))
+    monkeypatch.setenv("DEPTHMILL_MODEL", "tiny")
+
+    def no_client(*a, **k):
+        raise AssertionError("the job was submitted")
+
+    monkeypatch.setattr(job_submission, "JobSubmissionClient", no_client)
+    assert main(["reprocess", "--address", "http://127.0.0.1:1", "--model", "other/model"]) == 1
+    assert main(["reprocess", "--address", "http://127.0.0.1:1", "--model=other/model"]) == 1
+    out = capsys.readouterr().out
+    assert "'other/model'" in out and "serves 'tiny'" in out
