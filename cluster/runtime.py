@@ -159,16 +159,89 @@ def up(settings: Settings, *, port: int | None = None, keep_postgres: bool = Tru
     if not url:
         embedded = EmbeddedPostgres(settings.postgres_dir, stop_on_exit=not keep_postgres)
         url = embedded.url
-    migrate(url)
     settings = settings.model_copy(update={"database_url": url, "port": port or settings.port})
-    started = connect_ray(settings)
-    start_serve(settings)
-    from serve_app.app import build_depthmill_app
+    started = deployed = False
+    try:
+        migrate(url)
+        started = connect_ray(settings)
+        start_serve(settings)
+        from serve_app.app import build_depthmill_app
 
-    serve.run(build_depthmill_app(settings), name=APP_NAME, route_prefix="/", blocking=False)
-    _wait_for_app(APP_NAME)
-    get_or_start_scheduler(settings)
+        deployed = True
+        serve.run(build_depthmill_app(settings), name=APP_NAME, route_prefix="/", blocking=False)
+        try:
+            _wait_for_app(APP_NAME)
+        except RuntimeError as e:
+            raise _model_failure(settings.model, str(e)) or e from None
+        get_or_start_scheduler(settings)
+    except BaseException:
+        # Stop what this call started, on every failure path (a Ray head left behind outlives
+        # the command; the embedded Postgres is stopped only when up started it).
+        if started:
+            _quietly(lambda: down(settings.model_copy(update={
+                "database_url": None if embedded is not None else settings.database_url})))
+        else:
+            if deployed:  # on a cluster we joined: take back the application we deployed
+                _quietly(lambda: serve.delete(APP_NAME))
+            if embedded is not None and not keep_postgres:
+                _quietly(embedded.stop)
+        raise
     return Running(settings, settings.api_url, _dashboard["url"], started, embedded)
+
+
+class ModelUnavailable(RuntimeError):
+    """The depth replicas could not load the model."""
+
+
+def check_model_loads(settings: Settings) -> None:
+    """Before starting anything on this machine: can the model be loaded here (``tiny``, a
+    local directory with a config, or a Hugging Face id that is cached or downloadable)?
+    Raises ModelUnavailable with one sentence saying why not."""
+    model = settings.model
+    if model == "tiny":
+        return
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise _unavailable(model, f"{path} has no config.json")
+        return
+    if model.startswith(("/", ".", "~")):
+        raise _unavailable(model, f"no such directory {path}")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        hf_hub_download(model, "config.json", revision=settings.model_revision)
+    except Exception as e:  # noqa: BLE001 - offline, unknown id, no network, no access
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        why = ("it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set" if offline
+               else f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else e}")
+        raise _unavailable(model, why) from None
+
+
+def _unavailable(model: str, reason: str) -> ModelUnavailable:
+    if len(reason) > 200:
+        reason = reason[:200] + "…"
+    return ModelUnavailable(
+        f"could not load depth model {model!r} ({reason}); use --model tiny, a local model "
+        f"directory, or a Hugging Face id that can be downloaded (network, HF_HUB_OFFLINE unset)."
+    )
+
+
+def _model_failure(model: str, message: str) -> ModelUnavailable | None:
+    """One sentence for a Serve deploy that failed because the model would not load."""
+    marker = f"could not load depth model {model!r}"
+    if marker not in message and "ModelLoadError" not in message:
+        return None
+    reason = message[message.find(marker) + len(marker):] if marker in message else message
+    reason = reason.lstrip(": ").strip().splitlines()[0] if reason.strip() else "unknown error"
+    return _unavailable(model, reason)
+
+
+def _quietly(stop) -> None:
+    try:
+        stop()
+    except Exception as e:  # noqa: BLE001 - cleaning up after a failure; report the failure
+        log.warning("cleaning up after a failed start: %s", e)
 
 
 def _wait_for_app(name: str, timeout: float = 300) -> None:

@@ -66,8 +66,14 @@ def process_paths(settings: Settings, paths: list[Path], console: Console, *, ti
     if not files:
         console.print("no photos or videos to process")
         return 0
-    with console.status("starting depthmill (Postgres, Ray, Serve, scheduler)…"):
-        running = runtime.up(settings, keep_postgres=False)
+    try:
+        runtime.check_model_loads(settings)  # before anything starts: one sentence, not a trace
+        with console.status("starting depthmill (Postgres, Ray, Serve, scheduler)…"):
+            running = runtime.up(settings, keep_postgres=False)
+    except (runtime.ModelUnavailable, runtime.ModelConflict) as e:
+        # up has stopped what it started; one sentence, not Serve's traceback.
+        console.print(f"[red]{e}[/red]", soft_wrap=True)
+        return 1
     settings = running.settings
     try:
         with Database(settings.database_url, max_size=2, name="process") as db:

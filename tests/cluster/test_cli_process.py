@@ -51,3 +51,34 @@ def test_the_skipped_files_are_listed(tmp_path, monkeypatch):
     out = console.export_text()
     assert "skipped 2 files that are not photos or videos" in out
     assert "a.xmp" in out and "b.txt" in out
+
+
+def test_a_model_that_cannot_load_is_one_sentence_and_starts_nothing(tmp_path):
+    # It printed Serve's 20-line traceback ("Failed to update the deployments ['DepthModel']")
+    # and left the Ray head it had started running.
+    import os
+    import subprocess
+    import sys
+
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(media_files.jpeg_bytes(media_files.photo("coffee")))
+    home = tmp_path / "home"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DEPTHMILL_HOME": str(home),
+           "HF_HOME": str(tmp_path / "hf")}
+    # A Ray address nothing answers at: a regression fails here rather than joining (and
+    # deploying on) whatever Ray cluster this machine runs.
+    from cluster.runtime import free_port
+
+    env["RAY_ADDRESS"] = f"127.0.0.1:{free_port()}"
+    env.pop("DEPTHMILL_MODEL", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "cluster.cli", "process", "--model", "some/unknown-id", str(photo)],
+        capture_output=True, text=True, env=env, timeout=300, cwd=Path(__file__).parents[2],
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert "could not load depth model 'some/unknown-id'" in lines[0]
+    assert "--model tiny" in lines[0] and "local model directory" in lines[0]
+    assert not (home / "ray_started_by_depthmill").exists()  # no Ray head of its own left
+    assert not (home / "postgres" / "postmaster.pid").exists()
