@@ -9,7 +9,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -256,6 +258,33 @@ def _wait_for_app(name: str, timeout: float = 300) -> None:
     raise TimeoutError(f"Serve application {name} did not start in {timeout:.0f} s")
 
 
+@contextmanager
+def _ray_chatter_silenced():
+    """Ray's and Serve's shutdown messages (their loggers, and what the core worker writes to
+    stderr itself) go to this module's debug log instead of the user's terminal."""
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.serve", "ray.data")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+            caught.seek(0)
+            text = caught.read().decode(errors="replace").strip()
+            if text:
+                log.debug("Ray while shutting down: %s", text)
+
+
 def down(settings: Settings) -> list[str]:
     """Stop what ``up`` started: scheduler, Serve app, and the Ray head and embedded Postgres if
     depthmill started them."""
@@ -275,9 +304,10 @@ def down(settings: Settings) -> list[str]:
                 pass
             ray.kill(scheduler)
             done.append("scheduler stopped")
-        serve.shutdown()
-        done.append("Serve application removed")
-        ray.shutdown()
+        with _ray_chatter_silenced():
+            serve.shutdown()
+            done.append("Serve application removed")
+            ray.shutdown()
     marker = _ray_marker(settings)
     if marker.exists():
         subprocess.run([_ray_bin(), "stop"], capture_output=True)

@@ -69,7 +69,7 @@ def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     try:
         with console.status("starting depthmill (Postgres, Ray, Serve, scheduler)…"):
             running = runtime.up(settings, port=args.port, keep_postgres=args.detach)
-    except runtime.ModelConflict as e:
+    except (runtime.ModelConflict, runtime.ModelUnavailable) as e:
         console.print(f"[red]{e}[/red]", soft_wrap=True)
         return 1  # what was already running stays up, untouched
     console.print(f"[green]depthmill is up[/green] (model {running.settings.model})")
