@@ -58,3 +58,30 @@ def test_reprocess_for_a_model_nothing_serves_is_refused_before_submitting(
     assert main(["reprocess", "--address", "http://127.0.0.1:1", "--model=other/model"]) == 1
     out = capsys.readouterr().out
     assert "'other/model'" in out and "serves 'tiny'" in out
+
+
+def test_up_stops_what_it_started_when_the_model_does_not_load(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(runtime, "cluster_address", lambda temp_dir=None: None)
+    monkeypatch.setattr(runtime, "migrate", lambda url: None)
+    monkeypatch.setattr(runtime, "connect_ray", lambda settings, start=True: True)  # a new head
+    monkeypatch.setattr(runtime, "start_serve", lambda settings: None)
+    monkeypatch.setattr(runtime.serve, "run", lambda *a, **k: None)
+    monkeypatch.setattr(runtime, "get_or_start_scheduler", lambda s: calls.append("scheduler"))
+    monkeypatch.setattr(runtime, "down", lambda settings: calls.append("down"))
+
+    def failed(name):
+        raise RuntimeError(
+            "Serve application depthmill failed: Failed to update the deployments ['DepthModel']."
+            "\nTraceback (most recent call last):\n  ...\ncluster.model.core.ModelLoadError: could "
+            "not load depth model 'some/unknown-id': We couldn't connect to the Hub.\n  more")
+
+    monkeypatch.setattr(runtime, "_wait_for_app", failed)
+    settings = runtime.Settings(home=tmp_path, model="some/unknown-id",
+                                database_url="postgresql://unused/x")
+    with pytest.raises(runtime.ModelUnavailable) as raised:
+        runtime.up(settings)
+    message = str(raised.value)
+    assert "\n" not in message and "some/unknown-id" in message and "couldn't connect" in message
+    assert "--model tiny" in message
+    assert calls == ["down"]  # the Ray head it started is stopped; no scheduler was started
