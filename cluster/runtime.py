@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -138,22 +139,126 @@ def start_serve(settings: Settings) -> None:
                 proxy_location="Disabled" if settings.gateway_direct_ingress else None)
 
 
+class ModelConflict(RuntimeError):
+    """A scheduler for another model is already running: starting would keep it."""
+
+
+def served_model() -> str | None:
+    """The model the running scheduler processes for, or None when no scheduler answers."""
+    scheduler = get_scheduler()
+    if scheduler is None:
+        return None
+    try:
+        return ray.get(scheduler.status.remote(), timeout=30).get("model")
+    except Exception as e:  # noqa: BLE001 - a scheduler that does not answer is replaced anyway
+        log.warning("the running scheduler did not report its model: %s", e)
+        return None
+
+
+def check_no_other_model(model: str) -> None:
+    """Refuse to start for ``model`` beside a live scheduler for another one: it would be kept
+    (get_if_exists), and would process the other model's items for the new one's replicas."""
+    running = served_model()
+    if running is not None and running != model:
+        raise ModelConflict(
+            f"depthmill is already running for model {running!r}; run `depthmill down` before "
+            f"starting it for {model!r}, or start it with --model {running}."
+        )
+
+
 def up(settings: Settings, *, port: int | None = None, keep_postgres: bool = True) -> Running:
+    # First, before anything is started or redeployed: a refusal leaves what runs untouched.
+    if cluster_address() is not None:
+        connect_ray(settings, start=False)
+        check_no_other_model(settings.model)
     embedded = None
     url = settings.database_url
     if not url:
         embedded = EmbeddedPostgres(settings.postgres_dir, stop_on_exit=not keep_postgres)
         url = embedded.url
-    migrate(url)
     settings = settings.model_copy(update={"database_url": url, "port": port or settings.port})
-    started = connect_ray(settings)
-    start_serve(settings)
-    from serve_app.app import build_depthmill_app
+    started = deployed = False
+    try:
+        migrate(url)
+        started = connect_ray(settings)
+        start_serve(settings)
+        from serve_app.app import build_depthmill_app
 
-    serve.run(build_depthmill_app(settings), name=APP_NAME, route_prefix="/", blocking=False)
-    _wait_for_app(APP_NAME)
-    get_or_start_scheduler(settings)
+        deployed = True
+        serve.run(build_depthmill_app(settings), name=APP_NAME, route_prefix="/", blocking=False)
+        try:
+            _wait_for_app(APP_NAME)
+        except RuntimeError as e:
+            raise _model_failure(settings.model, str(e)) or e from None
+        get_or_start_scheduler(settings)
+    except BaseException:
+        # Stop what this call started, on every failure path (a Ray head left behind outlives
+        # the command; the embedded Postgres is stopped only when up started it).
+        if started:
+            _quietly(lambda: down(settings.model_copy(update={
+                "database_url": None if embedded is not None else settings.database_url})))
+        else:
+            if deployed:  # on a cluster we joined: take back the application we deployed
+                _quietly(lambda: serve.delete(APP_NAME))
+            if embedded is not None and not keep_postgres:
+                _quietly(embedded.stop)
+        raise
     return Running(settings, settings.api_url, _dashboard["url"], started, embedded)
+
+
+class ModelUnavailable(RuntimeError):
+    """The depth replicas could not load the model."""
+
+
+def check_model_loads(settings: Settings) -> None:
+    """Before starting anything on this machine: can the model be loaded here (``tiny``, a
+    local directory with a config, or a Hugging Face id that is cached or downloadable)?
+    Raises ModelUnavailable with one sentence saying why not."""
+    model = settings.model
+    if model == "tiny":
+        return
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise _unavailable(model, f"{path} has no config.json")
+        return
+    if model.startswith(("/", ".", "~")):
+        raise _unavailable(model, f"no such directory {path}")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        hf_hub_download(model, "config.json", revision=settings.model_revision)
+    except Exception as e:  # noqa: BLE001 - offline, unknown id, no network, no access
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        why = ("it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set" if offline
+               else f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else e}")
+        raise _unavailable(model, why) from None
+
+
+def _unavailable(model: str, reason: str) -> ModelUnavailable:
+    if len(reason) > 200:
+        reason = reason[:200] + "…"
+    return ModelUnavailable(
+        f"could not load depth model {model!r} ({reason}); use --model tiny, a local model "
+        f"directory, or a Hugging Face id that can be downloaded (network, HF_HUB_OFFLINE unset)."
+    )
+
+
+def _model_failure(model: str, message: str) -> ModelUnavailable | None:
+    """One sentence for a Serve deploy that failed because the model would not load."""
+    marker = f"could not load depth model {model!r}"
+    if marker not in message and "ModelLoadError" not in message:
+        return None
+    reason = message[message.find(marker) + len(marker):] if marker in message else message
+    reason = reason.lstrip(": ").strip().splitlines()[0] if reason.strip() else "unknown error"
+    return _unavailable(model, reason)
+
+
+def _quietly(stop) -> None:
+    try:
+        stop()
+    except Exception as e:  # noqa: BLE001 - cleaning up after a failure; report the failure
+        log.warning("cleaning up after a failed start: %s", e)
 
 
 def _wait_for_app(name: str, timeout: float = 300) -> None:
@@ -166,6 +271,33 @@ def _wait_for_app(name: str, timeout: float = 300) -> None:
             raise RuntimeError(f"Serve application {name} failed: {status.message}")
         time.sleep(0.5)
     raise TimeoutError(f"Serve application {name} did not start in {timeout:.0f} s")
+
+
+@contextmanager
+def _ray_chatter_silenced():
+    """Ray's and Serve's shutdown messages (their loggers, and what the core worker writes to
+    stderr itself) go to this module's debug log instead of the user's terminal."""
+    loggers = [logging.getLogger(name) for name in ("ray", "ray.serve", "ray.data")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+            caught.seek(0)
+            text = caught.read().decode(errors="replace").strip()
+            if text:
+                log.debug("Ray while shutting down: %s", text)
 
 
 def down(settings: Settings) -> list[str]:
@@ -187,9 +319,10 @@ def down(settings: Settings) -> list[str]:
                 pass
             ray.kill(scheduler)
             done.append("scheduler stopped")
-        serve.shutdown()
-        done.append("Serve application removed")
-        ray.shutdown()
+        with _ray_chatter_silenced():
+            serve.shutdown()
+            done.append("Serve application removed")
+            ray.shutdown()
     marker = _ray_marker(settings)
     if marker.exists():
         subprocess.run([_ray_bin(), "stop"], capture_output=True)

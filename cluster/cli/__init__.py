@@ -72,8 +72,12 @@ def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.model:
         settings = settings.model_copy(update={"model": args.model})
-    with console.status("starting depthmill (Postgres, Ray, Serve, scheduler)…"):
-        running = runtime.up(settings, port=args.port, keep_postgres=args.detach)
+    try:
+        with console.status("starting depthmill (Postgres, Ray, Serve, scheduler)…"):
+            running = runtime.up(settings, port=args.port, keep_postgres=args.detach)
+    except (runtime.ModelConflict, runtime.ModelUnavailable) as e:
+        console.print(f"[red]{e}[/red]", soft_wrap=True)
+        return 1  # what was already running stays up, untouched
     console.print(f"[green]depthmill is up[/green] (model {running.settings.model})")
     console.print(f"  API        {running.api_url}")
     console.print(f"  docs       {running.api_url}/docs")

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from cluster import runtime
 from cluster.ingest import IngestResult, ingest_file
-from cluster.media.probe import MediaLimits
+from cluster.media.probe import PHOTO_FORMATS, VIDEO_CONTAINERS, MediaLimits, sniff
 from cluster.config.settings import Settings
 from cluster.storage import storage_from_settings
 from db import depth as depth_maps
@@ -22,14 +22,36 @@ from db.connection import Database
 TERMINAL = {"completed", "failed", "cancelled"}
 
 
-def collect(paths: list[Path]) -> list[Path]:
+MEDIA_SUFFIXES = {ext for _, ext in (*PHOTO_FORMATS.values(), *VIDEO_CONTAINERS.values())} | {
+    ".jpeg", ".tif", ".heif", ".avif", ".m4v"}
+
+
+def is_media(path: Path) -> bool:
+    """Whether a file is a photo or video: by its name (so a broken photo is still reported, as
+    a failure) or by its first bytes (probe's sniff, for media with an odd name)."""
+    if path.suffix.lower() in MEDIA_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as f:
+            return sniff(f.read(64)) is not None
+    except OSError:
+        return True  # unreadable: let ingest say why, as a failure
+
+
+def collect(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    """The files to process and, from folders, the ones skipped as not media (sidecars such as
+    .xmp and .json, text, .DS_Store and other hidden files). A file named on the command line is
+    always processed: asking for it and getting nothing is a failure."""
     files: list[Path] = []
+    skipped: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")))
+            for p in sorted(p for p in path.rglob("*") if p.is_file()):
+                media = not p.name.startswith(".") and is_media(p)
+                (files if media else skipped).append(p)
         else:
             files.append(path)
-    return files
+    return files, skipped
 
 
 def process_paths(settings: Settings, paths: list[Path], console: Console, *, timeout: float) -> int:
@@ -37,9 +59,21 @@ def process_paths(settings: Settings, paths: list[Path], console: Console, *, ti
     if missing:
         console.print(f"[red]no such file or folder:[/red] {', '.join(map(str, missing))}")
         return 2
-    files = collect(paths)
-    with console.status("starting depthmill (Postgres, Ray, Serve, scheduler)…"):
-        running = runtime.up(settings, keep_postgres=False)
+    files, skipped = collect(paths)
+    if skipped:
+        console.print(f"skipped {len(skipped)} files that are not photos or videos: "
+                      + ", ".join(str(p) for p in skipped), soft_wrap=True)
+    if not files:
+        console.print("no photos or videos to process")
+        return 0
+    try:
+        runtime.check_model_loads(settings)  # before anything starts: one sentence, not a trace
+        with console.status("starting depthmill (Postgres, Ray, Serve, scheduler)…"):
+            running = runtime.up(settings, keep_postgres=False)
+    except (runtime.ModelUnavailable, runtime.ModelConflict) as e:
+        # up has stopped what it started; one sentence, not Serve's traceback.
+        console.print(f"[red]{e}[/red]", soft_wrap=True)
+        return 1
     settings = running.settings
     try:
         with Database(settings.database_url, max_size=2, name="process") as db:

@@ -37,12 +37,29 @@ def _submit(client, entrypoint: str, runtime_env: dict, wait_s: float = 90) -> s
             time.sleep(1)
 
 
+def requested_model(filters: Sequence[str]) -> str | None:
+    """The ``--model`` among the job's filters, if any (``--model M`` or ``--model=M``)."""
+    found = None
+    for i, arg in enumerate(filters):
+        if arg == "--model" and i + 1 < len(filters):
+            found = filters[i + 1]
+        elif arg.startswith("--model="):
+            found = arg.split("=", 1)[1]
+    return found
+
+
 def submit_reprocess(
     settings: Settings, address: str | None, filters: Sequence[str], *,
     working_dir: str | None = None, echo: Callable[[str], object] = print,
 ) -> int:
     from ray.job_submission import JobSubmissionClient
 
+    wanted = requested_model(filters)
+    if wanted is not None and wanted != settings.model:
+        echo(f"no depth model {wanted!r} is served here (depthmill serves {settings.model!r}); "
+             f"reprocess with --model {settings.model}, or set DEPTHMILL_MODEL={wanted} "
+             f"and run `depthmill up` for it first.")
+        return 1
     client = JobSubmissionClient(dashboard_address(address))
     # The job's workers decode photos and run the model: the same allocator settings as the
     # depth replicas and processing workers.

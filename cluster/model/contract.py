@@ -20,6 +20,7 @@ class DepthResult:
     raw_min: float = 0.0
     raw_max: float = 0.0
     error: str | None = None
+    revision: str | None = None  # the model revision that produced it (what the replica loaded)
 
     @property
     def ok(self) -> bool:

@@ -267,7 +267,8 @@ class DepthEstimator:
         for row, i in enumerate(chunk):
             size = output_sizes[i] or images[i].shape[:2]
             depth = self.postprocess(predicted[row], size)
-            out.append(DepthResult(depth, float(depth.min()), float(depth.max())))
+            out.append(DepthResult(depth, float(depth.min()), float(depth.max()),
+                                   revision=self.info.revision))
         return out
 
     def preprocess(self, images: Sequence[np.ndarray], shape: tuple[int, int]) -> torch.Tensor:

@@ -150,6 +150,7 @@ def _process_photo(item, settings, storage, depth, revision) -> list[NewDepthMap
     except (OSError, SyntaxError, ValueError) as e:
         raise PermanentError(f"cannot decode the photo: {e}") from None
     (result,) = _checked(depth([rgb], [_output_size(rgb, settings)]))
+    revision = revision or result.revision
     outputs = store_depth_outputs(storage, item.media_id, item.model_id, revision, result.depth)
     _store_renditions(item, storage, content)
     return outputs
@@ -185,6 +186,7 @@ def _process_video(item, settings, storage, depth, revision) -> list[NewDepthMap
         if writer is None or first is None:
             raise PermanentError("the video has no decodable frames")
         frame_meta = writer.close()
+        revision = revision or first.revision  # what the replica that answered had loaded
         video_key = storage_keys.depth(item.media_id, item.model_id, "video")
         with out_path.open("rb") as f:
             storage.put(video_key, f, "video/mp4")

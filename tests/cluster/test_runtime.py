@@ -46,3 +46,37 @@ def test_ray_address_wins_over_the_local_file(tmp_path, no_ray_address, monkeypa
         monkeypatch.setenv("RAY_ADDRESS", address)
         (tmp_path / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
         assert cluster_address(str(tmp_path)) == address
+
+
+def test_ray_shutdown_chatter_stays_off_the_terminal(tmp_path, monkeypatch, capfd):
+    import logging
+    import os
+
+    import ray
+    from ray import serve
+
+    from cluster import runtime
+    from cluster.config.settings import Settings
+
+    def chatty(name):
+        def shutdown():
+            logging.getLogger("ray.serve").info("%s: shutting down", name)
+            logging.getLogger("ray.serve").warning("%s: still shutting down", name)
+            os.write(2, f"[core_worker.cc] {name} exiting\n".encode())
+        return shutdown
+
+    monkeypatch.setattr(runtime, "connect_ray", lambda settings, start=True: False)
+    monkeypatch.setattr(runtime, "get_scheduler", lambda: None)
+    monkeypatch.setattr(serve, "shutdown", chatty("serve"))
+    monkeypatch.setattr(ray, "shutdown", chatty("ray"))
+    handler = logging.StreamHandler()  # Serve's own handler, writing to the terminal
+    logging.getLogger("ray.serve").addHandler(handler)
+    try:
+        done = runtime.down(Settings(home=tmp_path, database_url="postgresql://unused/x"))
+    finally:
+        logging.getLogger("ray.serve").removeHandler(handler)
+    assert done == ["Serve application removed"]
+    out, err = capfd.readouterr()
+    assert "shutting down" not in out + err and "exiting" not in out + err
+    os.write(2, b"stderr works again\n")
+    assert "stderr works again" in capfd.readouterr().err

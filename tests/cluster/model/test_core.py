@@ -170,3 +170,9 @@ def test_out_of_memory_splits_the_batch(model, monkeypatch):
     results = model.predict([image] * 4)
     assert all(r.ok for r in results)
     assert sizes == [4, 2, 1, 1, 2, 1, 1]
+
+
+def test_results_carry_the_revision_the_model_was_loaded_with(cache_dir):
+    pinned = DepthEstimator("tiny", revision="abc123", cache_dir=cache_dir)
+    (result,) = pinned.predict([photos()[0]])
+    assert result.ok and result.revision == pinned.info.revision == "abc123"
