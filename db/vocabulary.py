@@ -16,7 +16,7 @@ ACTIVE_STATUSES: tuple[Status, ...] = ("pending", "queued", "processing")
 Kind = Literal["photo", "video"]
 KINDS: tuple[Kind, ...] = ("photo", "video")
 
-# Priorities, most urgent first (DESIGN.md; depthmill_default_priority in migration 001):
+# Priorities, most urgent first (depthmill_default_priority in migration 001; docs/ARCHITECTURE.md):
 # photos 1-100, videos 101-200, each band ordered by a size score: smaller files first, from the
 # band's first value at 0 bytes to its last at SIZE_SCORE_BYTES and above. 0 is left for an
 # explicit "process this now".
