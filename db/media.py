@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Literal
 
 import psycopg
 from psycopg import sql
@@ -123,8 +124,35 @@ class MediaPage:
     next_cursor: str | None
 
 
-def _encode_cursor(item: MediaItem) -> str:
-    return cursor_key.encode(item.created_at, item.id)
+Order = Literal["uploaded", "taken"]
+
+# The sort key of each order, newest first; both have an index (``media_items_timeline`` for the
+# capture date, which falls back to the upload time for media without one).
+_SORT_KEY = {"uploaded": sql.SQL("m.created_at"), "taken": sql.SQL("coalesce(m.taken_at, m.created_at)")}
+
+_LATEST_STATUS = sql.SQL(
+    """LEFT JOIN LATERAL (
+            SELECT q.status FROM queue_items q WHERE q.media_id = m.id
+            ORDER BY q.queued_at DESC LIMIT 1
+        ) latest ON true"""
+)
+
+
+def _sort_value(item: MediaItem, order: Order) -> datetime:
+    return item.taken_at or item.created_at if order == "taken" else item.created_at
+
+
+def _filters(kind: Kind | None, status: Status | None, params: dict[str, object]) -> list[sql.Composable]:
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected {' or '.join(KINDS)}")
+    where: list[sql.Composable] = [sql.SQL("true")]
+    if kind:
+        where.append(sql.SQL("m.kind = %(kind)s"))
+        params["kind"] = kind
+    if status:
+        where.append(sql.SQL("latest.status = %(status)s"))
+        params["status"] = status
+    return where
 
 
 def list_media(
@@ -132,42 +160,34 @@ def list_media(
     *,
     kind: Kind | None = None,
     status: Status | None = None,
+    order: Order = "uploaded",
     limit: int = DEFAULT_PAGE_SIZE,
     cursor: str | None = None,
 ) -> MediaPage:
-    """Newest first, a keyset page at a time; ``status`` filters on the latest queue item."""
+    """Newest first (by upload, or by capture date), a keyset page at a time; ``status`` filters
+    on the latest queue item. A cursor belongs to the order it was made in."""
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
-    if kind is not None and kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; expected {' or '.join(KINDS)}")
-    where = [sql.SQL("true")]
     params: dict[str, object] = {"limit": limit + 1}
-    if kind:
-        where.append(sql.SQL("m.kind = %(kind)s"))
-        params["kind"] = kind
-    if status:
-        where.append(sql.SQL("latest.status = %(status)s"))
-        params["status"] = status
+    where = _filters(kind, status, params)
+    sort_key = _SORT_KEY[order]
     if cursor:
-        where.append(sql.SQL("(m.created_at, m.id) < (%(c_at)s, %(c_id)s)"))
+        where.append(sql.SQL("({}, m.id) < (%(c_at)s, %(c_id)s)").format(sort_key))
         params["c_at"], params["c_id"] = cursor_key.decode(cursor, datetime, uuid.UUID)
     query = sql.SQL(
         """
         SELECT {columns}, latest.status AS queue_status
         FROM media_items m
-        LEFT JOIN LATERAL (
-            SELECT q.status FROM queue_items q WHERE q.media_id = m.id
-            ORDER BY q.queued_at DESC LIMIT 1
-        ) latest ON true
+        {latest}
         WHERE {where}
-        ORDER BY m.created_at DESC, m.id DESC
+        ORDER BY {sort_key} DESC, m.id DESC
         LIMIT %(limit)s
         """
     ).format(
         columns=sql.SQL(", ").join(
             sql.SQL("m.{}").format(sql.Identifier(c)) for c in [*_NEW_COLUMNS, "id", "created_at"]
         ),
-        where=sql.SQL(" AND ").join(where),
+        latest=_LATEST_STATUS, where=sql.SQL(" AND ").join(where), sort_key=sort_key,
     )
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(query, params).fetchall()
@@ -175,7 +195,57 @@ def list_media(
     rows = rows[:limit]
     statuses = {r["id"]: r.pop("queue_status") for r in rows}
     items = [MediaItem(**r) for r in rows]
-    return MediaPage(items, statuses, _encode_cursor(items[-1]) if more and items else None)
+    next_cursor = cursor_key.encode(_sort_value(items[-1], order), items[-1].id) if more and items else None
+    return MediaPage(items, statuses, next_cursor)
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    previous: uuid.UUID | None  # newer: before it in the list
+    next: uuid.UUID | None  # older: after it
+
+
+def neighbours(
+    conn: psycopg.Connection, media_id: uuid.UUID, *,
+    kind: Kind | None = None, status: Status | None = None, order: Order = "uploaded",
+) -> Neighbours:
+    """The items beside one in the list ``list_media`` pages through with the same filters."""
+    item = get(conn, media_id)
+    params: dict[str, object] = {"at": _sort_value(item, order), "id": item.id}
+    where = _filters(kind, status, params)
+    sort_key = _SORT_KEY[order]
+
+    def beside(op: str, direction: str) -> uuid.UUID | None:
+        query = sql.SQL(
+            "SELECT m.id FROM media_items m {latest} WHERE {where} AND ({key}, m.id) {op} (%(at)s, %(id)s) "
+            "ORDER BY {key} {dir}, m.id {dir} LIMIT 1"
+        ).format(latest=_LATEST_STATUS, where=sql.SQL(" AND ").join(where), key=sort_key,
+                 op=sql.SQL(op), dir=sql.SQL(direction))
+        with conn.cursor(row_factory=tuple_row) as cur:
+            row = cur.execute(query, params).fetchone()
+        return row[0] if row else None
+
+    return Neighbours(previous=beside(">", "ASC"), next=beside("<", "DESC"))
+
+
+def count_media(conn: psycopg.Connection, *, kind: Kind | None = None, status: Status | None = None) -> int:
+    """How many media ``list_media`` would page through with these filters."""
+    params: dict[str, object] = {}
+    where = _filters(kind, status, params)
+    latest = _LATEST_STATUS if status else sql.SQL("")
+    query = sql.SQL("SELECT count(*) FROM media_items m {latest} WHERE {where}").format(
+        latest=latest, where=sql.SQL(" AND ").join(where))
+    with conn.cursor(row_factory=tuple_row) as cur:
+        return cur.execute(query, params).fetchone()[0]
+
+
+def latest_statuses(conn: psycopg.Connection, media_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str | None]:
+    """The latest queue status of each of these media that exists (None: never queued)."""
+    query = sql.SQL(
+        "SELECT m.id, latest.status FROM media_items m {latest} WHERE m.id = ANY(%s)"
+    ).format(latest=_LATEST_STATUS)
+    with conn.cursor(row_factory=tuple_row) as cur:
+        return dict(cur.execute(query, [list(media_ids)]).fetchall())
 
 
 def lock_original(conn: psycopg.Connection, storage_key: str) -> None:

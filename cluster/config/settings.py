@@ -57,6 +57,10 @@ class Settings(BaseSettings):
         default=None,
         description="URL clients reach the API at, for signed URLs; default http://HOST:PORT.",
     )
+    tls_certfile: Path | None = Field(
+        default=None, description="TLS certificate (PEM) for https; `depthmill up --tls` makes one.",
+    )
+    tls_keyfile: Path | None = Field(default=None, description="The TLS certificate's private key (PEM).")
 
     model: str = Field(
         default=DEFAULT_MODEL,
@@ -182,7 +186,8 @@ class Settings(BaseSettings):
 
     @property
     def api_url(self) -> str:
-        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+        scheme = "https" if self.tls_certfile else "http"
+        return (self.public_url or f"{scheme}://{self.host}:{self.port}").rstrip("/")
 
     @property
     def max_upload_bytes(self) -> int:

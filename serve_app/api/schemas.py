@@ -66,10 +66,11 @@ class MediaOut(BaseModel):
     camera: str | None
     created_at: datetime
     status: str | None = None
+    thumbnail_url: str | None = None  # signed; absent until processing has made the thumbnail
 
     @classmethod
-    def of(cls, item: MediaItem, status: str | None = None) -> MediaOut:
-        return cls.model_validate({**item.__dict__, "status": status})
+    def of(cls, item: MediaItem, status: str | None = None, thumbnail_url: str | None = None) -> MediaOut:
+        return cls.model_validate({**item.__dict__, "status": status, "thumbnail_url": thumbnail_url})
 
 
 class DepthOut(BaseModel):
@@ -94,6 +95,18 @@ class MediaDetail(MediaOut):
 class MediaPageOut(BaseModel):
     items: list[MediaOut]
     next_cursor: str | None
+    total: int | None = None  # with ``total=true``: every item these filters match
+
+
+class NeighboursOut(BaseModel):
+    previous: uuid.UUID | None  # newer
+    next: uuid.UUID | None  # older
+
+
+class MediaStatusesOut(BaseModel):
+    """The latest queue status of each media asked for; unknown ids are left out."""
+
+    statuses: dict[uuid.UUID, str | None]
 
 
 class UploadResult(BaseModel):

@@ -25,6 +25,8 @@ from serve_app.api.schemas import (
     MediaDetail,
     MediaOut,
     MediaPageOut,
+    MediaStatusesOut,
+    NeighboursOut,
     QueueItemOut,
     UploadResponse,
     UploadResult,
@@ -84,14 +86,34 @@ async def upload(
 @router.get("", response_model=MediaPageOut, responses=documented(400), summary="List media, newest first")
 def list_media(
     db: Db,
+    storage: Store,
     kind: Kind | None = None,
     status: Status | None = None,
+    order: Annotated[media.Order, Query(
+        description="`uploaded`: by upload time; `taken`: by capture date (EXIF), else upload time")] = "uploaded",
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
+    total: Annotated[bool, Query(description="also count every item the filters match")] = False,
 ) -> MediaPageOut:
-    page = db.run(media.list_media, kind=kind, status=status, limit=limit, cursor=cursor)
-    return MediaPageOut(items=[MediaOut.of(m, page.statuses.get(m.id)) for m in page.items],
-                        next_cursor=page.next_cursor)
+    page = db.run(media.list_media, kind=kind, status=status, order=order, limit=limit, cursor=cursor)
+    items = [MediaOut.of(m, page.statuses.get(m.id), _url(storage, storage_keys.thumbnail(m.id)))
+             for m in page.items]
+    count = db.run(media.count_media, kind=kind, status=status) if total else None
+    return MediaPageOut(items=items, next_cursor=page.next_cursor, total=count)
+
+
+@router.get("/status", response_model=MediaStatusesOut, summary="Latest queue status of several media")
+def media_statuses(
+    db: Db,
+    ids: Annotated[str, Query(max_length=MAX_PAGE_SIZE * 37, description="comma-separated media ids")],
+) -> MediaStatusesOut:
+    try:
+        wanted = {uuid.UUID(i) for i in ids.split(",") if i.strip()}
+    except ValueError:
+        raise ApiError(422, "invalid_ids", "ids must be comma-separated media UUIDs") from None
+    if len(wanted) > MAX_PAGE_SIZE:
+        raise ApiError(422, "too_many_ids", f"at most {MAX_PAGE_SIZE} ids per request")
+    return MediaStatusesOut(statuses=db.run(media.latest_statuses, wanted))
 
 
 def _url(storage, key: str) -> str | None:
@@ -119,6 +141,16 @@ def get_media(media_id: uuid.UUID, db: Db, storage: Store) -> MediaDetail:
     latest = max(items, key=lambda i: i.queued_at).status if items else None
     return MediaDetail(**MediaOut.of(item, latest).model_dump(),
                        queue=[QueueItemOut.of(i) for i in items], urls=urls, depth=depth)
+
+
+@router.get("/{media_id}/neighbours", response_model=NeighboursOut, responses=documented(404),
+            summary="The items before and after one in the list with the same filters")
+def neighbours(
+    media_id: uuid.UUID, db: Db, kind: Kind | None = None, status: Status | None = None,
+    order: media.Order = "uploaded",
+) -> NeighboursOut:
+    found = db.run(media.neighbours, media_id, kind=kind, status=status, order=order)
+    return NeighboursOut(previous=found.previous, next=found.next)
 
 
 @router.delete("/{media_id}", status_code=204, responses=documented(404), summary="Delete media, its outputs and queue items")
