@@ -5,7 +5,6 @@ import { api, query, sameOrigin } from "./api.js";
 import { Pager, dayOf } from "./pager.js";
 
 const PAGE = 120;
-const ACTIVE = new Set(["pending", "queued", "processing"]);
 const dayFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "long", timeZone: "UTC" });
 
 export class Library {
@@ -33,12 +32,19 @@ export class Library {
     this.items.clear();
     this.tiles.clear();
     this.grid.replaceChildren();
+    this.loading = null;
     this.pager = new Pager((cursor) => api(`/api/media${this.listQuery({
       limit: PAGE, cursor, total: cursor ? "" : "true" })}`));
     await this.more();
   }
 
-  async more() {
+  // One page at a time: the scroll observer and a reset may both ask.
+  more() {
+    if (!this.loading) this.loading = this.loadPage().finally(() => { this.loading = null; });
+    return this.loading;
+  }
+
+  async loadPage() {
     const pager = this.pager;
     if (!pager || pager.done) return;
     const fresh = await pager.next();
@@ -47,7 +53,7 @@ export class Library {
     this.showCount();
     // A tall screen may show the sentinel still: keep filling it.
     const rect = this.sentinel.getBoundingClientRect();
-    if (!pager.done && rect.top < innerHeight + 800) await this.more();
+    if (!pager.done && rect.top < innerHeight + 800) await this.loadPage();
   }
 
   showCount() {
@@ -121,9 +127,10 @@ export class Library {
     this.showCount();
   }
 
-  // Asks for the current state of every item still in flight, and redraws those that moved.
+  // Asks for the current state of every item not done (failed and cancelled ones can be
+  // retried from anywhere), and redraws those that moved.
   async refresh() {
-    const active = [...this.items.values()].filter((i) => !i.status || ACTIVE.has(i.status));
+    const active = [...this.items.values()].filter((i) => i.status !== "completed");
     for (let at = 0; at < active.length; at += 200) {
       const ids = active.slice(at, at + 200).map((i) => i.id);
       const { statuses } = await api(`/api/media/status${query({ ids: ids.join(",") })}`);
