@@ -81,7 +81,7 @@ class Gateway:
         # replica cannot count on a share of the client's requests: each allows the full rate.
         install(build_context(settings, depth, _scheduler_handle,
                               replicas=1 if direct else settings.gateway_replicas))
-        self._direct = _serve_directly(settings.host, settings.port) if direct else None
+        self._direct = _serve_directly(settings) if direct else None
 
 
 class _ReplicaServer(uvicorn.Server):
@@ -89,7 +89,7 @@ class _ReplicaServer(uvicorn.Server):
         return contextlib.nullcontext()  # the process is Ray's: so are its signals
 
 
-def _serve_directly(host: str, port: int) -> asyncio.Task | None:
+def _serve_directly(settings: Settings) -> asyncio.Task | None:
     """Serve the app from this replica on the gateway's own port, beside any Serve proxy there.
 
     Through Serve's proxy an upload costs a second process: the proxy reads the body and the
@@ -102,6 +102,7 @@ def _serve_directly(host: str, port: int) -> asyncio.Task | None:
     is reported ready, so no connection is refused in between. If the port cannot be shared, the
     replica serves through the proxy only.
     """
+    host, port = settings.host, settings.port
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -116,6 +117,7 @@ def _serve_directly(host: str, port: int) -> asyncio.Task | None:
         return None
     server = _ReplicaServer(uvicorn.Config(
         api, lifespan="off", access_log=False, log_config=None,
+        ssl_certfile=settings.tls_certfile, ssl_keyfile=settings.tls_keyfile,
         timeout_keep_alive=HTTPOptions().keep_alive_timeout_s))
     # Kept by the replica: the loop holds tasks only weakly.
     return asyncio.get_event_loop().create_task(server.serve(sockets=[sock]))

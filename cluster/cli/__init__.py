@@ -72,6 +72,17 @@ def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.model:
         settings = settings.model_copy(update={"model": args.model})
+    if args.tls and not settings.tls_certfile:
+        from cluster.config.tls import self_signed
+        from cluster.config.network import lan_addresses
+
+        cert, key = self_signed(settings.home / "tls", lan_addresses())
+        settings = settings.model_copy(update={"tls_certfile": cert, "tls_keyfile": key})
+    for path in (settings.tls_certfile, settings.tls_keyfile):
+        if path is not None and not path.is_file():
+            console.print(f"[red]TLS file {path} does not exist: check DEPTHMILL_TLS_CERTFILE and "
+                          "DEPTHMILL_TLS_KEYFILE, or use --tls for a self-signed certificate[/red]")
+            return 1
     try:
         with console.status("starting depthmill (Postgres, Ray, Serve, scheduler)…"):
             running = runtime.up(settings, port=args.port, keep_postgres=args.detach)
@@ -79,7 +90,8 @@ def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         console.print(f"[red]{e}[/red]", soft_wrap=True)
         return 1  # what was already running stays up, untouched
     console.print(f"[green]depthmill is up[/green] (model {running.settings.model})")
-    console.print(f"  API        {running.api_url}")
+    console.print(f"  web app    {running.api_url}/")
+    console.print(f"  API        {running.api_url}/api")
     console.print(f"  docs       {running.api_url}/docs")
     console.print(f"  dashboard  {running.dashboard_url or 'not available'}")
     if args.detach:
@@ -159,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--model", help="Hugging Face id, local directory or `tiny`")
     up.add_argument("--port", type=int, help="HTTP port (default DEPTHMILL_PORT, 8000)")
     up.add_argument("--detach", action="store_true", help="return once it is up")
+    up.add_argument("--tls", action="store_true",
+                    help="serve https with a self-signed certificate kept under DEPTHMILL_HOME (for headsets)")
     up.set_defaults(run=_cmd_up)
 
     commands.add_parser("down", help="stop what `up` started").set_defaults(run=_cmd_down)

@@ -4,7 +4,6 @@ static files, and how to reach it from another device on the network."""
 from __future__ import annotations
 
 import ipaddress
-import socket
 import uuid
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
+from cluster.config.network import lan_addresses
 from serve_app.api.deps import Context, require_api_key
 
 STATIC = Path(__file__).with_name("static")
@@ -48,22 +48,6 @@ class ConnectOut(BaseModel):
     note: str | None
 
 
-def lan_addresses() -> list[str]:
-    """This machine's non-loopback IPv4 addresses: the one with the default route first."""
-    found: list[str] = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.1", 9))  # UDP connect sends nothing; it picks the route
-            found.append(probe.getsockname()[0])
-        except OSError:
-            pass
-    try:
-        found += socket.gethostbyname_ex(socket.gethostname())[2]
-    except OSError:
-        pass
-    return [a for a in dict.fromkeys(found) if not ipaddress.ip_address(a).is_loopback]
-
-
 @connect.get("/connect", response_model=ConnectOut, summary="Addresses and a QR code for other devices")
 def connect_info(ctx: Context, request: Request) -> ConnectOut:
     settings = ctx.settings
@@ -71,7 +55,7 @@ def connect_info(ctx: Context, request: Request) -> ConnectOut:
     scheme = "https" if secure else "http"
     if settings.public_url:
         urls = [settings.public_url.rstrip("/") + "/"]
-    elif ipaddress.ip_address(settings.host).is_loopback if _is_ip(settings.host) else settings.host == "localhost":
+    elif _loopback(settings.host):
         urls = []
     else:
         urls = [f"{scheme}://{a}:{settings.port}/" for a in lan_addresses()]
@@ -85,12 +69,11 @@ def connect_info(ctx: Context, request: Request) -> ConnectOut:
     return ConnectOut(urls=urls, qr_svg=qr, secure=secure, note=note)
 
 
-def _is_ip(host: str) -> bool:
+def _loopback(host: str) -> bool:
     try:
-        ipaddress.ip_address(host)
-        return True
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return False
+        return host == "localhost"
 
 
 def install_web_app(app: FastAPI) -> None:

@@ -105,7 +105,7 @@ def list_media(
 @router.get("/status", response_model=MediaStatusesOut, summary="Latest queue status of several media")
 def media_statuses(
     db: Db,
-    ids: Annotated[str, Query(max_length=MAX_PAGE_SIZE * 37, description="comma-separated media ids")],
+    ids: Annotated[str, Query(max_length=MAX_PAGE_SIZE * 40, description="comma-separated media ids")],
 ) -> MediaStatusesOut:
     try:
         wanted = {uuid.UUID(i) for i in ids.split(",") if i.strip()}
