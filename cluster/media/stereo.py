@@ -25,7 +25,9 @@ import io
 from typing import Literal, get_args
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
+
+from cluster.media.decode import to_rgb
 
 Layout = Literal["sbs", "sbs-half", "tb", "tb-half", "crosseye", "anaglyph", "rgbd"]
 LAYOUTS: tuple[str, ...] = get_args(Layout)
@@ -249,3 +251,13 @@ def encode_image(frame: np.ndarray, fmt: ImageFormat) -> bytes:
     else:
         raise ValueError(f"unknown image format {fmt!r}")
     return buf.getvalue()
+
+
+def upright_rgb(data: bytes) -> np.ndarray:
+    """A stored photo (a preview or an original of any supported type) as an upright H×W×3 uint8
+    array, the orientation its depth map was made in."""
+    with Image.open(io.BytesIO(data)) as img:
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)
+        img.load()
+        return np.asarray(to_rgb(ImageOps.exif_transpose(img)))

@@ -10,7 +10,7 @@ from serve_app.api import errors
 from serve_app.api.body_limit import UploadBodyLimit
 from serve_app.api.deps import require_api_key
 from serve_app.api.query_guard import RefuseNulInQuery
-from serve_app.api.routes import files, health, media, queue
+from serve_app.api.routes import files, health, media, queue, stereo
 
 DESCRIPTION = """Turn photos and videos into depth maps. Upload media, watch the queue, fetch
 depth maps through signed URLs. With API keys configured, send `Authorization: Bearer <key>`."""
@@ -26,6 +26,7 @@ def create_api(cors_origins: list[str] | None = None, max_upload_bytes: int | No
     common = errors.documented(401, 422, 503)
     app.include_router(media.router, dependencies=protected, responses=common)
     app.include_router(queue.router, dependencies=protected, responses=common)
+    app.include_router(stereo.router, dependencies=protected, responses=common)
     app.include_router(health.router)  # open: load balancers and monitors probe it
     app.include_router(files.router, responses=errors.documented(403, 404, 422))  # signed
     return app
