@@ -92,26 +92,26 @@ def disparity(unit: np.ndarray, divergence: float, convergence: float) -> np.nda
 def _splat_disparity(d: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """Forward-warp disparity: each destination pixel gets the largest (nearest) disparity among
     the source pixels landing on it (floor and ceil of the target, so a stretch leaves no
-    one-pixel gaps); -inf where nothing lands (a disocclusion)."""
+    one-pixel gaps); -inf where nothing lands (a disocclusion). Targets off the frame land in a
+    one-pixel margin on each side that is cut off afterwards, so no masking is needed."""
     h, w = d.shape
     target = np.arange(w, dtype=np.float32)[None, :] + shift
-    rows = np.repeat(np.arange(h), w)
-    out = np.full(h * w, -np.inf, dtype=np.float32)
-    flat_d = d.ravel()
-    for xs in (np.floor(target), np.ceil(target)):
-        xs = xs.ravel().astype(np.int64)
-        inside = (xs >= 0) & (xs < w)
-        np.maximum.at(out, rows[inside] * w + xs[inside], flat_d[inside])
-    return out.reshape(h, w)
+    base = (np.arange(h, dtype=np.int32) * (w + 2) + 1)[:, None]
+    out = np.full(h * (w + 2), -np.inf, dtype=np.float32)
+    flat_d = d.astype(np.float32, copy=False).ravel()
+    for rounded in (np.floor(target), np.ceil(target)):
+        np.clip(rounded, -1, w, out=rounded)
+        np.maximum.at(out, (rounded.astype(np.int32) + base).ravel(), flat_d)
+    return out.reshape(h, w + 2)[:, 1:w + 1]
 
 
 def _nearest_valid(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each pixel, the column of the nearest valid pixel to its left and to its right in its
     row (-1 / width when there is none)."""
     h, w = valid.shape
-    cols = np.broadcast_to(np.arange(w), (h, w))
-    left = np.maximum.accumulate(np.where(valid, cols, -1), axis=1)
-    right = np.minimum.accumulate(np.where(valid, cols, w)[:, ::-1], axis=1)[:, ::-1]
+    cols = np.arange(w, dtype=np.int32)
+    left = np.maximum.accumulate(np.where(valid, cols, np.int32(-1)), axis=1)
+    right = np.minimum.accumulate(np.where(valid, cols, np.int32(w))[:, ::-1], axis=1)[:, ::-1]
     return left, right
 
 
@@ -119,21 +119,24 @@ def _source_columns(d_dest: np.ndarray, sign: float) -> np.ndarray:
     """Where each destination pixel samples the source: back along its own disparity, or, in a
     hole, the background next to the hole mirrored away from it."""
     h, w = d_dest.shape
-    cols = np.broadcast_to(np.arange(w, dtype=np.float32), (h, w))
+    cols = np.arange(w, dtype=np.float32)
     valid = np.isfinite(d_dest)
+    src = cols - np.float32(sign / 2.0) * d_dest
+    if valid.all():
+        return src
     if not valid.any():
-        return cols.copy()
-    src = np.where(valid, cols - sign * d_dest / 2.0, 0.0)
+        return np.broadcast_to(cols, (h, w)).copy()
     left, right = _nearest_valid(valid)
-    r_idx = np.arange(h)[:, None]
-    d_left = np.where(left >= 0, d_dest[r_idx, np.clip(left, 0, w - 1)], np.inf)
-    d_right = np.where(right < w, d_dest[r_idx, np.clip(right, 0, w - 1)], np.inf)
+    hr, hc = np.nonzero(~valid)  # holes are a small part of a frame: the rest is per hole pixel
+    lc, rc = left[hr, hc], right[hr, hc]
+    d_left = np.where(lc >= 0, d_dest[hr, np.maximum(lc, 0)], np.inf)
+    d_right = np.where(rc < w, d_dest[hr, np.minimum(rc, w - 1)], np.inf)
     use_left = d_left <= d_right  # the farther neighbour is the background
-    nb = np.where(use_left, left, right).clip(0, w - 1)
-    nb_src = src[r_idx, nb]
-    dist = np.abs(cols - nb)
-    mirrored = np.where(use_left, nb_src - dist, nb_src + dist)
-    return np.where(valid, src, mirrored)
+    nb = np.where(use_left, lc, rc).clip(0, w - 1)  # a row with nothing valid: any column
+    dist = np.abs(hc - nb).astype(np.float32)
+    nb_src = src[hr, nb]
+    src[hr, hc] = np.where(use_left, nb_src - dist, nb_src + dist)
+    return src
 
 
 def _sample_rows(rgb: np.ndarray, src: np.ndarray) -> np.ndarray:
