@@ -15,7 +15,6 @@ import argparse
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +30,6 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 
 def scene() -> tuple[np.ndarray, np.ndarray]:
     """A real photo at preview size and a smooth depth with a near blob, at the model's size."""
-    from PIL import Image
-
     from tests.utils import media_files
 
     rgb = np.asarray(media_files.photo("coffee").convert("RGB").resize((1440, 1080)))
@@ -68,7 +65,7 @@ def through_the_route(first: int, cached: int) -> dict[str, dict]:
     from cluster.storage import keys as storage_keys
     from cluster.work.processing import store_depth_outputs
     from db import depth as depth_maps
-    from db import queue
+    from db import media, queue
     from serve_app.api.main import create_api
     from serve_app.gateway import build_context
     from tests.utils.factories import new_media
@@ -86,8 +83,6 @@ def through_the_route(first: int, cached: int) -> dict[str, dict]:
                 ctx = build_context(settings)
                 app.state.ctx = ctx
                 client = TestClient(app)
-                from db import media
-
                 item = ctx.db.run(media.insert, new_media("photo"))
                 ctx.db.run(queue.enqueue, item.id, "tiny")
                 buf = io.BytesIO()

@@ -178,10 +178,17 @@ def _srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
     return lut[rgb]
 
 
-def _linear_to_srgb(lin: np.ndarray) -> np.ndarray:
-    lin = np.clip(lin, 0.0, 1.0)
+def _srgb_lut() -> np.ndarray:
+    lin = np.linspace(0.0, 1.0, 65536)
     c = np.where(lin <= 0.0031308, lin * 12.92, 1.055 * np.power(lin, 1 / 2.4) - 0.055)
     return np.clip(c * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+_SRGB = _srgb_lut()  # 16-bit linear → 8-bit sRGB: a table lookup instead of a power per pixel
+
+
+def _linear_to_srgb(lin: np.ndarray) -> np.ndarray:
+    return _SRGB[(np.clip(lin, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)]
 
 
 def anaglyph(left: np.ndarray, right: np.ndarray) -> np.ndarray:
