@@ -18,7 +18,7 @@ from cluster.media import stereo
 from cluster.storage import keys as storage_keys
 from cluster.work.processing import store_depth_outputs
 from db import depth as depth_maps
-from db import queue, renders
+from db import media, queue, renders
 from tests.serve_app.test_routes_media import MODEL, distinct_photo, upload
 from tests.utils.factories import insert_media
 
@@ -237,3 +237,23 @@ def test_stereo_routes_are_documented_in_openapi(api):
     assert params["convergence"].get("maximum") == 1
     assert "gdepth" in json.dumps(spec["paths"]["/api/media/{media_id}/depth"]["get"]["parameters"])
 
+
+
+def test_media_deleted_while_rendering_is_404_and_leaves_no_render(api, photo, monkeypatch):
+    real = stereo.render
+
+    def deleted_meanwhile(*a, **kw):
+        api.ctx.db.run(media.delete, photo)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(stereo, "render", deleted_meanwhile)
+    r = stereo_get(api, photo)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    assert render_keys(api) == set()
+
+
+def test_a_model_without_depth_for_the_photo_is_not_ready(api, photo):
+    r = stereo_get(api, photo, model="someone/else")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "not_ready"
+    assert "someone/else" in r.json()["error"]["message"]
+    assert stereo_get(api, photo, model=MODEL).status_code == 307
