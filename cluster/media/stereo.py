@@ -3,9 +3,9 @@
 The depth map is depthmill's normalised inverse depth (1 = nearest, 0 = farthest), usually smaller
 than the photo. Each view is made in three steps:
 
-1. upsample the depth to the photo's size, then dilate near values by a pixel or two, so the depth
-   edge of a foreground object lies just outside its colour edge: otherwise the bicubic ramp gives
-   the object's rim background disparity and it tears away from the object;
+1. upsample the depth to the photo's size, then dilate near values by about the upscale factor,
+   so the depth edge of a foreground object lies just outside its colour edge: otherwise the
+   bicubic ramp gives the object's rim background disparity and it tears away from the object;
 2. forward-warp the *disparity* with a z-buffer (the nearer source pixel wins where two land on one
    destination), which says for every destination pixel which source pixel it shows, then sample the
    colour backwards at sub-pixel precision;
@@ -49,7 +49,7 @@ DUBOIS_RIGHT = np.array([[-0.043, -0.088, -0.002],
 
 def upsample_depth(unit: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Depth at ``size`` (width, height): bicubic, clipped to the map's own range, then near values
-    dilated by about half the upscale factor so foreground edges keep their disparity."""
+    dilated by about the upscale factor so foreground edges keep their disparity."""
     unit = np.asarray(unit, dtype=np.float32)
     lo, hi = float(unit.min()), float(unit.max())
     # Bicubic spreads an edge over about two source pixels, one each side: that many destination
