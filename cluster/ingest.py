@@ -151,7 +151,7 @@ def _record_original(conn, new: NewMedia, storage: Storage, path: Path) -> Media
 
 
 def delete_media(db: Database, storage: Storage, media_id: uuid.UUID) -> None:
-    """Remove media, its queue items and depth rows, then its objects. Rows first: once they are
+    """Remove media, its queue items, depth and render rows, then its objects. Rows first: once they are
     gone nothing hands out URLs to these objects. Raises NotFound for unknown media."""
     item = db.run(media.get, media_id)
     maps = db.run(depth_maps.for_media, media_id)
@@ -160,6 +160,9 @@ def delete_media(db: Database, storage: Storage, media_id: uuid.UUID) -> None:
     for key in [storage_keys.thumbnail(media_id), storage_keys.preview(media_id),
                 *(m.storage_key for m in maps)]:
         storage.delete(key)
+    # Renders (stereo, GDepth) have rows that cascade with the media; their objects go by prefix.
+    for obj in list(storage.list(storage_keys.renders_of(media_id))):
+        storage.delete(obj.key)
 
 
 def ingest_spool(spool: HashedSpool, **kw) -> IngestResult:

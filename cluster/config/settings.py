@@ -129,6 +129,11 @@ class Settings(BaseSettings):
         default="model",
         description="Depth PNG size: the model's output size, or the photo's original size.",
     )
+    stereo_cache_bytes: ByteSize = Field(
+        default=ByteSize(2 * 1024**3),
+        description="Most bytes of stereo and GDepth renders kept in storage; least recently "
+                    "used go first.",
+    )
 
     scheduler_max_in_flight: int = Field(
         default=32, ge=1, description="Most items the scheduler keeps in flight at once."

@@ -43,17 +43,45 @@ def written_by_processing(media_id: uuid.UUID, model_id: str) -> list[str]:
             *(depth(media_id, model_id, fmt) for fmt in _DEPTH_SUFFIXES)]
 
 
+RENDERS = "renders/"
+
+
+def quantised_stereo(divergence: float, convergence: float) -> tuple[float, float]:
+    """Stereo parameters on the cache's grid (divergence to 0.1 %, convergence to 0.05): requests
+    that differ by less than anyone can see share one render."""
+    return round(round(divergence * 10) / 10, 1), round(round(convergence * 20) / 20, 2)
+
+
+def renders_of(media_id: uuid.UUID) -> str:
+    """The prefix of every render made from a media's depth (deleted with the media)."""
+    return f"{RENDERS}{media_id}/"
+
+
+def stereo_render(media_id: uuid.UUID, model_id: str, layout: str, divergence: float,
+                  convergence: float, size: str, extension: str) -> str:
+    """A cached stereo render; the parameters are quantised here, so the key is the cache's."""
+    div, conv = quantised_stereo(divergence, convergence)
+    return (f"{renders_of(media_id)}{model_slug(model_id)}/"
+            f"{layout}_d{div:.1f}_c{conv:.2f}_{size}.{extension}")
+
+
+def gdepth_render(media_id: uuid.UUID, model_id: str, size: str) -> str:
+    """A cached JPEG with the depth embedded as GDepth XMP."""
+    return f"{renders_of(media_id)}{model_slug(model_id)}/gdepth_{size}.jpg"
+
+
 _OF_MEDIA = re.compile(
     r"(?:thumbnails/(?P<t>[0-9a-f-]{36})\.webp|previews/(?P<p>[0-9a-f-]{36})\.jpg"
-    r"|depth/[^/]+/(?P<d>[0-9a-f-]{36})/[^/]+)"
+    r"|depth/[^/]+/(?P<d>[0-9a-f-]{36})/[^/]+"
+    r"|renders/(?P<r>[0-9a-f-]{36})/[^/]+/[^/]+)"
 )
 
 
 def media_of(key: str) -> uuid.UUID | None:
-    """The media a rendition or depth output belongs to; None for any other key."""
+    """The media a rendition, depth output or render belongs to; None for any other key."""
     if not (m := _OF_MEDIA.fullmatch(key)):
         return None
     try:
-        return uuid.UUID(m["t"] or m["p"] or m["d"])
+        return uuid.UUID(m["t"] or m["p"] or m["d"] or m["r"])
     except ValueError:
         return None

@@ -20,6 +20,7 @@ from db.vocabulary import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_PRIORITY, MIN_PR
 from serve_app.api.deps import Context, Db, Store, upload_rate_limit
 from serve_app.api.errors import ApiError, documented
 from serve_app.api.multipart import received_files
+from serve_app.api.routes import stereo as stereo_routes
 from serve_app.api.schemas import (
     DepthOut,
     MediaDetail,
@@ -159,11 +160,13 @@ def delete_media(media_id: uuid.UUID, db: Db, storage: Store) -> None:
 
 
 @router.get("/{media_id}/depth", summary="Redirect to the depth map's signed URL",
-            response_class=RedirectResponse, status_code=307, responses=documented(404))
+            response_class=RedirectResponse, status_code=307, responses=documented(404, 409))
 def depth_redirect(
-    media_id: uuid.UUID, db: Db, storage: Store,
-    format: Literal["png16", "preview", "video"] = "png16",
+    media_id: uuid.UUID, db: Db, storage: Store, ctx: Context,
+    format: Literal["png16", "preview", "video", "gdepth"] = "png16",
 ):
+    if format == "gdepth":  # the photo with its depth embedded: a render, made on request
+        return stereo_routes.gdepth_redirect(ctx, media_id)
     db.run(media.get, media_id)
     for m in db.run(depth_maps.for_media, media_id):
         if m.format == format:
