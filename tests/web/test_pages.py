@@ -101,6 +101,13 @@ def test_viewer_draws_the_photo_in_3d_and_follows_the_mouse(web_system, photos, 
     downloads = page.locator("[data-part=downloads] a")
     names = downloads.evaluate_all("links => links.map((a) => a.textContent)")
     assert {"Original", "Depth map (16-bit PNG)", "Depth, coloured (WebP)"} <= set(names)
+    # Stereo renders are made on request and saved under the name players recognise.
+    page.locator("[data-part=downloads]").evaluate("(ul) => ul.closest('details').open = true")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Stereo sbs", exact=True).click()
+    assert download.value.suggested_filename == "photo-0_SBS.jpg"
+    saved = Image.open(download.value.path())
+    assert saved.format == "JPEG" and saved.size == (1024, 512)  # two 512 px views side by side
     # Without a headset the VR button says why instead of failing.
     assert page.locator("[data-part=vr]").is_disabled()
     assert page.locator("[data-part=vr-note]").inner_text()

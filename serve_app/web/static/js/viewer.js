@@ -1,7 +1,7 @@
 // The viewer: one item as a 3D surface (photo or moving video), parallax from the mouse, touch or
 // the phone's tilt, depth strength and focus, the flat originals a key away, and VR.
 
-import { api, sameOrigin } from "./api.js";
+import { api, authHeaders, errorOf, sameOrigin } from "./api.js";
 import { lookAt, multiply, perspective } from "./mat4.js";
 import { cutIndices, gridSize, gridVertices, sampleGrid } from "./mesh.js";
 import { decodeGray16 } from "./png16.js";
@@ -15,6 +15,7 @@ function loadImage(url) {
   return new Promise((resolve, reject) => {
     const img = new Image();
     img.decoding = "async";
+    img.crossOrigin = "anonymous"; // S3 URLs are another origin: WebGL needs the bucket's CORS
     img.onload = () => resolve(img);
     img.onerror = () => reject(new Error("the picture could not be loaded"));
     img.src = url;
@@ -186,8 +187,10 @@ export class Viewer {
 
   async loadVideo(item, id) {
     if (!this.surface) throw new Error("this browser has no WebGL2: the 3D view cannot be drawn");
-    Object.assign(this.video, { src: sameOrigin(item.urls.original), muted: true, loop: true, playsInline: true });
-    Object.assign(this.depthVideo, { src: sameOrigin(item.urls.depth_video), muted: true, loop: true, playsInline: true });
+    for (const [video, url] of [[this.video, item.urls.original], [this.depthVideo, item.urls.depth_video]]) {
+      Object.assign(video, { crossOrigin: "anonymous", muted: true, loop: true, playsInline: true });
+      video.src = sameOrigin(url);
+    }
     await Promise.all([mediaReady(this.video), mediaReady(this.depthVideo)]);
     if (this.id !== id) return;
     this.aspect = this.video.videoWidth / this.video.videoHeight;
@@ -228,6 +231,37 @@ export class Viewer {
     }
   }
 
+  // Stereo renders and the GDepth JPEG are made on request, behind the API key: fetched with it,
+  // then saved (a plain link cannot send the key).
+  async saveRender(path, name) {
+    this.notify("rendering…");
+    try {
+      const res = await fetch(path, { headers: authHeaders() });
+      if (!res.ok) throw await errorOf(res.status, await res.text());
+      const link = Object.assign(document.createElement("a"), {
+        href: URL.createObjectURL(await res.blob()), download: name });
+      link.click();
+      setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+    } catch (e) {
+      this.notify(e.message, true);
+    }
+  }
+
+  renderLinks(item, base) {
+    if (item.kind !== "photo" || item.status !== "completed") return [];
+    const renders = [["sbs", "_SBS"], ["sbs-half", "_HSBS"], ["tb", "_TB"], ["tb-half", "_HTB"],
+      ["crosseye", "_CROSS"], ["anaglyph", "_ANAGLYPH"], ["rgbd", "_RGBD"]].map(([layout, suffix]) => [
+      `Stereo ${layout}`, `/api/media/${item.id}/stereo?layout=${layout}`, `${base}${suffix}.jpg`]);
+    renders.push(["JPEG with depth (GDepth)", `/api/media/${item.id}/depth?format=gdepth`, `${base}.gdepth.jpg`]);
+    return renders.map(([label, path, name]) => {
+      const li = document.createElement("li");
+      const button = Object.assign(document.createElement("button"), { type: "button", textContent: label });
+      button.addEventListener("click", () => this.saveRender(path, name));
+      li.append(button);
+      return li;
+    });
+  }
+
   listDownloads(item) {
     const names = { original: "Original", preview: "Preview (JPEG)", thumbnail: "Thumbnail",
       depth: "Depth map (16-bit PNG)", depth_preview: "Depth, coloured (WebP)", depth_video: "Depth video (MP4)" };
@@ -238,7 +272,7 @@ export class Viewer {
       a.download = key === "original" ? (item.original_name || "") : `${base}.${key}`;
       li.append(a);
       return li;
-    }));
+    }), ...this.renderLinks(item, base));
   }
 
   say(text) {
