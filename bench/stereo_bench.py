@@ -1,7 +1,7 @@
 """Stereo renders of a 1440 px preview: render time per layout, and the route's first request
 (render, store, record, redirect) against a cached one (touch, redirect).
 
-    python -m bench.stereo_bench --json bench/results/stereo.json
+    python -m bench.stereo_bench --json docs/results/stereo.json
 
 Direct calls time ``stereo.render`` + ``encode_image`` (JPEG) on a 1440×1080 photo with a
 518×389 depth map (the model's output size for it). The route half goes through a TestClient on
