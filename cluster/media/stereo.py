@@ -140,21 +140,25 @@ def _source_columns(d_dest: np.ndarray, sign: float) -> np.ndarray:
 
 
 def _sample_rows(rgb: np.ndarray, src: np.ndarray) -> np.ndarray:
-    """Linear interpolation along each row at fractional columns (clamped to the image)."""
+    """Linear interpolation along each row at fractional columns (clamped to the image), in
+    8-bit fixed point: integer arithmetic on uint16 is several times faster than float32 here,
+    and a 1/256-pixel step is far below what a view can show."""
     h, w, _ = rgb.shape
     src = np.clip(src, 0, w - 1)
-    x0 = np.floor(src).astype(np.int32)
-    frac = (src - x0).astype(np.float32)[..., None]
+    x0 = src.astype(np.int32)  # floor: src is not negative
+    frac = ((src - x0) * 256).astype(np.uint16)[..., None]
+    rows = (np.arange(h, dtype=np.int32) * w)[:, None]
+    idx = x0 + rows
     flat = rgb.reshape(-1, 3)
-    idx = x0 + (np.arange(h, dtype=np.int32) * w)[:, None]
-    a = flat.take(idx, axis=0).astype(np.float32)
-    b = flat.take(np.minimum(idx + 1, (np.arange(h, dtype=np.int32) * w + w - 1)[:, None]),
-                  axis=0).astype(np.float32)
-    b -= a
+    a = flat.take(idx, axis=0).astype(np.uint16)
+    b = flat.take(np.minimum(idx + 1, rows + (w - 1)), axis=0).astype(np.uint16)
+    # At most 255 * 256 + 128: uint16 holds it.
+    a *= 256 - frac
     b *= frac
     a += b
-    a += 0.5
-    return np.clip(a, 0, 255).astype(np.uint8)
+    a += 128
+    a >>= 8
+    return a.astype(np.uint8)
 
 
 def warp_view(rgb: np.ndarray, d: np.ndarray, sign: float) -> np.ndarray:
