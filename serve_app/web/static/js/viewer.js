@@ -264,7 +264,8 @@ export class Viewer {
 
   listDownloads(item) {
     const names = { original: "Original", preview: "Preview (JPEG)", thumbnail: "Thumbnail",
-      depth: "Depth map (16-bit PNG)", depth_preview: "Depth, coloured (WebP)", depth_video: "Depth video (MP4)" };
+      depth: "Depth map (16-bit PNG)", depth_preview: "Depth, coloured (WebP)", depth_video: "Depth video (MP4)",
+      depth_video16: "Depth video, 16-bit lossless (MKV)" };
     const base = (item.original_name || item.id).replace(/\.[^.]+$/, "");
     this.downloads.replaceChildren(...Object.entries(item.urls).filter(([, u]) => u).map(([key, url]) => {
       const li = document.createElement("li");
