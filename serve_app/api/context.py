@@ -56,13 +56,15 @@ class SharedAnswer:
         # Shielded: a caller that disconnects must not cancel the check the others wait for.
         return await asyncio.shield(running)
 
-    async def latest(self, compute: Callable[[], Awaitable[Any]]) -> tuple[Any, float]:
-        """The last answer and its age in seconds, at once however old it is; when it is older
-        than ``ttl_s`` a fresh check starts in the background. Only the very first caller waits.
-        For dependencies whose check can take seconds under load: a health probe must not."""
-        if self._at == float("-inf"):
-            return await self.get(compute), 0.0
+    async def latest(self, compute: Callable[[], Awaitable[Any]], *,
+                     max_age_s: float = float("inf")) -> tuple[Any, float]:
+        """The last answer and its age in seconds, at once; when it is older than ``ttl_s`` a
+        fresh check starts in the background. Only the very first caller waits, and callers
+        when the answer is older than ``max_age_s``. For checks that can take seconds under
+        load: a health probe must not."""
         age = time.monotonic() - self._at
+        if self._at == float("-inf") or age > max_age_s:
+            return await self.get(compute), 0.0  # just answered
         running = self._running
         if age >= self.ttl_s and (running is None
                                   or running.get_loop() is not asyncio.get_running_loop()):

@@ -87,3 +87,20 @@ def test_latest_answers_at_once_with_the_last_state_and_refreshes_behind():
     assert stale == 1 and age >= 0.1
     assert waited < 0.25  # did not wait for the 0.3 s check
     assert fresh == 2 and calls == 2
+
+
+def test_latest_waits_only_once_the_answer_is_older_than_its_limit():
+    async def main():
+        shared, check = SharedAnswer(ttl_s=0.1), CountingCheck(seconds=0.05)
+        first = await shared.latest(check, max_age_s=0.5)  # nothing yet: waits
+        await asyncio.sleep(0.15)
+        stale = await shared.latest(check, max_age_s=0.5)  # old: at once, refresh behind it
+        await asyncio.sleep(0.1)
+        fresh = await shared.latest(check, max_age_s=0.5)
+        shared._at -= 10  # the background checks stopped answering long ago
+        waited = await shared.latest(check, max_age_s=0.5)
+        return first, stale, fresh, waited
+
+    (v1, _), (v2, age2), (v3, _), (v4, age4) = asyncio.run(main())
+    assert (v1, v2, v3, v4) == (1, 1, 2, 3)
+    assert age2 >= 0.15 and age4 < 0.5
