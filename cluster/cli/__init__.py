@@ -119,9 +119,21 @@ def _cmd_down(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_process(settings: Settings, args: argparse.Namespace) -> int:
     from cluster.cli.process import process_paths
 
+    from cluster.media.exports import parse_layouts
+
     if args.model:
         settings = settings.model_copy(update={"model": args.model})
-    return process_paths(settings, [Path(p) for p in args.paths], console, timeout=args.timeout)
+    try:
+        layouts = parse_layouts(args.layout)
+    except ValueError as e:
+        console.print(f"[red]{e}[/red]", soft_wrap=True)
+        return 2
+    if layouts and args.out is None:
+        console.print("[red]--layout says which stereo renders to export: give --out DIR "
+                      "for them to go to[/red]", soft_wrap=True)
+        return 2
+    return process_paths(settings, [Path(p) for p in args.paths], console, timeout=args.timeout,
+                         out=args.out, layouts=layouts)
 
 
 def _cmd_reprocess(settings: Settings, args: argparse.Namespace) -> int:
@@ -183,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument("paths", nargs="+", help="photos, videos and folders")
     process.add_argument("--model", help="Hugging Face id, local directory or `tiny`")
     process.add_argument("--timeout", type=float, default=24 * 3600, help="give up after seconds")
+    process.add_argument("--out", type=Path, metavar="DIR",
+                         help="export each file's depth (and --layout renders) here under its "
+                              "own name, in its folder relative to the PATH it came from")
+    process.add_argument("--layout", action="append", metavar="L[,L...]",
+                         help="stereo layouts to export with --out: sbs, sbs-half, tb, tb-half, "
+                              "crosseye, anaglyph, rgbd")
     process.set_defaults(run=_cmd_process)
 
     reprocess = commands.add_parser(
