@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -194,9 +195,9 @@ def _report(db, storage, results, final, console: Console, exported=None, out=No
         done = exported.get(i)
         if isinstance(done, str):
             export_failed += 1
-            cell = f"[red]{done}[/red]"
+            cell = f"[red]{escape(done)}[/red]"
         elif done is None:
-            cell = f"[red]{error}[/red]" if error else ""
+            cell = f"[red]{escape(error)}[/red]" if error else ""
         else:
             written += sum(d.written for d in done)
             present += sum(not d.written for d in done)
@@ -213,7 +214,6 @@ def _report(db, storage, results, final, console: Console, exported=None, out=No
         if videos and layouts:
             console.print(exports.STEREO_VIDEO_NOTE)
     return 1 if failed or export_failed else 0
-
 
 
 def _location(storage, key: str) -> str:
