@@ -63,9 +63,10 @@ def folder_within(file: Path, paths: list[Path]) -> str:
     for path in paths:
         if path.is_dir():
             try:
-                return file.parent.relative_to(path).as_posix().strip(".")
+                folder = file.parent.relative_to(path).as_posix()
             except ValueError:
                 continue
+            return "" if folder == "." else folder
     return ""
 
 
