@@ -21,6 +21,29 @@ def build_selection(
 ) -> tuple[sql.Composed, dict]:
     """Media to reprocess, with a ``shard`` column Ray Data splits reads on. Values travel as
     parameters; the filters are fixed fragments."""
+    where, params = selection_filters(model_id=model_id, kind=kind, status=status, since=since)
+    if missing_only:
+        where.append(sql.SQL(
+            "NOT EXISTS (SELECT 1 FROM depth_maps d WHERE d.media_id = m.id "
+            "AND d.model_id = %(model_id)s AND d.format = 'png16')"))
+    query = sql.SQL(
+        """
+        SELECT m.id::text AS media_id, m.kind, m.storage_key, m.bytes,
+               -- bigint: abs() of the smallest int4 would overflow.
+               abs(hashtext(m.id::text)::bigint) AS shard
+        FROM media_items m
+        WHERE {where}
+        """
+    ).format(where=sql.SQL(" AND ").join(where))
+    return query, params
+
+
+def selection_filters(
+    *, model_id: str, kind: str | None = None, status: str | None = None,
+    since: datetime | None = None,
+) -> tuple[list[sql.Composable], dict]:
+    """The bulk jobs' filters on ``media_items m`` (kind, status of the model's queue item,
+    uploaded since) as WHERE fragments and their parameters."""
     if kind not in (None, *KINDS):
         raise ValueError(f"unknown kind {kind!r}; expected {' or '.join(KINDS)}")
     if status not in (None, *STATUSES):
@@ -38,20 +61,7 @@ def build_selection(
             "EXISTS (SELECT 1 FROM queue_items q WHERE q.media_id = m.id "
             "AND q.model_id = %(model_id)s AND q.status = %(status)s)"))
         params["status"] = status
-    if missing_only:
-        where.append(sql.SQL(
-            "NOT EXISTS (SELECT 1 FROM depth_maps d WHERE d.media_id = m.id "
-            "AND d.model_id = %(model_id)s AND d.format = 'png16')"))
-    query = sql.SQL(
-        """
-        SELECT m.id::text AS media_id, m.kind, m.storage_key, m.bytes,
-               -- bigint: abs() of the smallest int4 would overflow.
-               abs(hashtext(m.id::text)::bigint) AS shard
-        FROM media_items m
-        WHERE {where}
-        """
-    ).format(where=sql.SQL(" AND ").join(where))
-    return query, params
+    return where, params
 
 
 def count_selection(conn: psycopg.Connection, query: sql.Composed, params: dict) -> dict[str, int]:

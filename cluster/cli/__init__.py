@@ -119,9 +119,21 @@ def _cmd_down(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_process(settings: Settings, args: argparse.Namespace) -> int:
     from cluster.cli.process import process_paths
 
+    from cluster.media.exports import parse_layouts
+
     if args.model:
         settings = settings.model_copy(update={"model": args.model})
-    return process_paths(settings, [Path(p) for p in args.paths], console, timeout=args.timeout)
+    try:
+        layouts = parse_layouts(args.layout)
+    except ValueError as e:
+        console.print(f"[red]{e}[/red]", soft_wrap=True)
+        return 2
+    if layouts and args.out is None:
+        console.print("[red]--layout says which stereo renders to export: give --out DIR "
+                      "for them to go to[/red]", soft_wrap=True)
+        return 2
+    return process_paths(settings, [Path(p) for p in args.paths], console, timeout=args.timeout,
+                         out=args.out, layouts=layouts)
 
 
 def _cmd_reprocess(settings: Settings, args: argparse.Namespace) -> int:
@@ -129,6 +141,25 @@ def _cmd_reprocess(settings: Settings, args: argparse.Namespace) -> int:
 
     return submit_reprocess(settings, args.address, args.filters, working_dir=args.working_dir,
                             echo=console.print)
+
+
+def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    from cluster.cli.reprocess import export_args, submit_job
+    from cluster.media.exports import parse_layouts
+
+    try:
+        args.layouts = parse_layouts(args.layout)
+    except ValueError as e:
+        console.print(f"[red]{e}[/red]", soft_wrap=True)
+        return 2
+    if args.to.startswith("s3://") and not args.to[5:].split("/")[0]:
+        console.print(f"[red]{args.to!r} names no bucket: give s3://bucket/prefix[/red]")
+        return 2
+    if not args.to.startswith("s3://"):
+        # The job's workers write there: hand them an absolute path.
+        args.to = str(Path(args.to).expanduser().resolve())
+    return submit_job(settings, args.address, "pipelines.export", export_args(args),
+                      working_dir=args.working_dir, echo=console.print)
 
 
 def _cmd_sweep(settings: Settings, args: argparse.Namespace) -> int:
@@ -183,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument("paths", nargs="+", help="photos, videos and folders")
     process.add_argument("--model", help="Hugging Face id, local directory or `tiny`")
     process.add_argument("--timeout", type=float, default=24 * 3600, help="give up after seconds")
+    process.add_argument("--out", type=Path, metavar="DIR",
+                         help="export each file's depth (and --layout renders) here under its "
+                              "own name, in its folder relative to the PATH it came from")
+    process.add_argument("--layout", action="append", metavar="L[,L...]",
+                         help="stereo layouts to export with --out: sbs, sbs-half, tb, tb-half, "
+                              "crosseye, anaglyph, rgbd")
     process.set_defaults(run=_cmd_process)
 
     reprocess = commands.add_parser(
@@ -194,6 +231,28 @@ def build_parser() -> argparse.ArgumentParser:
                            "http://127.0.0.1:8265)")
     reprocess.add_argument("--working-dir", help="ship this directory with the job")
     reprocess.set_defaults(run=_cmd_reprocess)
+
+    export = commands.add_parser(
+        "export", help="submit the Ray Data export job (real names, stereo layouts) and follow it",
+        description="Writes <name>.depth.png, <name>.depth.webp and <name>_<LAYOUT>.jpg for each "
+        "selected photo (<name>.depth.mp4 for a video) to a directory or an S3 prefix, skipping "
+        "what is already there.",
+    )
+    export.add_argument("--to", required=True, metavar="DIR|s3://bucket/prefix")
+    export.add_argument("--layout", action="append", metavar="L[,L...]",
+                        help="stereo layouts: sbs, sbs-half, tb, tb-half, crosseye, anaglyph, rgbd")
+    export.add_argument("--kind", choices=["photo", "video"])
+    export.add_argument("--status", help="only media whose queue item has this status "
+                                         "(e.g. completed)")
+    export.add_argument("--since", help="uploaded on or after (ISO date)")
+    export.add_argument("--model", help="whose depth maps (default DEPTHMILL_MODEL)")
+    export.add_argument("--s3-endpoint", help="S3 endpoint of --to (default DEPTHMILL_S3_ENDPOINT)")
+    export.add_argument("--workers", type=int, help="most export actors (default 2)")
+    export.add_argument("--max-cpus", type=float, help="cap on the job's CPUs")
+    export.add_argument("--address", help="Ray dashboard URL (default RAY_ADDRESS or "
+                        "http://127.0.0.1:8265)")
+    export.add_argument("--working-dir", help="ship this directory with the job")
+    export.set_defaults(run=_cmd_export)
 
     sweep = commands.add_parser(
         "sweep", help="remove stored objects whose media rows are gone",

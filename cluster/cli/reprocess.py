@@ -1,4 +1,5 @@
-"""Submitting the bulk jobs through the Ray Jobs SDK and following their logs."""
+"""Submitting the bulk jobs (reprocess, export) through the Ray Jobs SDK and following their
+logs."""
 
 from __future__ import annotations
 
@@ -52,21 +53,31 @@ def submit_reprocess(
     settings: Settings, address: str | None, filters: Sequence[str], *,
     working_dir: str | None = None, echo: Callable[[str], object] = print,
 ) -> int:
-    from ray.job_submission import JobSubmissionClient
-
     wanted = requested_model(filters)
     if wanted is not None and wanted != settings.model:
         echo(f"no depth model {wanted!r} is served here (depthmill serves {settings.model!r}); "
              f"reprocess with --model {settings.model}, or set DEPTHMILL_MODEL={wanted} "
              f"and run `depthmill up` for it first.")
         return 1
+    return submit_job(settings, address, "pipelines.reprocess", filters,
+                      working_dir=working_dir, echo=echo)
+
+
+def submit_job(
+    settings: Settings, address: str | None, module: str, args: Sequence[str], *,
+    working_dir: str | None = None, echo: Callable[[str], object] = print,
+) -> int:
+    """Submit ``python -m module args`` with this command's settings, follow its logs to the
+    end; 0 when it succeeded."""
+    from ray.job_submission import JobSubmissionClient
+
     client = JobSubmissionClient(dashboard_address(address))
-    # The job's workers decode photos and run the model: the same allocator settings as the
+    # The jobs' workers decode photos and pass arrays around: the same allocator settings as the
     # depth replicas and processing workers.
     runtime_env: dict = {"env_vars": job_env(settings) | ARRAYS_MALLOC_ENV}
     if working_dir:
         runtime_env["working_dir"] = working_dir
-    entrypoint = "python -m pipelines.reprocess " + shlex.join(filters)
+    entrypoint = f"python -m {module} " + shlex.join(args)
     job_id = _submit(client, entrypoint, runtime_env)
     echo(f"submitted {job_id}: {entrypoint}")
 
@@ -82,3 +93,15 @@ def submit_reprocess(
     status = str(status.value if hasattr(status, "value") else status)
     echo(f"job {job_id} {status}")
     return 0 if status == "SUCCEEDED" else 1
+
+
+def export_args(args) -> list[str]:
+    """The export job's arguments from ``depthmill export``'s (checked there already)."""
+    forwarded = ["--to", args.to]
+    if args.layouts:
+        forwarded += ["--layout", ",".join(args.layouts)]
+    for option in ("model", "kind", "status", "since", "s3_endpoint", "workers", "max_cpus"):
+        value = getattr(args, option, None)
+        if value is not None:
+            forwarded += [f"--{option.replace('_', '-')}", str(value)]
+    return forwarded

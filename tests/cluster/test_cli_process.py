@@ -82,3 +82,32 @@ def test_a_model_that_cannot_load_is_one_sentence_and_starts_nothing(tmp_path):
     assert "--model tiny" in lines[0] and "local model directory" in lines[0]
     assert not (home / "ray_started_by_depthmill").exists()  # no Ray head of its own left
     assert not (home / "postgres" / "postmaster.pid").exists()
+
+
+def test_exports_go_in_each_files_folder_relative_to_its_path(tmp_path):
+    folder = _folder(tmp_path)
+    single = tmp_path / "single.jpg"
+    single.write_bytes(b"x")
+    paths = [folder, single]
+    assert process.folder_within(folder / "a.jpg", paths) == ""
+    assert process.folder_within(folder / "trip" / "no-extension", paths) == "trip"
+    assert process.folder_within(single, paths) == ""
+
+
+def test_a_bad_layout_is_one_sentence_listing_the_valid_ones(tmp_path, monkeypatch, capsys):
+    from cluster.cli import main
+
+    def no_up(*a, **k):
+        raise AssertionError("a bad option, yet it started the system")
+
+    monkeypatch.setattr(process.runtime, "up", no_up)
+    monkeypatch.setenv("DEPTHMILL_HOME", str(tmp_path))
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(media_files.jpeg_bytes(media_files.photo("coffee")))
+    code = main(["process", str(photo), "--out", str(tmp_path / "out"), "--layout", "sbs,3d"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, lines
+    assert "'3d'" in lines[0] and "sbs, sbs-half, tb, tb-half, crosseye, anaglyph, rgbd" in lines[0]
+    assert main(["process", str(photo), "--layout", "sbs"]) == 2
+    assert "--out" in capsys.readouterr().out
+    assert not (tmp_path / "out").exists()

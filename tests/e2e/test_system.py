@@ -212,3 +212,64 @@ def test_gateway_replicas_listen_on_the_port_beside_the_proxy(system):
         for c in fresh:
             c.close()
     assert served_by & gateways
+
+
+def test_process_with_out_exports_real_names_and_resumes(system, tmp_path, monkeypatch):
+    """`depthmill process PATH --out DIR --layout sbs` on the running system (its `up` is the
+    module's, so no second application starts)."""
+    import hashlib
+
+    from rich.console import Console
+
+    from cluster import runtime
+    from cluster.cli import process
+    from cluster.storage import storage_from_settings
+    from db import depth as depth_maps
+    from db import media
+    from db.connection import Database
+
+    _, settings = system
+    monkeypatch.setattr(runtime, "check_model_loads", lambda s: None)
+    monkeypatch.setattr(runtime, "up", lambda s, **k: runtime.Running(
+        settings, settings.api_url, None, started_ray=False, embedded=None))
+    library = tmp_path / "library"
+    (library / "trip").mkdir(parents=True)
+    photo = media_files.photo("chelsea").resize((240, 180))
+    (library / "trip" / "cat.jpg").write_bytes(media_files.jpeg_bytes(photo))
+    (library / "trip" / "cat.png").write_bytes(media_files.encoded(photo.rotate(90, expand=True), "PNG"))
+    (library / "clip.mp4").write_bytes(media_files.video_bytes(seconds=1))
+    out = tmp_path / "exports"
+
+    def run():
+        console = Console(record=True, width=80)
+        code = process.process_paths(settings, [library], console, timeout=240, out=out,
+                                     layouts=("sbs",))
+        return code, console.export_text()
+
+    code, text = run()
+    assert code == 0, text
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    with Database(settings.database_url, max_size=1) as db:
+        by_sha = {name: db.run(media.find_by_sha256,
+                               hashlib.sha256((library / name).read_bytes()).hexdigest())
+                  for name in ("trip/cat.jpg", "trip/cat.png")}
+        second = by_sha["trip/cat.png"].id.hex[:8]
+        assert files == sorted(["clip.depth.mp4", "trip/cat.depth.png", "trip/cat.depth.webp",
+                         "trip/cat_SBS.jpg", f"trip/cat_{second}.depth.png",
+                         f"trip/cat_{second}.depth.webp", f"trip/cat_{second}_SBS.jpg"]), text
+        storage = storage_from_settings(settings)
+        (png,) = [m for m in db.run(depth_maps.for_media, by_sha["trip/cat.jpg"].id)
+                  if m.format == "png16" and m.model_id == settings.model]
+        assert (out / "trip/cat.depth.png").read_bytes() == storage.get_bytes(png.storage_key)
+    assert np.asarray(Image.open(out / "trip/cat.depth.png")).dtype == np.uint16
+    assert Image.open(out / "trip/cat_SBS.jpg").size == (480, 180)  # 2W×H of the original
+    assert Image.open(out / f"trip/cat_{second}_SBS.jpg").size == (360, 240)  # rotated
+    assert "stereo video is not built yet" in text
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    assert "trip/cat_SBS.jpg" in text and "7 files written, 0 already there" in text
+
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    code, text = run()
+    assert code == 0, text
+    assert "0 files written, 7 already there" in text
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == mtimes

@@ -67,3 +67,23 @@ def test_reprocess_dry_run_through_the_jobs_api(ray_head, database_url, tmp_path
     assert code == 0, out
     assert '"dry_run": true' in out and '"selected": {}' in out
     assert "SUCCEEDED" in out
+
+
+def test_export_through_the_jobs_api(ray_head, database_url, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DEPTHMILL_DATABASE_URL", database_url)
+    monkeypatch.setenv("DEPTHMILL_HOME", str(tmp_path))
+    monkeypatch.setenv("DEPTHMILL_MODEL", "tiny")
+    code = main(["export", "--address", ray_head, "--to", str(tmp_path / "out"),
+                 "--layout", "sbs,tb", "--kind", "photo", "--status", "completed"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert '"items": 0' in out and '"layouts": [' in out and "SUCCEEDED" in out
+
+
+def test_export_checks_its_options_before_submitting(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DEPTHMILL_HOME", str(tmp_path))
+    assert main(["export", "--address", "http://127.0.0.1:1", "--to", str(tmp_path),
+                 "--layout", "sbs,stereo"]) == 2
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 1 and "'stereo'" in lines[0] and "crosseye" in lines[0], lines
+    assert main(["export", "--address", "http://127.0.0.1:1", "--to", "s3:///x"]) == 2
