@@ -121,9 +121,9 @@ class Settings(BaseSettings):
         default=150_000_000, ge=1, description="Largest photo accepted, in pixels (bomb guard)."
     )
     max_video_seconds: float = Field(default=1800.0, gt=0, description="Longest video accepted.")
-    video_max_fps: float | None = Field(
-        default=60.0, gt=0, description="Most frames per second of a video given depth; above "
-        "it frames are dropped evenly. Unset: every frame.",
+    video_max_fps: float = Field(
+        default=60.0, gt=0, description="Most frames per second of a video given depth; a faster "
+        "video's frames are dropped evenly down to it.",
     )
     video_sample_fps: float | None = Field(
         default=None, gt=0, description="Unset: depth for every frame (up to VIDEO_MAX_FPS). Set "
