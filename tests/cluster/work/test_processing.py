@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+import time
 import tracemalloc
 import uuid
 from datetime import UTC, datetime
@@ -214,6 +216,47 @@ def test_the_frame_rate_cap_drops_frames_evenly(storage, tmp_path, video_bytes):
     for fmt in ("video16", "video"):
         assert output_timestamps(storage, rows[fmt].storage_key) == expected
         assert (rows[fmt].metadata["frame_count"], rows[fmt].metadata["fps"]) == (10, 5.0)
+
+
+def test_several_depth_calls_are_in_flight_and_answers_stay_in_order(tmp_path):
+    rgb = np.zeros((24, 32, 3), np.uint8)
+    settings = every_frame_settings(tmp_path, depth_resolution="original")
+    lock, state = threading.Lock(), {"now": 0, "most": 0}
+    fake = FakeDepth()
+
+    def slow_depth(images, sizes):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.05)
+        with lock:
+            state["now"] -= 1
+        return fake(images, sizes)
+
+    frames = (VideoFrame(i, i / 30, rgb, (24, 32)) for i in range(160))
+    video = encode_video_depth(frames, slow_depth, settings, tmp_path, batch=8, in_flight=3)
+    assert video.count == 160 and state["most"] == 3
+    log = json.loads((tmp_path / "frames.json").read_text())
+    assert [r[0] for r in log["frames"]] == [round(i / 30, 6) for i in range(160)]
+
+
+def test_a_depth_failure_mid_video_stops_the_decode_and_depth_threads(tmp_path):
+    rgb = np.zeros((24, 32, 3), np.uint8)
+    settings = every_frame_settings(tmp_path, depth_resolution="original")
+    calls = []
+
+    def failing(images, sizes):
+        calls.append(len(images))
+        if len(calls) == 4:
+            raise ConnectionError("replica died")
+        return FakeDepth()(images, sizes)
+
+    before = {t.name for t in threading.enumerate()}
+    frames = (VideoFrame(i, i / 30, rgb, (24, 32)) for i in range(10_000))
+    with pytest.raises(ConnectionError, match="replica died"):
+        encode_video_depth(frames, failing, settings, tmp_path, batch=8, in_flight=2)
+    assert {t.name for t in threading.enumerate()} == before
+    assert len(calls) < 10  # it stopped soon after, not at the end of the stream
 
 
 def test_a_long_video_streams_in_bounded_memory(tmp_path):
