@@ -36,7 +36,7 @@ from cluster.model.contract import DepthResult, target_size
 from cluster.storage import LocalStorage
 from cluster.storage import keys as storage_keys
 from cluster.storage.signing import UrlSigner
-from cluster.work.processing import encode_video_depth, frame_rate_cap, process_item
+from cluster.work.processing import frame_rate_cap, process_item
 from cluster.media.decode import MODEL_SHORT_SIDE, sample_video_frames
 from db.queue import ClaimedItem
 from tests.utils import media_files

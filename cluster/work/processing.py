@@ -172,9 +172,9 @@ def _process_photo(item, settings, storage, depth, revision) -> list[NewDepthMap
 
 # The video path is a pipeline: a thread decodes ahead (DECODE_AHEAD frames), VIDEO_IN_FLIGHT
 # depth calls of VIDEO_BATCH frames each are outstanding at once (each frame its own request, so
-# the deployment's batching sees several calls' frames together), and this thread stabilises and
-# encodes the answers in order behind them. Whatever the video's length, at most
-# DECODE_AHEAD + (VIDEO_IN_FLIGHT + 1) × VIDEO_BATCH frames are in memory.
+# the deployment's batching sees several calls' frames together), this thread stabilises the
+# answers in order, and a thread behind it encodes them. Whatever the video's length, at most
+# DECODE_AHEAD + (VIDEO_IN_FLIGHT + 2) × VIDEO_BATCH frames are in memory.
 VIDEO_BATCH = 16
 VIDEO_IN_FLIGHT = 3
 DECODE_AHEAD = 32
@@ -229,7 +229,7 @@ def encode_video_depth(
     JSON file written as it goes). Streams: memory does not grow with the number of frames."""
     out = VideoDepth(out_dir / "depth16.mkv", out_dir / "depth.mp4", out_dir / "frames.json")
     stabiliser = TemporalStabiliser()
-    writer16 = writer8 = None
+    writer16 = writer8 = encoder = None
     with out.frames_json.open("w") as log_file:
         log_file.write(json.dumps({"version": 1, "encoding": FRAME_ENCODING,
                                    "columns": FRAME_COLUMNS})[:-1] + ', "frames": [')
@@ -242,9 +242,9 @@ def encode_video_depth(
                     writer8 = DepthVideoWriter(out.video, out.width, out.height)
                     out.preview_width, out.preview_height = writer8.width, writer8.height
                     out.first, out.first_timestamp = result, frame.timestamp
+                    encoder = _Behind(_encode_into(writer16, writer8), ahead=batch)
                 stable = stabiliser.push(result.depth, frame.rgb)
-                writer16.write(stable.quantised(), frame.timestamp)
-                writer8.write_unit(stable.unit, frame.timestamp)
+                encoder.put((stable, frame.timestamp))
                 log_file.write(("," if out.count else "") + json.dumps([
                     round(frame.timestamp, 6), stable.scale, stable.shift, stable.range_min,
                     stable.range_max, int(stable.cut)]))
@@ -253,13 +253,69 @@ def encode_video_depth(
                 out.last_timestamp = frame.timestamp
                 out.raw_min = min(out.raw_min, result.raw_min)
                 out.raw_max = max(out.raw_max, result.raw_max)
+            if encoder is not None:
+                encoder.close()  # the last frames encoded; an encoder's error is raised here
         finally:
             answers.close()  # stops the decode thread and the depth calls on the way out
+            if encoder is not None:
+                encoder.abandon()
             for writer in (writer16, writer8):
                 if writer is not None:
                     writer.close()
         log_file.write("]}")
     return out
+
+
+def _encode_into(writer16: Depth16VideoWriter, writer8: DepthVideoWriter):
+    def encode(item) -> None:
+        stable, timestamp = item
+        writer16.write(stable.quantised(), timestamp)
+        writer8.write_unit(stable.unit, timestamp)
+    return encode
+
+
+class _Behind:
+    """``fn`` applied to each item put, in order, in a thread of its own (the encoders, behind
+    the stabiliser: PyAV encodes without the GIL). At most ``ahead`` items wait."""
+
+    def __init__(self, fn, ahead: int) -> None:
+        self._fn, self._items = fn, queue.Queue(maxsize=ahead)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="depthmill-encode", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._items.get()) is not _DONE:
+            if self._error is None:
+                try:
+                    self._fn(item)
+                except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
+                    self._error = e
+
+    def put(self, item) -> None:
+        while True:
+            if self._error is not None:
+                raise self._error
+            try:
+                self._items.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Wait for every item put; raise what ``fn`` raised, if it did."""
+        if self._thread.is_alive():
+            self._items.put(_DONE)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abandon(self) -> None:
+        """Stop without raising (on the way out of an error): the rest is not encoded."""
+        self._error = self._error or RuntimeError("abandoned")
+        if self._thread.is_alive():
+            self._items.put(_DONE)
+            self._thread.join()
 
 
 def _depth_in_order(frames, depth, settings, batch, in_flight, ahead):

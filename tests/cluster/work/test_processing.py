@@ -259,6 +259,27 @@ def test_a_depth_failure_mid_video_stops_the_decode_and_depth_threads(tmp_path):
     assert len(calls) < 10  # it stopped soon after, not at the end of the stream
 
 
+def test_an_encoder_failure_is_raised_and_stops_the_threads(tmp_path, monkeypatch):
+    from cluster.media import depth_encode
+
+    written = []
+
+    def write(self, values, timestamp):
+        written.append(timestamp)
+        if len(written) == 20:
+            raise OSError("disk gone")
+
+    monkeypatch.setattr(depth_encode.Depth16VideoWriter, "write", write)
+    rgb = np.zeros((24, 32, 3), np.uint8)
+    before = {t.name for t in threading.enumerate()}
+    frames = (VideoFrame(i, i / 30, rgb, (24, 32)) for i in range(10_000))
+    with pytest.raises(OSError, match="disk gone"):
+        encode_video_depth(frames, FakeDepth(), every_frame_settings(
+            tmp_path, depth_resolution="original"), tmp_path, batch=8, in_flight=2)
+    assert {t.name for t in threading.enumerate()} == before
+    assert len(written) == 20
+
+
 def test_a_long_video_streams_in_bounded_memory(tmp_path):
     """Thousands of small frames through decode-ahead, in-flight depth calls, the stabiliser and
     both encoders: the traced peak does not grow with the length."""
