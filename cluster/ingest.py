@@ -157,8 +157,12 @@ def delete_media(db: Database, storage: Storage, media_id: uuid.UUID) -> None:
     maps = db.run(depth_maps.for_media, media_id)
     db.run(media.delete, media_id)
     delete_original_if_unused(db, storage, item.storage_key)
-    for key in [storage_keys.thumbnail(media_id), storage_keys.preview(media_id),
-                *(m.storage_key for m in maps)]:
+    # Each model's depth outputs: the rows' objects, and those no row names (a video's
+    # per-frame records, which its video rows point to in their metadata).
+    written = {key for model_id in {m.model_id for m in maps}
+               for key in storage_keys.written_by_processing(media_id, model_id)}
+    for key in dict.fromkeys([storage_keys.thumbnail(media_id), storage_keys.preview(media_id),
+                              *(m.storage_key for m in maps), *sorted(written)]):
         storage.delete(key)
     # Renders (stereo, GDepth) have rows that cascade with the media; their objects go by prefix.
     for obj in list(storage.list(storage_keys.renders_of(media_id))):

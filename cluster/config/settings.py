@@ -121,10 +121,18 @@ class Settings(BaseSettings):
         default=150_000_000, ge=1, description="Largest photo accepted, in pixels (bomb guard)."
     )
     max_video_seconds: float = Field(default=1800.0, gt=0, description="Longest video accepted.")
-    video_sample_fps: float = Field(
-        default=2.0, gt=0, description="Frames per second sampled from a video for depth."
+    video_max_fps: float = Field(
+        default=60.0, gt=0, description="Most frames per second of a video given depth; a faster "
+        "video's frames are dropped evenly down to it.",
     )
-    video_max_frames: int = Field(default=600, ge=1, description="Most frames sampled per video.")
+    video_sample_fps: float | None = Field(
+        default=None, gt=0, description="Unset: depth for every frame (up to VIDEO_MAX_FPS). Set "
+        "(e.g. 2): frames sampled at this rate instead, for quick previews.",
+    )
+    video_max_frames: int = Field(
+        default=108_000, ge=1, description="Most frames given depth per video (30 minutes at "
+        "60 fps).",
+    )
     depth_resolution: Literal["model", "original"] = Field(
         default="model",
         description="Depth PNG size: the model's output size, or the photo's original size.",

@@ -100,16 +100,22 @@ def preview_jpeg(source: Source | Image.Image) -> bytes:
 
 @dataclass(frozen=True)
 class VideoFrame:
-    index: int  # position among the sampled frames
+    index: int  # position among the frames taken
     timestamp: float  # seconds from the start of the video
-    rgb: np.ndarray  # H×W×3 uint8
+    rgb: np.ndarray  # H×W×3 uint8 (reduced when ``short_side`` asked for it)
+    source_size: tuple[int, int] = (0, 0)  # the video's own height, width
 
 
 def sample_video_frames(
-    source: Path | BinaryIO, *, fps: float = 2.0, max_frames: int = 600
+    source: Path | BinaryIO, *, fps: float | None = 2.0, max_frames: int | None = 600,
+    short_side: int | None = None,
 ) -> Iterator[VideoFrame]:
-    """Frames at ``fps`` (at most ``max_frames``), streamed: one decoded frame in memory at a time."""
-    interval = 1.0 / fps
+    """Frames at most ``fps`` a second (None: every frame), at most ``max_frames`` (None: no
+    cap), streamed: one decoded frame in memory at a time. Above ``fps`` frames are dropped
+    evenly by timestamp (a 50 fps video at 30 keeps 3 frames in 5). ``short_side``: frames larger
+    than that are scaled down (keeping at least that short side) while they are converted to RGB,
+    which is nearly free there and saves copying full-size frames to the model."""
+    interval = 1.0 / fps if fps else 0.0
     next_time = 0.0
     count = 0
     with av.open(source if not isinstance(source, Path) else str(source)) as container:
@@ -118,14 +124,32 @@ def sample_video_frames(
         for frame in container.decode(stream):
             if frame.time is None:
                 continue
-            if frame.time + 1e-6 < next_time:
+            if interval and frame.time + 1e-6 < next_time:
                 continue
-            yield VideoFrame(count, float(frame.time), frame.to_ndarray(format="rgb24"))
+            size = (frame.height, frame.width)
+            yield VideoFrame(count, float(frame.time), _rgb(frame, short_side), size)
             count += 1
-            if count >= max_frames:
+            if max_frames is not None and count >= max_frames:
                 return
-            # Skip ahead by whole intervals so a gap in the stream does not cause a burst.
-            next_time += interval * max(1, math.floor((frame.time - next_time) / interval) + 1)
+            if interval:
+                # Skip ahead by whole intervals so a gap in the stream does not cause a burst.
+                next_time += interval * max(1, math.floor((frame.time - next_time) / interval) + 1)
+
+
+def _rgb(frame: av.VideoFrame, short_side: int | None) -> np.ndarray:
+    h, w = frame.height, frame.width
+    if short_side is None or min(h, w) <= short_side:
+        return frame.to_ndarray(format="rgb24")
+    scale = short_side / min(h, w)
+    return frame.to_ndarray(format="rgb24", width=max(short_side, round(w * scale)),
+                            height=max(short_side, round(h * scale)), interpolation="AREA")
+
+
+def video_frame_rate(source: Path | BinaryIO) -> float | None:
+    """The video's average frame rate as its container states it, if it does."""
+    with av.open(source if not isinstance(source, Path) else str(source)) as container:
+        rate = container.streams.video[0].average_rate
+    return float(rate) if rate else None
 
 
 def poster_frame(source: Path | BinaryIO) -> Image.Image:

@@ -1,5 +1,6 @@
 """Depth outputs: 16-bit PNGs of normalised inverse depth (near = white) with the raw range kept so
-values can be recovered, colour-mapped previews for people, and grayscale depth videos."""
+values can be recovered, colour-mapped previews for people, and depth videos: a lossless 16-bit
+one (FFV1 in Matroska) for players and tools, an 8-bit H.264 one for browsers."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 import av
 import numpy as np
 from PIL import Image
+
+_MS = Fraction(1, 1000)  # depth videos' time base: milliseconds
 
 
 @dataclass(frozen=True)
@@ -85,10 +88,13 @@ def encode_depth_preview(depth: np.ndarray, max_side: int = 1440) -> bytes:
 
 
 class DepthVideoWriter:
-    """A grayscale H.264 depth video, one frame per sampled frame, at the sampled timestamps.
+    """A grayscale H.264 depth video (the browser preview), one frame per depth frame, at the
+    source's timestamps (milliseconds).
 
-    Each frame is normalised on its own; the per-frame raw ranges are returned by :meth:`close`
-    so a player can rescale. Width and height are rounded down to even numbers (yuv420p).
+    :meth:`write` normalises each frame on its own and keeps its raw range in :attr:`frames`;
+    :meth:`write_unit` takes frames already in [0, 1] (stabilised ones, whose ranges the caller
+    records) and keeps nothing per frame, so a long video costs no memory here. Width and height
+    are rounded down to even numbers (yuv420p).
     """
 
     def __init__(self, path: Path, width: int, height: int, *, codec: str = "libx264") -> None:
@@ -98,32 +104,30 @@ class DepthVideoWriter:
         self._stream = self._container.add_stream(codec, rate=1000)
         self._stream.width, self._stream.height = self.width, self.height
         self._stream.pix_fmt = "yuv420p"
-        self._stream.time_base = Fraction(1, 1000)
+        self._stream.time_base = _MS
         self._stream.options = {"crf": "18", "preset": "veryfast"}
         self._last_pts = -1
+        self.count = 0
         self.frames: list[dict] = []
 
     def write(self, depth: np.ndarray, timestamp: float) -> None:
         unit, lo, hi = normalise(depth)
-        gray = Image.fromarray(np.round(unit * 255).astype(np.uint8), "L")
-        if gray.size != (self.width, self.height):
-            gray = gray.resize((self.width, self.height), Image.Resampling.BILINEAR)
-        frame = av.VideoFrame.from_image(gray.convert("RGB")).reformat(format="yuv420p")
-        pts = max(round(timestamp * 1000), self._last_pts + 1)  # strictly increasing
-        frame.pts, frame.time_base = pts, self._stream.time_base
-        self._last_pts = pts
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
+        self.write_unit(unit, timestamp)
         self.frames.append({"timestamp": timestamp, "raw_min": lo, "raw_max": hi})
+
+    def write_unit(self, unit: np.ndarray, timestamp: float) -> None:
+        gray = np.round(np.asarray(unit, np.float32) * np.float32(255)).astype(np.uint8)
+        frame = av.VideoFrame.from_ndarray(gray, format="gray")
+        # One swscale pass: grey to yuv420p, and to the even size when the map is odd.
+        frame = frame.reformat(width=self.width, height=self.height, format="yuv420p",
+                               interpolation="BILINEAR")
+        self._last_pts = _mux(self._container, self._stream, frame, timestamp, self._last_pts)
+        self.count += 1
 
     def close(self) -> list[dict]:
         if self._container is not None:
             container, self._container = self._container, None
-            try:
-                for packet in self._stream.encode():
-                    container.mux(packet)
-            finally:
-                container.close()
+            _finish(container, self._stream)
         return self.frames
 
     def __enter__(self) -> DepthVideoWriter:
@@ -131,3 +135,67 @@ class DepthVideoWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class Depth16VideoWriter:
+    """The lossless depth video: FFV1 ``gray16le`` in Matroska, each frame the uint16 values
+    given (0–65535, near = white), at the source's timestamps (milliseconds, Matroska's unit).
+    Any width and height. The values come back exactly (:func:`read_depth16_video`)."""
+
+    def __init__(self, path: Path, width: int, height: int, *, threads: int = 2) -> None:
+        self.path, self.width, self.height = path, width, height
+        self._container = av.open(str(path), mode="w", format="matroska")
+        self._stream = self._container.add_stream("ffv1", rate=1000)
+        self._stream.width, self._stream.height = width, height
+        self._stream.pix_fmt = "gray16le"
+        self._stream.time_base = _MS
+        # Version 3 with slices: frames are coded in parallel slices, each checksummed.
+        self._stream.options = {"level": "3", "slices": "4", "slicecrc": "1", "g": "1"}
+        self._stream.codec_context.thread_count = threads
+        self._last_pts = -1
+        self.count = 0
+
+    def write(self, values: np.ndarray, timestamp: float) -> None:
+        values = np.ascontiguousarray(values, dtype=np.uint16)
+        if values.shape != (self.height, self.width):
+            raise ValueError(f"frame is {values.shape}, the video {(self.height, self.width)}")
+        frame = av.VideoFrame.from_ndarray(values, format="gray16le")
+        self._last_pts = _mux(self._container, self._stream, frame, timestamp, self._last_pts)
+        self.count += 1
+
+    def close(self) -> None:
+        if self._container is not None:
+            container, self._container = self._container, None
+            _finish(container, self._stream)
+
+    def __enter__(self) -> Depth16VideoWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_depth16_video(path: Path):
+    """(timestamp, uint16 frame) of a :class:`Depth16VideoWriter` video, streamed."""
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            yield float(frame.time), frame.to_ndarray(format="gray16le")
+
+
+def _mux(container, stream, frame: av.VideoFrame, timestamp: float, last_pts: int) -> int:
+    pts = max(round(timestamp * 1000), last_pts + 1)  # strictly increasing
+    # Milliseconds, always: not ``stream.time_base``, which the muxer changes when it writes the
+    # header (MP4 picks its own timescale), after which pts in ms read in it came out wrong and
+    # every video longer than the encoder's delay failed to mux.
+    frame.pts, frame.time_base = pts, _MS
+    for packet in stream.encode(frame):
+        container.mux(packet)
+    return pts
+
+
+def _finish(container, stream) -> None:
+    try:
+        for packet in stream.encode():
+            container.mux(packet)
+    finally:
+        container.close()

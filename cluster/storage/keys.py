@@ -29,11 +29,14 @@ def model_slug(model_id: str) -> str:
     return _SAFE_MODEL.sub("_", model_id).strip("_.") or "model"
 
 
-_DEPTH_SUFFIXES = {"png16": ".png", "preview": ".webp", "video": ".mp4"}
+_DEPTH_SUFFIXES = {"png16": ".png", "preview": ".webp", "video": ".mp4", "video16": ".mkv",
+                   "frames": ".json"}
 
 
 def depth(media_id: uuid.UUID, model_id: str, fmt: str) -> str:
-    """``fmt``: png16 (depth data), preview (colour WebP), video (depth video)."""
+    """``fmt``: png16 (depth data), preview (colour WebP), video (8-bit H.264 depth video, for
+    browsers), video16 (lossless 16-bit FFV1 depth video), frames (a video's per-frame scale,
+    shift and range, JSON; no row of its own: the video rows name it, and it goes with them)."""
     return f"depth/{model_slug(model_id)}/{media_id}/{fmt}{_DEPTH_SUFFIXES[fmt]}"
 
 

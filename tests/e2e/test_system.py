@@ -8,6 +8,7 @@ import os
 import sys
 import time
 
+import av
 import httpx
 import numpy as np
 import psutil
@@ -79,8 +80,16 @@ def test_upload_to_depth_maps_end_to_end(system):
 
     video = client.get(f"/api/media/{by_name['clip.mp4']['media_id']}").json()
     formats = {d["format"]: d for d in video["depth"]}
-    assert {"png16", "preview", "video"} <= set(formats)
-    assert [f["timestamp"] for f in formats["video"]["metadata"]["frames"]] == [0.0, 0.5, 1.0, 1.5]
+    assert {"png16", "preview", "video", "video16"} <= set(formats)
+    # Every frame of the 2 s, 10 fps clip, at its own timestamps, in both depth videos.
+    for fmt in ("video", "video16"):
+        meta = formats[fmt]["metadata"]
+        assert (meta["frame_count"], meta["fps"], meta["last_timestamp"]) == (20, 10.0, 1.9)
+    mkv = client.get(video["urls"]["depth_video16"])
+    assert mkv.status_code == 200
+    with av.open(io.BytesIO(mkv.content)) as container:
+        stamps = [round(float(f.time), 3) for f in container.decode(video=0)]
+    assert stamps == [round(i / 10, 3) for i in range(20)]
     redirect = client.get(f"/api/media/{by_name['a.jpg']['media_id']}/depth", follow_redirects=False)
     assert redirect.status_code == 307
 

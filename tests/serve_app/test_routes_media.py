@@ -171,6 +171,29 @@ def test_delete_removes_the_rows_and_every_object(api):
     assert again.status_code == 404 and again.json()["error"]["code"] == "not_found"
 
 
+def test_a_video_lists_its_16_bit_depth_video_and_delete_takes_the_frame_records_too(api):
+    (result,) = upload(api, ("v.mp4", media_files.video_bytes(seconds=1)))["results"]
+    media_id = uuid.UUID(result["media_id"])
+    storage = api.ctx.storage
+    processed(api, media_id)
+    keys = {f: storage_keys.depth(media_id, MODEL, f) for f in ("video16", "video", "frames")}
+    for key in keys.values():
+        storage.put_bytes(key, b"out", "application/octet-stream")
+    meta = {"frame_count": 10, "fps": 10.0, "duration": 1.0, "frames_key": keys["frames"]}
+    api.ctx.db.run(depth_maps.upsert_many, [
+        depth_maps.NewDepthMap(media_id, MODEL, "rev", fmt, keys[fmt], 160, 120, 0.5, 4.0, meta)
+        for fmt in ("video16", "video")])
+    detail = api.get(f"/api/media/{media_id}").json()
+    assert {"depth_video", "depth_video16"} <= set(detail["urls"])
+    video16 = next(d for d in detail["depth"] if d["format"] == "video16")
+    assert video16["metadata"]["frame_count"] == 10 and video16["metadata"]["fps"] == 10.0
+    r = api.get(f"/api/media/{media_id}/depth", params={"format": "video16"},
+                follow_redirects=False)
+    assert r.status_code == 307 and keys["video16"] in r.headers["location"]
+    assert api.delete(f"/api/media/{media_id}").status_code == 204
+    assert list(storage.list()) == []
+
+
 def test_delete_leaves_other_media_and_their_objects_alone(api):
     (gone,) = upload(api, ("gone.jpg", distinct_photo(7)))["results"]
     (kept,) = upload(api, ("kept.jpg", distinct_photo(8)))["results"]

@@ -136,7 +136,8 @@ def get_media(media_id: uuid.UUID, db: Db, storage: Store) -> MediaDetail:
     }
     depth = [DepthOut(**{**m.__dict__, "url": _url(storage, m.storage_key)}) for m in maps]
     for m in depth:
-        name = {"png16": "depth", "preview": "depth_preview", "video": "depth_video"}.get(m.format)
+        name = {"png16": "depth", "preview": "depth_preview", "video": "depth_video",
+                "video16": "depth_video16"}.get(m.format)
         if name and name not in urls:
             urls[name] = m.url
     latest = max(items, key=lambda i: i.queued_at).status if items else None
@@ -163,7 +164,7 @@ def delete_media(media_id: uuid.UUID, db: Db, storage: Store) -> None:
             response_class=RedirectResponse, status_code=307, responses=documented(404, 409))
 def depth_redirect(
     media_id: uuid.UUID, db: Db, storage: Store, ctx: Context,
-    format: Literal["png16", "preview", "video", "gdepth"] = "png16",
+    format: Literal["png16", "preview", "video", "video16", "gdepth"] = "png16",
 ):
     if format == "gdepth":  # the photo with its depth embedded: a render, made on request
         return stereo_routes.gdepth_redirect(ctx, media_id)

@@ -8,10 +8,12 @@ import pytest
 from PIL import Image
 
 from cluster.media.depth_encode import (
+    Depth16VideoWriter,
     DepthVideoWriter,
     decode_depth_png16,
     encode_depth_png16,
     encode_depth_preview,
+    read_depth16_video,
 )
 
 
@@ -68,3 +70,41 @@ def test_depth_video_keeps_the_sampled_timestamps(tmp_path):
     assert (frames[0].width, frames[0].height) == (64, 48)
     gray = frames[0].to_ndarray(format="gray")
     assert gray[-1, -1] > 200 and gray[0, 0] < 50
+
+
+def test_depth_video_longer_than_the_encoder_delay_keeps_its_timestamps(tmp_path):
+    # Frames' pts were read in the stream's time base, which MP4 changes once the header is
+    # written: any video past x264's delay failed to mux.
+    path = tmp_path / "long.mp4"
+    stamps = [round(i / 30, 6) for i in range(90)]
+    with DepthVideoWriter(path, 64, 48) as writer:
+        for i, t in enumerate(stamps):
+            writer.write_unit(np.full((48, 64), i / 90, np.float32), t)
+    assert writer.count == 90 and writer.frames == []  # write_unit keeps nothing per frame
+    with av.open(str(path)) as container:
+        times = [round(f.time, 3) for f in container.decode(video=0)]
+    assert times == [round(t, 3) for t in stamps]
+
+
+def test_the_16_bit_depth_video_round_trips_exactly(tmp_path):
+    path = tmp_path / "depth16.mkv"
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 65536, (37, 51), dtype=np.uint16) for _ in range(3)]
+    frames += [np.round(np.linspace(0, 1, 37 * 51).reshape(37, 51) ** (1 + i / 10) * 65535)
+               .astype(np.uint16) for i in range(40)]
+    stamps = [round(i / 25, 6) for i in range(len(frames))]
+    with Depth16VideoWriter(path, 51, 37) as writer:  # odd sizes are fine: no chroma
+        for frame, t in zip(frames, stamps):
+            writer.write(frame, t)
+    assert writer.count == len(frames)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert container.format.name.startswith("matroska")
+        assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("ffv1", "gray16le")
+    back = list(read_depth16_video(path))
+    assert [round(t, 3) for t, _ in back] == [round(t, 3) for t in stamps]
+    for (_, got), want in zip(back, frames, strict=True):
+        assert got.dtype == np.uint16 and np.array_equal(got, want)
+    with pytest.raises(ValueError, match="frame is"):
+        with Depth16VideoWriter(tmp_path / "x.mkv", 8, 8) as w:
+            w.write(np.zeros((4, 4), np.uint16), 0.0)

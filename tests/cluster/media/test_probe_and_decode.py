@@ -14,6 +14,7 @@ from cluster.media.decode import (
     poster_frame,
     preview_jpeg,
     sample_video_frames,
+    video_frame_rate,
     thumbnail_webp,
     to_rgb,
 )
@@ -135,6 +136,25 @@ def test_video_frames_are_sampled_at_the_requested_rate(tmp_path):
     assert frames[0].rgb.shape == (120, 160, 3)
     assert not np.array_equal(frames[0].rgb, frames[1].rgb)
     assert len(list(sample_video_frames(path, fps=10, max_frames=7))) == 7
+
+
+def test_every_video_frame_or_a_cap_dropping_them_evenly(tmp_path):
+    path = media_files.write(tmp_path, "v.mp4", media_files.video_bytes(seconds=3, fps=10))
+    every = list(sample_video_frames(path, fps=None, max_frames=None))
+    assert [round(f.timestamp, 2) for f in every] == [round(i / 10, 2) for i in range(30)]
+    assert [f.index for f in every] == list(range(30))
+    capped = list(sample_video_frames(path, fps=5, max_frames=None))
+    assert [round(f.timestamp, 2) for f in capped] == [round(i / 5, 2) for i in range(15)]
+    assert video_frame_rate(path) == 10
+
+
+def test_large_video_frames_are_reduced_for_the_model_with_their_size_kept(tmp_path):
+    path = media_files.write(tmp_path, "hd.mp4", media_files.video_bytes(
+        seconds=0.5, fps=10, size=(1280, 720)))
+    frame = next(sample_video_frames(path, fps=None, short_side=518))
+    assert frame.rgb.shape == (518, 921, 3) and frame.source_size == (720, 1280)
+    small = next(sample_video_frames(path, fps=None, short_side=1000))
+    assert small.rgb.shape == (720, 1280, 3)
 
 
 def test_thumbnail_and_preview_renditions(tmp_path):

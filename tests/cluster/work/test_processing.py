@@ -3,18 +3,27 @@ function, and the outcome each kind of trouble gets (completed, failed, retry, u
 
 from __future__ import annotations
 
+import io
+import json
+import threading
+import time
+import tracemalloc
 import uuid
 from datetime import UTC, datetime
 
+import av
 import numpy as np
 import pytest
 
 from cluster.config.settings import Settings
+from cluster.media.decode import VideoFrame
+from cluster.media.depth_encode import read_depth16_video
+from cluster.media.temporal import raw_from_unit
 from cluster.model.contract import DepthResult, target_size
 from cluster.storage import LocalStorage, StorageFull, StorageUnavailable
 from cluster.storage import keys as storage_keys
 from cluster.storage.signing import UrlSigner
-from cluster.work.processing import DepthUnavailable, process_item
+from cluster.work.processing import DepthUnavailable, encode_video_depth, process_item
 from db.queue import ClaimedItem
 from tests.utils import media_files
 
@@ -141,17 +150,159 @@ def test_a_video_completes_with_a_depth_video_and_a_poster_depth_map(storage, se
     outcome = process_item(item, settings, storage, depth)
     assert outcome.status == "completed", outcome.error
     assert outcome.kind == "video"
-    assert {m.format for m in outcome.outputs} == {"png16", "preview", "video"}
+    assert {m.format for m in outcome.outputs} == {"png16", "preview", "video", "video16"}
     video = next(m for m in outcome.outputs if m.format == "video")
-    frames = video.metadata["frames"]
-    assert len(frames) == sum(len(shapes) for shapes, _ in depth.calls) > 1
-    assert video.metadata["sample_fps"] == 4
+    assert video.metadata["frame_count"] == sum(len(shapes) for shapes, _ in depth.calls) > 1
+    assert video.metadata["fps"] == 4  # VIDEO_SAMPLE_FPS set: sampled, as for a preview
     assert video.raw_min == pytest.approx(0.5) and video.raw_max == pytest.approx(4.0)
     assert (video.height, video.width) == target_size(120, 160)
     assert next(m for m in outcome.outputs if m.format == "png16").metadata == {
         "poster_timestamp": 0.0}
     assert set(processing_outputs(storage, item)) == set(
         storage_keys.written_by_processing(item.media_id, MODEL))
+
+
+def source_timestamps(content: bytes) -> list[float]:
+    with av.open(io.BytesIO(content)) as container:
+        return [round(float(f.time), 3) for f in container.decode(video=0)]
+
+
+def output_timestamps(storage, key: str) -> list[float]:
+    with storage.open(key) as f, av.open(io.BytesIO(f.read())) as container:
+        return [round(float(f.time), 3) for f in container.decode(video=0)]
+
+
+def every_frame_settings(tmp_path, **kw) -> Settings:
+    return Settings(home=tmp_path, database_url="postgresql://unused", model=MODEL, **kw)
+
+
+def test_a_video_gets_depth_for_every_frame_at_the_source_timestamps(storage, tmp_path,
+                                                                     video_bytes):
+    item, depth = stored_item(storage, "video", video_bytes), FakeDepth()
+    outcome = process_item(item, every_frame_settings(tmp_path), storage, depth)
+    assert outcome.status == "completed", outcome.error
+    source = source_timestamps(video_bytes)
+    assert len(source) == 20
+    rows = {m.format: m for m in outcome.outputs}
+    for fmt in ("video16", "video"):
+        assert output_timestamps(storage, rows[fmt].storage_key) == source, fmt
+        meta = rows[fmt].metadata
+        assert (meta["frame_count"], meta["fps"], meta["duration"]) == (20, 10.0, pytest.approx(2.0))
+    assert (rows["video16"].height, rows["video16"].width) == target_size(120, 160)
+    # The per-frame records recover the raw depth from the 16-bit video.
+    with storage.open(rows["video16"].metadata["frames_key"]) as f:
+        log = json.load(f)
+    assert [round(r[0], 3) for r in log["frames"]] == source
+    with storage.open(rows["video16"].storage_key) as f:
+        path = tmp_path / "d.mkv"
+        path.write_bytes(f.read())
+    cols = log["columns"]
+    for (t, values), rec in zip(read_depth16_video(path), log["frames"]):
+        r = dict(zip(cols, rec))
+        raw = raw_from_unit(values, r["scale"], r["shift"], r["range_min"], r["range_max"])
+        expected = np.tile(np.linspace(0.5, 4.0, values.shape[1]), (values.shape[0], 1))
+        inside = (values > 0) & (values < 65535)
+        assert inside.mean() > 0.95
+        assert np.abs(raw - expected)[inside].max() < 1e-3
+
+
+def test_the_frame_rate_cap_drops_frames_evenly(storage, tmp_path, video_bytes):
+    item = stored_item(storage, "video", video_bytes)
+    outcome = process_item(item, every_frame_settings(tmp_path, video_max_fps=5), storage,
+                           FakeDepth())
+    assert outcome.status == "completed", outcome.error
+    rows = {m.format: m for m in outcome.outputs}
+    expected = [round(0.2 * i, 3) for i in range(10)]
+    for fmt in ("video16", "video"):
+        assert output_timestamps(storage, rows[fmt].storage_key) == expected
+        assert (rows[fmt].metadata["frame_count"], rows[fmt].metadata["fps"]) == (10, 5.0)
+
+
+def test_several_depth_calls_are_in_flight_and_answers_stay_in_order(tmp_path):
+    rgb = np.zeros((24, 32, 3), np.uint8)
+    settings = every_frame_settings(tmp_path, depth_resolution="original")
+    lock, state = threading.Lock(), {"now": 0, "most": 0}
+    fake = FakeDepth()
+
+    def slow_depth(images, sizes):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.05)
+        with lock:
+            state["now"] -= 1
+        return fake(images, sizes)
+
+    frames = (VideoFrame(i, i / 30, rgb, (24, 32)) for i in range(160))
+    video = encode_video_depth(frames, slow_depth, settings, tmp_path, batch=8, in_flight=3)
+    assert video.count == 160 and state["most"] == 3
+    log = json.loads((tmp_path / "frames.json").read_text())
+    assert [r[0] for r in log["frames"]] == [round(i / 30, 6) for i in range(160)]
+
+
+def test_a_depth_failure_mid_video_stops_the_decode_and_depth_threads(tmp_path):
+    rgb = np.zeros((24, 32, 3), np.uint8)
+    settings = every_frame_settings(tmp_path, depth_resolution="original")
+    calls = []
+
+    def failing(images, sizes):
+        calls.append(len(images))
+        if len(calls) == 4:
+            raise ConnectionError("replica died")
+        return FakeDepth()(images, sizes)
+
+    before = {t.name for t in threading.enumerate()}
+    frames = (VideoFrame(i, i / 30, rgb, (24, 32)) for i in range(10_000))
+    with pytest.raises(ConnectionError, match="replica died"):
+        encode_video_depth(frames, failing, settings, tmp_path, batch=8, in_flight=2)
+    assert {t.name for t in threading.enumerate()} == before
+    assert len(calls) < 10  # it stopped soon after, not at the end of the stream
+
+
+def test_an_encoder_failure_is_raised_and_stops_the_threads(tmp_path, monkeypatch):
+    from cluster.media import depth_encode
+
+    written = []
+
+    def write(self, values, timestamp):
+        written.append(timestamp)
+        if len(written) == 20:
+            raise OSError("disk gone")
+
+    monkeypatch.setattr(depth_encode.Depth16VideoWriter, "write", write)
+    rgb = np.zeros((24, 32, 3), np.uint8)
+    before = {t.name for t in threading.enumerate()}
+    frames = (VideoFrame(i, i / 30, rgb, (24, 32)) for i in range(10_000))
+    with pytest.raises(OSError, match="disk gone"):
+        encode_video_depth(frames, FakeDepth(), every_frame_settings(
+            tmp_path, depth_resolution="original"), tmp_path, batch=8, in_flight=2)
+    assert {t.name for t in threading.enumerate()} == before
+    assert len(written) == 20
+
+
+def test_a_long_video_streams_in_bounded_memory(tmp_path):
+    """Thousands of small frames through decode-ahead, in-flight depth calls, the stabiliser and
+    both encoders: the traced peak does not grow with the length."""
+    rgb = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    settings = every_frame_settings(tmp_path, depth_resolution="original")
+
+    def frames(n):
+        for i in range(n):
+            yield VideoFrame(i, i / 30, rgb, (24, 32))
+
+    def run(n: int) -> tuple[int, int]:
+        out = tmp_path / str(n)
+        out.mkdir()
+        tracemalloc.start()
+        try:
+            video = encode_video_depth(frames(n), FakeDepth(), settings, out)
+            return video.count, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    (short, short_peak), (long, long_peak) = run(150), run(2000)
+    assert (short, long) == (150, 2000)
+    assert long_peak < short_peak * 1.25 + 256 * 1024
 
 
 # ------------------------------------------------------------------------------ failed
@@ -197,7 +348,7 @@ def test_input_the_model_rejects_fails(storage, settings, media):
     assert outcome.status == "failed"
     assert "rejected" in outcome.error and "too small" in outcome.error
     assert not any(storage.exists(storage_keys.depth(item.media_id, MODEL, f))
-                   for f in ("png16", "preview", "video"))
+                   for f in ("png16", "preview", "video", "video16", "frames"))
 
 
 # ------------------------------------------------------------------------------ retry
