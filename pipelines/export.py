@@ -16,7 +16,6 @@ flight. A directory is a path on the workers' machines: use S3 for a cluster of 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from datetime import datetime
@@ -33,6 +32,7 @@ from cluster.storage import S3Storage, storage_from_settings
 from cluster.work.exports import export_stored
 from db import exports as selection
 from db.embedded import resolve_database_url
+from pipelines.job import job_main
 from db.vocabulary import KINDS, STATUSES
 
 
@@ -202,15 +202,7 @@ def run(settings: Settings, args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    settings = Settings.for_job()
-    if args.model:
-        settings = settings.model_copy(update={"model": args.model})
-    if not ray.is_initialized():
-        ray.init(address="auto", log_to_driver=False)
-    summary = run(settings, args)
-    print(json.dumps(summary, indent=2, default=str))
-    return 1 if summary["failed"] else 0
+    return job_main(argv, build_parser(), run, failed=lambda s: bool(s["failed"]))
 
 
 if __name__ == "__main__":

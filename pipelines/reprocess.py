@@ -35,6 +35,7 @@ from db import depth as depth_maps
 from db import queue
 from db import reprocess as selection
 from db.depth import NewDepthMap
+from pipelines.job import job_main
 from db.embedded import resolve_database_url
 
 
@@ -212,15 +213,7 @@ def _run_photos(settings: Settings, rendered: str, params: dict, args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    settings = Settings.for_job()
-    if args.model:
-        settings = settings.model_copy(update={"model": args.model})
-    if not ray.is_initialized():
-        ray.init(address="auto", log_to_driver=False)
-    summary = run(settings, args)
-    print(json.dumps(summary, indent=2, default=str))
-    return 1 if summary.get("photos_failed") else 0
+    return job_main(argv, build_parser(), run, failed=lambda s: bool(s.get("photos_failed")))
 
 
 if __name__ == "__main__":

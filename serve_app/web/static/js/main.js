@@ -71,6 +71,10 @@ $("grid").addEventListener("click", (e) => {
   history.pushState({}, "", tile.getAttribute("href"));
   route();
 });
+$("grid").addEventListener("pointerover", (e) => {
+  const tile = e.target.closest("a.tile");
+  if (tile) viewer.prefetch(tile.dataset.id);
+});
 addEventListener("popstate", route);
 
 for (const [id, key] of [["filter-kind", "kind"], ["filter-status", "status"], ["order", "order"]]) {

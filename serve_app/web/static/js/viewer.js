@@ -132,6 +132,23 @@ export class Viewer {
     else this.notify(direction === "next" ? "this is the last item" : "this is the first item");
   }
 
+  // The item's detail, asked for as soon as the pointer is on its tile: by the click it is here.
+  prefetch(id) {
+    this.prefetched ??= new Map();
+    if (!this.prefetched.has(id)) {
+      const detail = api(`/api/media/${id}`);
+      detail.catch(() => this.prefetched.delete(id));
+      this.prefetched.set(id, detail);
+      setTimeout(() => this.prefetched.delete(id), 10_000); // states move: never older than this
+    }
+  }
+
+  detail(id) {
+    const early = this.prefetched?.get(id);
+    this.prefetched?.delete(id);
+    return early || api(`/api/media/${id}`);
+  }
+
   async open(id) {
     this.id = id;
     this.drawn = false;
@@ -141,7 +158,7 @@ export class Viewer {
     this.say("loading…");
     let item;
     try {
-      item = await api(`/api/media/${id}`);
+      item = await this.detail(id);
     } catch (e) {
       return this.say(e.status === 404 ? "this item is not in the library (it may have been deleted)" : e.message);
     }
