@@ -14,7 +14,7 @@ from psycopg.rows import class_row, dict_row, tuple_row
 
 from db import cursor as cursor_key
 from db.errors import NotFound
-from db.vocabulary import DEFAULT_PAGE_SIZE, KINDS, MAX_PAGE_SIZE, Kind, Status
+from db.vocabulary import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Kind, Status, check_kind
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,7 @@ def _sort_value(item: MediaItem, order: Order) -> datetime:
 
 
 def _filters(kind: Kind | None, status: Status | None, params: dict[str, object]) -> list[sql.Composable]:
-    if kind is not None and kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; expected {' or '.join(KINDS)}")
+    check_kind(kind)
     where: list[sql.Composable] = [sql.SQL("true")]
     if kind:
         where.append(sql.SQL("m.kind = %(kind)s"))

@@ -8,7 +8,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from db.vocabulary import KINDS, STATUSES
+from db.vocabulary import check_kind, check_status
 
 
 def build_selection(
@@ -44,10 +44,8 @@ def selection_filters(
 ) -> tuple[list[sql.Composable], dict]:
     """The bulk jobs' filters on ``media_items m`` (kind, status of the model's queue item,
     uploaded since) as WHERE fragments and their parameters."""
-    if kind not in (None, *KINDS):
-        raise ValueError(f"unknown kind {kind!r}; expected {' or '.join(KINDS)}")
-    if status not in (None, *STATUSES):
-        raise ValueError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+    check_kind(kind)
+    check_status(status)
     where = [sql.SQL("true")]
     params: dict = {"model_id": model_id}
     if kind:

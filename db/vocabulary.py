@@ -16,6 +16,18 @@ ACTIVE_STATUSES: tuple[Status, ...] = ("pending", "queued", "processing")
 Kind = Literal["photo", "video"]
 KINDS: tuple[Kind, ...] = ("photo", "video")
 
+
+def check_kind(kind: str | None) -> None:
+    """A filter's kind (None: any) is one of KINDS, or a ValueError says which are."""
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected {' or '.join(KINDS)}")
+
+
+def check_status(status: str | None) -> None:
+    """A filter's status (None: any) is one of STATUSES, or a ValueError says which are."""
+    if status is not None and status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+
 # Priorities, most urgent first (depthmill_default_priority in migration 001; docs/ARCHITECTURE.md):
 # photos 1-100, videos 101-200, each band ordered by a size score: smaller files first, from the
 # band's first value at 0 bytes to its last at SIZE_SCORE_BYTES and above. 0 is left for an

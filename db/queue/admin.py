@@ -34,6 +34,8 @@ from db.vocabulary import (
     STATUSES,
     Kind,
     Status,
+    check_kind,
+    check_status,
 )
 
 
@@ -166,10 +168,8 @@ def list_items(
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
     for status in statuses or ():
-        if status not in STATUSES:
-            raise ValueError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
-    if kind is not None and kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; expected {' or '.join(KINDS)}")
+        check_status(status)
+    check_kind(kind)
     # Filters are fixed SQL fragments; only values travel, as parameters.
     where = [sql.SQL("true")]
     params: dict[str, object] = {"limit": limit + 1}
