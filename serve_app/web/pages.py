@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 import segno
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
@@ -49,7 +49,7 @@ class ConnectOut(BaseModel):
 
 
 @connect.get("/connect", response_model=ConnectOut, summary="Addresses and a QR code for other devices")
-def connect_info(ctx: Context, request: Request) -> ConnectOut:
+def connect_info(ctx: Context) -> ConnectOut:
     settings = ctx.settings
     secure = bool(settings.tls_certfile)
     scheme = "https" if secure else "http"

@@ -128,8 +128,12 @@ export class Viewer {
 
   async step(direction) {
     const id = await this.neighbours(this.id, direction);
-    if (id) history.pushState({}, "", `/view/${id}`), await this.open(id);
-    else this.notify(direction === "next" ? "this is the last item" : "this is the first item");
+    if (!id) {
+      this.notify(direction === "next" ? "this is the last item" : "this is the first item");
+      return;
+    }
+    history.pushState({}, "", `/view/${id}`);
+    await this.open(id);
   }
 
   // The item's detail, asked for as soon as the pointer is on its tile: by the click it is here.
