@@ -37,6 +37,7 @@ from db import reprocess as selection
 from db.depth import NewDepthMap
 from pipelines.job import job_main
 from db.embedded import resolve_database_url
+from db.vocabulary import KINDS, STATUSES
 
 
 class Decode:
@@ -123,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipelines.reprocess", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model id (default DEPTHMILL_MODEL)")
-    parser.add_argument("--kind", choices=["photo", "video"])
-    parser.add_argument("--status", choices=selection.STATUSES,
+    parser.add_argument("--kind", choices=KINDS)
+    parser.add_argument("--status", choices=STATUSES,
                         help="only media whose queue item for the model has this status")
     parser.add_argument("--since", type=datetime.fromisoformat, help="uploaded on or after")
     which = parser.add_mutually_exclusive_group()
