@@ -242,9 +242,11 @@ class Scheduler:
     ) -> tuple[set[uuid.UUID], list[ClaimedItem]]:
         """Only items whose lease still held get their depth map rows (a zombie's outputs were
         written to the same keys, so nothing is duplicated)."""
+        outputs = {o.lease.item_id: [{"format": m.format, "width": m.width, "height": m.height}
+                                     for m in o.outputs] for o in completed}
         done, items = queue.complete_and_claim(
             conn, [o.lease for o in completed], wanted, self.owner, self.settings.lease_seconds,
-            model_id=self.settings.model)
+            model_id=self.settings.model, outputs=outputs)
         depth_maps.upsert_many(conn, [m for o in completed if o.lease.item_id in done for m in o.outputs])
         return done, items
 

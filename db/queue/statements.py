@@ -147,9 +147,12 @@ EXTEND = sql.SQL(
 ).format(held=HELD)
 
 
-def archive(processing_duration: sql.Composable) -> sql.Composed:
-    """Insert the rows of the CTE ``done`` (deleted from processing_queue, RETURNING them) into
-    processing_queue_completed, completed; returns their ids."""
+def completion(done: sql.Composable, processing_duration: sql.Composable,
+               outputs: sql.Composable) -> sql.Composed:
+    """The CTEs that complete the rows ``done`` deletes from processing_queue (RETURNING them):
+    ``archived`` inserts them, completed, into processing_queue_completed (one statement, so an
+    item is always in exactly one table) and returns their ids; ``completed_events`` writes
+    each one's item.completed, with ``outputs`` (a jsonb array, read per row of ``done``)."""
     completed = {
         "status": sql.SQL("'completed'"),
         "lease_owner": sql.SQL("NULL"),
@@ -160,37 +163,49 @@ def archive(processing_duration: sql.Composable) -> sql.Composed:
     }
     return sql.SQL(
         """
-        INSERT INTO processing_queue_completed ({columns})
-        SELECT {values} FROM done
-        RETURNING id
+        done AS ({done}),
+        archived AS (
+            INSERT INTO processing_queue_completed ({columns})
+            SELECT {values} FROM done
+            RETURNING id
+        ),
+        completed_events AS (
+            INSERT INTO events (type, data)
+            SELECT 'item.completed', jsonb_build_object(
+                       'item_id', done.id, 'media_id', done.media_id, 'model', done.model_id,
+                       'kind', done.kind, 'status', 'completed', 'priority', done.priority,
+                       'attempt', done.attempts, 'max_attempts', done.max_attempts,
+                       'seconds', {processing_duration}, 'outputs', coalesce({outputs}, '[]'))
+            FROM done WHERE depthmill_events_on()
+            ORDER BY done.priority, done.id
+        )
         """
     ).format(
+        done=done,
         columns=sql.SQL(", ").join(map(sql.Identifier, TABLE_COLUMNS)),
         values=sql.SQL(", ").join(completed.get(c, sql.Identifier(c)) for c in TABLE_COLUMNS),
+        processing_duration=processing_duration,
+        outputs=outputs,
     )
 
 
-def archive_completed(done: sql.Composable, processing_duration: sql.Composable) -> sql.Composed:
-    """``done`` deletes rows from processing_queue RETURNING them; insert them, completed, into
-    processing_queue_completed. One statement, so an item is always in exactly one table."""
-    return sql.SQL("WITH done AS ({done}) {archive}").format(
-        done=done, archive=archive(processing_duration))
-
-
+# Completing holders name what they stored, per item (``outputs``: format, width, height).
 DELETE_HELD = sql.SQL(
     """
     DELETE FROM processing_queue q
-    USING unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS held(id, attempt)
+    USING unnest(%(ids)s::uuid[], %(attempts)s::int[], %(outputs)s::jsonb[])
+          AS held(id, attempt, outputs)
     WHERE {held}
-    RETURNING q.*
+    RETURNING q.*, held.outputs
     """
 ).format(held=HELD)
 
 
-RUN_TIME = sql.SQL("extract(epoch FROM now() - started_at)")
+RUN_TIME = sql.SQL("extract(epoch FROM now() - done.started_at)")
 
 
-COMPLETE = archive_completed(DELETE_HELD, RUN_TIME)
+COMPLETE = sql.SQL("WITH {completion} SELECT id FROM archived").format(
+    completion=completion(DELETE_HELD, RUN_TIME, sql.SQL("done.outputs")))
 
 
 def build_complete_and_claim_query(*, for_model: bool) -> sql.Composed:
@@ -198,15 +213,14 @@ def build_complete_and_claim_query(*, for_model: bool) -> sql.Composed:
     wants 'processing', a claim 'queued'). A row is a completed id or a claimed item."""
     return sql.SQL(
         """
-        WITH done AS ({delete_held}),
-             archived AS ({archive}),
+        WITH {completion},
              {claim_ctes},
              claimed AS ({lease})
         SELECT NULL::uuid AS completed, claimed.* FROM claimed
         UNION ALL
         SELECT id, {nulls} FROM archived
         """
-    ).format(delete_held=DELETE_HELD, archive=archive(RUN_TIME),
+    ).format(completion=completion(DELETE_HELD, RUN_TIME, sql.SQL("done.outputs")),
              claim_ctes=claim_ctes(for_model=for_model), lease=LEASE,
              nulls=sql.SQL(", ").join([sql.SQL("NULL")] * len(fields(ClaimedItem))))
 
@@ -338,16 +352,25 @@ RETRY_ALL_FAILED = sql.SQL(
 )
 
 
-CLOSE_FAILED = archive_completed(
-    sql.SQL(
-        """
-        DELETE FROM processing_queue
-        WHERE media_id = ANY(%(media_ids)s) AND model_id = %(model_id)s
-          AND status IN ('failed', 'cancelled')
-        RETURNING *
-        """
-    ),
-    sql.Identifier("processing_duration"),
+# Reprocessing wrote the outputs of these items' media already: the events name what is stored.
+CLOSE_FAILED = sql.SQL("WITH {completion} SELECT id FROM archived").format(
+    completion=completion(
+        sql.SQL(
+            """
+            DELETE FROM processing_queue
+            WHERE media_id = ANY(%(media_ids)s) AND model_id = %(model_id)s
+              AND status IN ('failed', 'cancelled')
+            RETURNING *
+            """
+        ),
+        sql.SQL("done.processing_duration"),
+        sql.SQL(
+            """(SELECT jsonb_agg(jsonb_build_object('format', d.format, 'width', d.width,
+                                                   'height', d.height) ORDER BY d.format)
+                FROM depth_maps d
+                WHERE d.media_id = done.media_id AND d.model_id = done.model_id)"""
+        ),
+    )
 )
 
 

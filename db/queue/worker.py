@@ -8,10 +8,11 @@ the old holder's heartbeat, completion or failure matches no row and changes not
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import psycopg
 from psycopg.rows import class_row, dict_row
+from psycopg.types.json import Jsonb
 
 from db.queue.execute import fetch_tuples, notify_if
 from db.queue.statements import (
@@ -78,15 +79,29 @@ def extend_leases(
     )
 
 
-def complete_many(conn: psycopg.Connection, leases: Sequence[Lease]) -> set[uuid.UUID]:
-    """Complete items in one statement; returns the ids whose lease was still held.
+# What a completer stored for an item, as its item.completed event tells it: one
+# {"format", "width", "height"} per output.
+Outputs = Mapping[uuid.UUID, Sequence[Mapping[str, object]]]
+
+
+def _completion_arrays(leases: Sequence[Lease], outputs: Outputs | None) -> dict[str, list]:
+    outputs = outputs or {}
+    return {**_lease_arrays(leases),
+            "outputs": [Jsonb(list(outputs.get(lease.item_id, ()))) for lease in leases]}
+
+
+def complete_many(
+    conn: psycopg.Connection, leases: Sequence[Lease], outputs: Outputs | None = None
+) -> set[uuid.UUID]:
+    """Complete items in one statement, each with its item.completed event (naming its
+    ``outputs``); returns the ids whose lease was still held.
 
     An id missing from the result belonged to a zombie: its lease expired and the item was
     recovered or claimed again, so this completion must not count.
     """
     if not leases:
         return set()
-    return {row[0] for row in fetch_tuples(conn, COMPLETE, _lease_arrays(leases))}
+    return {row[0] for row in fetch_tuples(conn, COMPLETE, _completion_arrays(leases, outputs))}
 
 
 def complete_and_claim(
@@ -97,6 +112,7 @@ def complete_and_claim(
     lease_seconds: float,
     *,
     model_id: str | None = None,
+    outputs: Outputs | None = None,
 ) -> tuple[set[uuid.UUID], list[ClaimedItem]]:
     """``complete_many(leases)`` and ``claim_batch(n, owner, ...)`` in one statement, for a
     claimer that claims again for the slots its finished items free (the scheduler does).
@@ -108,7 +124,7 @@ def complete_and_claim(
     """
     if any(lease.owner != owner for lease in leases):
         raise ValueError("the leases completed must be the claiming owner's")
-    params = {**_lease_arrays(leases), "n": max(n, 0), "owner": owner,
+    params = {**_completion_arrays(leases, outputs), "n": max(n, 0), "owner": owner,
               "lease_seconds": lease_seconds, "model_id": model_id}
     query = COMPLETE_AND_CLAIM_MODEL if model_id is not None else COMPLETE_AND_CLAIM_ANY
     done: set[uuid.UUID] = set()
@@ -122,8 +138,8 @@ def complete_and_claim(
     return done, _in_claim_order(items)
 
 
-def complete(conn: psycopg.Connection, lease: Lease) -> bool:
-    return lease.item_id in complete_many(conn, [lease])
+def complete(conn: psycopg.Connection, lease: Lease, outputs: Outputs | None = None) -> bool:
+    return lease.item_id in complete_many(conn, [lease], outputs)
 
 
 def give_back(conn: psycopg.Connection, leases: Sequence[Lease], reason: str) -> int:

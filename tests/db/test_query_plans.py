@@ -23,7 +23,7 @@ def test_claim_uses_the_claimable_partial_index(conn):
     )
     conn.execute("ANALYZE processing_queue")
     params = {"n": 10, "owner": "w", "lease_seconds": 60, "model_id": "tiny", "ids": [],
-              "attempts": []}
+              "attempts": [], "outputs": []}
     for for_model in (False, True):
         for query in (queue.build_claim_query(for_model=for_model),
                       queue.build_complete_and_claim_query(for_model=for_model)):

@@ -1,0 +1,114 @@
+"""The events outbox (migration 013): writing an event, and reading them in a safe order.
+
+Most events are written by triggers and the queue's completing statements, in the transaction of
+the change they report; ``emit`` is for the few that report something no table change says
+(a webhook's test, the queue running dry).
+
+Reading: events are read in (xid, id) order and only from transactions that have finished, so a
+reader resuming after an event never misses one that committed late with a smaller id. A
+long-running writing transaction holds the readers back until it ends; nothing is lost.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+NOTIFY_CHANNEL = "depthmill_events"
+
+# Every type an event can have; a subscription or filter names types, a family ("item.*") or "*".
+EVENT_TYPES: tuple[str, ...] = (
+    "media.created", "media.deleted",
+    "item.queued", "item.started", "item.retrying", "item.completed", "item.failed",
+    "item.cancelled",
+    "queue.drained",
+    "webhook.test",
+)
+_PATTERN = re.compile(r"^(\*|[a-z]+\.\*|[a-z]+\.[a-z_]+)$")
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    type: str
+    data: dict
+    created_at: datetime
+
+
+def check_patterns(patterns: Sequence[str]) -> list[str]:
+    """Subscription patterns, each a known type, a known family ('item.*') or '*'; a
+    ValueError says which one is not."""
+    families = {t.split(".")[0] for t in EVENT_TYPES}
+    for p in patterns:
+        known = p == "*" or p in EVENT_TYPES or (p.endswith(".*") and p[:-2] in families)
+        if not _PATTERN.match(p) or not known:
+            raise ValueError(f"unknown event type {p!r}; expected one of {', '.join(EVENT_TYPES)},"
+                             " a family such as 'item.*', or '*'")
+    return list(dict.fromkeys(patterns))
+
+
+def matches(patterns: Sequence[str] | None, type_: str) -> bool:
+    """Does ``type_`` match any pattern (no patterns: everything)? The SQL twin is
+    ``depthmill_webhook_subscribes``."""
+    if not patterns:
+        return True
+    return type_ in patterns or "*" in patterns or f"{type_.split('.')[0]}.*" in patterns
+
+
+def emit(conn: psycopg.Connection, type_: str, data: dict) -> int:
+    """Write one event in the caller's transaction; its id."""
+    row = conn.execute(
+        "INSERT INTO events (type, data) VALUES (%s, %s) RETURNING id", [type_, Jsonb(data)]
+    ).fetchone()
+    return row[0]
+
+
+_READ = """
+    SELECT e.id, e.type, e.data, e.created_at FROM events e
+    WHERE e.xid < pg_snapshot_xmin(pg_current_snapshot())
+      AND (e.xid, e.id) > (%(xid)s::xid8, %(id)s::bigint)
+      AND e.id > %(min_id)s
+      AND (%(patterns)s::text[] IS NULL OR depthmill_webhook_subscribes(%(patterns)s, e.type))
+    ORDER BY e.xid, e.id
+    LIMIT %(limit)s
+"""
+
+
+def read_after(
+    conn: psycopg.Connection,
+    after: int | None,
+    *,
+    patterns: Sequence[str] | None = None,
+    limit: int = 500,
+) -> list[Event]:
+    """The next events after event ``after`` (None: from the oldest kept), in a safe order.
+
+    ``after`` no longer in the outbox (pruned, or from another database): the events with a
+    larger id, which is as near as the outbox can tell.
+    """
+    position = {"xid": "0", "id": 0, "min_id": 0}
+    if after is not None:
+        row = conn.execute("SELECT xid::text, id FROM events WHERE id = %s", [after]).fetchone()
+        position = ({"xid": row[0], "id": row[1], "min_id": 0} if row
+                    else {"xid": "0", "id": 0, "min_id": after})
+    params = {**position, "patterns": list(patterns) if patterns else None, "limit": limit}
+    with conn.cursor(row_factory=class_row(Event)) as cur:
+        return cur.execute(_READ, params).fetchall()
+
+
+def latest(conn: psycopg.Connection) -> int | None:
+    """The last event a reader starting now has no need to see: the newest of the finished
+    transactions' events, in read order. None when there is none yet."""
+    row = conn.execute(
+        """
+        SELECT id FROM events WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
+        ORDER BY xid DESC, id DESC LIMIT 1
+        """
+    ).fetchone()
+    return row[0] if row else None

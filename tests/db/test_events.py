@@ -1,0 +1,147 @@
+"""The events outbox on real Postgres: each change writes its event in its own transaction,
+rolled-back changes write none, and readers resuming after an event miss nothing."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+
+from db import events, media, queue
+from tests.utils.factories import insert_media
+
+MODEL = "tiny"
+
+
+def types_since(conn: psycopg.Connection, after: int | None) -> list[str]:
+    return [e.type for e in events.read_after(conn, after)]
+
+
+def test_an_items_life_is_told_in_order(conn):
+    start = events.latest(conn)
+    m = insert_media(conn, "photo", 1000)
+    item = queue.enqueue(conn, m.id, MODEL)
+    (claimed,) = queue.claim_batch(conn, 1, "w", 60)
+    outcome = queue.fail(conn, claimed.lease, "decoder crashed", backoff_base=0, backoff_max=0)
+    assert outcome.status == "queued"
+    (again,) = queue.claim_batch(conn, 1, "w", 60)
+    outputs = {again.id: [{"format": "png16", "width": 4, "height": 3}]}
+    assert queue.complete(conn, again.lease, outputs)
+
+    got = events.read_after(conn, start)
+    assert [e.type for e in got] == ["media.created", "item.queued", "item.started",
+                                     "item.retrying", "item.started", "item.completed"]
+    assert all(e.data.get("media_id") == str(m.id) for e in got)
+    retrying, completed = got[3].data, got[5].data
+    assert retrying["error"] == "decoder crashed" and retrying["attempt"] == 1
+    assert retrying["next_attempt_at"]
+    assert completed["item_id"] == str(item.id) and completed["model"] == MODEL
+    assert completed["outputs"] == [{"format": "png16", "width": 4, "height": 3}]
+    assert completed["attempt"] == 2 and completed["seconds"] >= 0
+
+
+def test_failed_cancelled_retried_and_deleted_each_say_so(conn):
+    start = events.latest(conn)
+    a = queue.enqueue(conn, insert_media(conn, "photo", 10).id, MODEL)
+    b = queue.enqueue(conn, insert_media(conn, "photo", 20).id, MODEL)
+    queue.cancel(conn, b.id)
+    (claimed,) = queue.claim_batch(conn, 1, "w", 60)
+    queue.fail(conn, claimed.lease, "not an image", retryable=False)
+    queue.retry(conn, a.id)
+    assert media.delete(conn, a.media_id)
+
+    got = events.read_after(conn, start)
+    kinds = [e.type for e in got if e.type != "media.created"]
+    assert kinds == ["item.queued", "item.queued", "item.cancelled", "item.started",
+                     "item.failed", "item.queued", "media.deleted"]
+    failed = next(e for e in got if e.type == "item.failed")
+    assert failed.data["last_error"] == "not an image"
+    assert next(e for e in got if e.type == "media.deleted").data["media_id"] == str(a.media_id)
+
+
+def test_heartbeats_and_duplicate_enqueues_write_nothing(conn):
+    item = queue.enqueue(conn, insert_media(conn, "photo", 10).id, MODEL)
+    (claimed,) = queue.claim_batch(conn, 1, "w", 60)
+    start = events.latest(conn)
+    queue.extend_leases(conn, [claimed.lease], 60)
+    queue.enqueue(conn, item.media_id, MODEL, priority=0)
+    assert types_since(conn, start) == []
+
+
+def test_a_rolled_back_change_has_no_event_and_a_committed_one_always_has(database_url):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        start = events.latest(conn)
+        with pytest.raises(RuntimeError), conn.transaction():
+            insert_media(conn, "photo", 10)
+            raise RuntimeError("the upload failed half way")
+        assert types_since(conn, start) == []
+        with conn.transaction():
+            m = insert_media(conn, "photo", 10)
+            queue.enqueue(conn, m.id, MODEL)
+        assert types_since(conn, start) == ["media.created", "item.queued"]
+
+
+def test_an_event_committed_late_with_a_smaller_id_is_not_passed_over(database_url):
+    with psycopg.connect(database_url) as slow, psycopg.connect(database_url, autocommit=True) as fast:
+        start = events.latest(fast)
+        slow_id = events.emit(slow, "webhook.test", {"n": "slow"})  # open, uncommitted
+        fast_id = events.emit(fast, "webhook.test", {"n": "fast"})
+        assert slow_id < fast_id
+        # The slow transaction holds readers back: nothing after it is handed out yet.
+        assert events.read_after(fast, start) == []
+        slow.commit()
+        got = events.read_after(fast, start)
+        assert [e.data["n"] for e in got] == ["slow", "fast"]
+        # Resuming after either one gives exactly what follows it.
+        assert [e.id for e in events.read_after(fast, got[0].id)] == [fast_id]
+        assert events.read_after(fast, got[1].id) == []
+
+
+def test_filters_and_unknown_positions(conn):
+    m = insert_media(conn, "video", 10)
+    queue.enqueue(conn, m.id, MODEL)
+    everything = events.read_after(conn, None)
+    assert [e.type for e in events.read_after(conn, None, patterns=["item.*"])] == ["item.queued"]
+    assert [e.type for e in events.read_after(conn, None, patterns=["media.created"])] == [
+        "media.created"]
+    # An id the outbox does not hold resumes by id.
+    assert events.read_after(conn, everything[-1].id + 1000) == []
+    assert [e.id for e in events.read_after(conn, everything[0].id)] == [everything[1].id]
+
+
+def test_patterns_are_checked():
+    assert events.check_patterns(["item.*", "media.created", "*", "item.*"]) == [
+        "item.*", "media.created", "*"]
+    for bad in ["item.exploded", "nothing.*", "item", "", "ITEM.*"]:
+        with pytest.raises(ValueError, match="unknown event type"):
+            events.check_patterns([bad])
+    assert events.matches(["item.*"], "item.failed") and not events.matches(["item.*"], "media.created")
+    assert events.matches(None, "queue.drained")
+
+
+def test_concurrent_writers_each_event_read_once(database_url):
+    """Many transactions committing in any order: a reader polling as they go sees each event
+    exactly once."""
+    with psycopg.connect(database_url, autocommit=True) as reader:
+        position = events.latest(reader)
+        seen: list[int] = []
+
+        def write(n: int) -> None:
+            with psycopg.connect(database_url) as c:
+                for i in range(n):
+                    events.emit(c, "webhook.test", {"i": i})
+                    if i % 3 == 0:
+                        c.commit()
+                c.commit()
+
+        writers = [threading.Thread(target=write, args=(20,)) for _ in range(4)]
+        for w in writers:
+            w.start()
+        while True:
+            batch = events.read_after(reader, position)
+            seen += [e.id for e in batch]
+            position = batch[-1].id if batch else position
+            if not batch and not any(w.is_alive() for w in writers):
+                break
+        assert len(seen) == len(set(seen)) == 80
