@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
-from psycopg.rows import class_row
+from psycopg import sql
+from psycopg.rows import class_row, tuple_row
 from psycopg.types.json import Jsonb
 
 NOTIFY_CHANNEL = "depthmill_events"
@@ -63,9 +64,10 @@ def matches(patterns: Sequence[str] | None, type_: str) -> bool:
 
 def emit(conn: psycopg.Connection, type_: str, data: dict) -> int:
     """Write one event in the caller's transaction; its id."""
-    row = conn.execute(
-        "INSERT INTO events (type, data) VALUES (%s, %s) RETURNING id", [type_, Jsonb(data)]
-    ).fetchone()
+    with conn.cursor(row_factory=tuple_row) as cur:
+        row = cur.execute(
+            "INSERT INTO events (type, data) VALUES (%s, %s) RETURNING id", [type_, Jsonb(data)]
+        ).fetchone()
     return row[0]
 
 
@@ -94,7 +96,9 @@ def read_after(
     """
     position = {"xid": "0", "id": 0, "min_id": 0}
     if after is not None:
-        row = conn.execute("SELECT xid::text, id FROM events WHERE id = %s", [after]).fetchone()
+        # Tuples whatever the connection's row factory (a pool's is dict_row).
+        with conn.cursor(row_factory=tuple_row) as cur:
+            row = cur.execute("SELECT xid::text, id FROM events WHERE id = %s", [after]).fetchone()
         position = ({"xid": row[0], "id": row[1], "min_id": 0} if row
                     else {"xid": "0", "id": 0, "min_id": after})
     params = {**position, "patterns": list(patterns) if patterns else None, "limit": limit}
@@ -105,10 +109,17 @@ def read_after(
 def latest(conn: psycopg.Connection) -> int | None:
     """The last event a reader starting now has no need to see: the newest of the finished
     transactions' events, in read order. None when there is none yet."""
-    row = conn.execute(
-        """
-        SELECT id FROM events WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
-        ORDER BY xid DESC, id DESC LIMIT 1
-        """
-    ).fetchone()
+    with conn.cursor(row_factory=tuple_row) as cur:
+        row = cur.execute(
+            """
+            SELECT id FROM events WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
+            ORDER BY xid DESC, id DESC LIMIT 1
+            """
+        ).fetchone()
     return row[0] if row else None
+
+
+def listen(conn: psycopg.Connection) -> None:
+    """Subscribe ``conn`` (autocommit) to the NOTIFY sent when events commit; it carries no
+    payload: a woken reader reads the outbox."""
+    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))

@@ -20,8 +20,11 @@ from cluster.media.probe import MediaLimits
 from cluster.config.names import GATEWAY_DEPLOYMENT, NAMESPACE, SCHEDULER_ACTOR
 from cluster.config.settings import Settings
 from cluster.storage import LocalStorage, storage_from_settings
+from cluster.storage.signing import UrlSigner
 from db.connection import Database
 from serve_app.api.context import ApiContext, RateLimiter, install
+from serve_app.api.event_tokens import EventTokens
+from serve_app.api.event_wake import EventWake
 from serve_app.api.main import configure_api, create_api
 
 log = logging.getLogger("depthmill.gateway")
@@ -35,6 +38,9 @@ def build_context(
 ) -> ApiContext:
     storage = storage_from_settings(settings)
     signer = storage.signer if isinstance(storage, LocalStorage) else None
+    # Event tokens use the signing secret whichever storage there is (S3 signs its own URLs).
+    secret = settings.signing_secret.get_secret_value() if settings.signing_secret else None
+    token_signer = signer or UrlSigner.from_home(settings.home, secret)
     # Short waits: during an outage a request should get its 503 in seconds, not minutes.
     db = Database(settings.database_url, max_size=settings.db_pool_size, name="gateway",
                   timeout=3, retries=2).open()
@@ -44,6 +50,8 @@ def build_context(
         # Each replica keeps its own buckets and the proxy spreads a client's requests over them,
         # so each allows its share of the rate.
         upload_limiter=RateLimiter(settings.upload_rate_per_minute / replicas),
+        event_tokens=EventTokens(token_signer, settings.events_token_seconds),
+        event_wake=EventWake(db.conninfo),
         depth=depth, scheduler=scheduler,
     )
 

@@ -163,6 +163,19 @@ class Settings(BaseSettings):
         "gateway replica (a client's connection stays with one; 429 beyond)."
     )
 
+    events_heartbeat_s: float = Field(
+        default=15.0, gt=0, description="Seconds between heartbeats (SSE comments) on an idle "
+        "/api/events stream, so proxies keep it open.",
+    )
+    events_poll_s: float = Field(
+        default=2.0, gt=0, description="Most seconds an /api/events stream waits before reading "
+        "the outbox again without a NOTIFY (events can become readable without one).",
+    )
+    events_token_seconds: int = Field(
+        default=300, ge=1, description="Lifetime of a token from POST /api/events/token, with "
+        "which a browser's EventSource (no headers) opens the stream.",
+    )
+
     max_attempts: int = Field(default=3, ge=1, description="Claims before an item fails for good.")
     lease_seconds: float = Field(
         default=60.0, gt=0, description="Lease a claimer holds on an item between heartbeats."

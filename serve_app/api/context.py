@@ -14,6 +14,8 @@ from cluster.config.settings import Settings
 from cluster.storage.signing import UrlSigner
 from cluster.storage import Storage
 from db.connection import Database
+from serve_app.api.event_tokens import EventTokens
+from serve_app.api.event_wake import EventWake
 
 
 @dataclass
@@ -97,6 +99,8 @@ class ApiContext:
     signer: UrlSigner | None
     limits: MediaLimits
     upload_limiter: RateLimiter
+    event_tokens: EventTokens | None = None  # for /api/events?token=
+    event_wake: EventWake | None = None  # the replica's one LISTEN connection, for its streams
     depth: Any = None  # a Serve DeploymentHandle to the depth deployment
     scheduler: Any = None  # callable returning the scheduler actor handle (or None)
     version: str = "0.1.0"

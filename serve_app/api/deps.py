@@ -43,13 +43,12 @@ async def get_settings(ctx: Context) -> Settings:
 
 
 Db = Annotated[Database, Depends(get_db)]
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 Store = Annotated[Storage, Depends(get_storage)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-async def require_api_key(
-    ctx: Context, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
+async def require_api_key(ctx: Context, credentials: BearerCredentials) -> None:
     keys = ctx.settings.api_keys
     if not keys:
         return

@@ -6,15 +6,17 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from serve_app.api import errors
+from serve_app.api import errors, log_redact
 from serve_app.api.body_limit import UploadBodyLimit
 from serve_app.api.deps import require_api_key
+from serve_app.api.event_schemas import install_event_docs
 from serve_app.api.query_guard import RefuseNulInQuery
-from serve_app.api.routes import files, health, media, queue, stereo
+from serve_app.api.routes import events, files, health, media, queue, stereo
 from serve_app.web.pages import install_web_app
 
 DESCRIPTION = """Turn photos and videos into depth maps. Upload media, watch the queue, fetch
-depth maps through signed URLs. With API keys configured, send `Authorization: Bearer <key>`."""
+depth maps through signed URLs. With API keys configured, send `Authorization: Bearer <key>`. Live events: GET /api/events
+(Server-Sent Events); each event type's body is in the `webhooks` section."""
 
 
 def create_api(cors_origins: list[str] | None = None, max_upload_bytes: int | None = None) -> FastAPI:
@@ -28,6 +30,11 @@ def create_api(cors_origins: list[str] | None = None, max_upload_bytes: int | No
     app.include_router(media.router, dependencies=protected, responses=common)
     app.include_router(queue.router, dependencies=protected, responses=common)
     app.include_router(stereo.router, dependencies=protected, responses=common)
+    # A key or, for the stream only, a token from POST /api/events/token (EventSource sends no
+    # headers); each route says which.
+    app.include_router(events.router)
+    install_event_docs(app)
+    log_redact.install()
     app.include_router(health.router)  # open: load balancers and monitors probe it
     app.include_router(files.router, responses=errors.documented(403, 404, 422))  # signed
     install_web_app(app)

@@ -38,6 +38,7 @@ def make_api(database_url, tmp_path) -> Iterator[Callable[..., Api]]:
     for api in made:
         api.client.close()
         api.ctx.ingest_pool.shutdown()
+        api.ctx.event_wake.close()
         api.ctx.db.close()
 
 

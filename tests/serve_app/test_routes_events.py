@@ -1,0 +1,320 @@
+"""/api/events: the live stream out of the outbox, its filter, resuming, heartbeats, tokens, and
+the documented event bodies checked against real events.
+
+The stream never ends by itself, and the TestClient reads a response whole, so these tests serve
+the app with uvicorn on a port of their own and read it with httpx, as a client would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+
+from cluster.runtime import free_port
+from db import events, media, queue
+from serve_app.api.event_schemas import EVENT_MODELS, body
+from tests.utils.factories import insert_media
+
+MODEL = "tiny"
+KEY = "events-key-0123456789"
+
+
+class Served:
+    """The app of an ``Api`` on a real port (uvicorn in a thread)."""
+
+    def __init__(self, app, *, access_log: bool = False) -> None:
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_config=None, access_log=access_log,
+            lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            self.thread.join(0.02)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def serve_api(make_api) -> Iterator:
+    served: list[Served] = []
+
+    def serve(*, access_log: bool = False, **overrides):
+        api = make_api(**{"events_heartbeat_s": 5.0, "events_poll_s": 0.5, **overrides})
+        served.append(Served(api.client.app, access_log=access_log))
+        return api, served[-1]
+
+    yield serve
+    for s in served:
+        s.stop()
+
+
+@dataclass
+class Message:
+    event: str | None = None
+    id: str | None = None
+    data: str = ""
+    comments: list[str] = field(default_factory=list)
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.data)
+
+
+class Stream:
+    """One open /api/events response, parsed message by message."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response, self.lines = response, response.iter_lines()
+
+    def next(self) -> Message:
+        message = Message()
+        for line in self.lines:
+            if line == "":
+                if message.event or message.data or message.comments:
+                    return message
+                continue
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "":
+                message.comments.append(value)
+            elif name == "data":
+                message.data += value
+            elif name in ("event", "id"):
+                setattr(message, name, value)
+        raise EOFError("the stream ended")
+
+    def events(self, n: int) -> list[Message]:
+        got = []
+        while len(got) < n:
+            m = self.next()
+            if m.event:
+                got.append(m)
+        return got
+
+
+@pytest.fixture
+def open_stream() -> Iterator:
+    clients: list[httpx.Client] = []
+    contexts = []
+
+    def open_(base: str, *, params=None, headers=None, timeout: float = 15) -> Stream:
+        client = httpx.Client(base_url=base, timeout=httpx.Timeout(timeout))
+        clients.append(client)
+        ctx = client.stream("GET", "/api/events", params=params, headers=headers)
+        response = ctx.__enter__()
+        contexts.append(ctx)
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        return Stream(response)
+
+    yield open_
+    for ctx in contexts:
+        ctx.__exit__(None, None, None)
+    for client in clients:
+        client.close()
+
+
+def lifecycle(db) -> None:
+    """One item through queued, started, retrying, started again and completed."""
+    with db.connection() as conn:
+        m = insert_media(conn, "photo", 1000, original_name="a.jpg", width=4, height=3)
+    db.run(queue.enqueue, m.id, MODEL)
+    (claimed,) = db.run(queue.claim_batch, 1, "w", 60, model_id=MODEL)
+    db.run(queue.fail, claimed.lease, "flaky", backoff_base=0, backoff_max=0)
+    (again,) = db.run(queue.claim_batch, 1, "w", 60, model_id=MODEL)
+    db.run(queue.complete, again.lease, {again.id: [{"format": "png16", "width": 4, "height": 3}]})
+
+
+def test_the_stream_sends_what_happens_after_it_opens_filtered_and_in_order(
+        serve_api, open_stream):
+    api, served = serve_api()
+    lifecycle(api.ctx.db)  # before the stream opens: history, not sent
+    stream = open_stream(served.url, params={"types": "item.started,item.completed"})
+    lifecycle(api.ctx.db)
+    got = stream.events(3)
+    assert [m.event for m in got] == ["item.started", "item.started", "item.completed"]
+    ids = [int(m.id) for m in got]
+    assert ids == sorted(ids)
+    for m in got:
+        assert m.json["type"] == m.event
+        EVENT_MODELS[m.event].model_validate(m.json)
+    done = got[2].json
+    assert done["data"]["outputs"] == [{"format": "png16", "width": 4, "height": 3}]
+    assert done["timestamp"][:4].isdigit() and "T" in done["timestamp"]
+
+
+def test_a_family_filter_and_unknown_types(serve_api, open_stream):
+    api, served = serve_api()
+    stream = open_stream(served.url, params={"types": "media.*"})
+    lifecycle(api.ctx.db)
+    with api.ctx.db.connection() as conn:
+        gone = insert_media(conn)
+        media.delete(conn, gone.id)
+    assert [m.event for m in stream.events(3)] == ["media.created", "media.created",
+                                                   "media.deleted"]
+    for bad in ("item.exploded", "nothing", "item.*,bogus.*"):
+        r = httpx.get(served.url + "/api/events", params={"types": bad})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+        assert "unknown event type" in r.json()["error"]["message"]
+
+
+def test_resuming_after_an_event_gets_exactly_what_followed(serve_api, open_stream):
+    api, served = serve_api()
+    start = api.ctx.db.run(events.latest)
+    lifecycle(api.ctx.db)
+    written = api.ctx.db.run(events.read_after, start)
+    assert len(written) == 6
+    after = written[1].id
+    by_header = open_stream(served.url, headers={"Last-Event-ID": str(after)})
+    assert [int(m.id) for m in by_header.events(4)] == [e.id for e in written[2:]]
+    by_query = open_stream(served.url, params={"last_event_id": str(written[3].id)})
+    assert [int(m.id) for m in by_query.events(2)] == [e.id for e in written[4:]]
+    # EventSource's own reconnects send the header on the URL it first opened: the header wins.
+    both = open_stream(served.url, params={"last_event_id": str(written[0].id)},
+                       headers={"Last-Event-ID": str(written[4].id)})
+    assert [int(m.id) for m in both.events(1)] == [written[5].id]
+    r = httpx.get(served.url + "/api/events", headers={"Last-Event-ID": "x1"})
+    assert r.status_code == 422
+
+
+def test_a_client_that_drops_and_comes_back_after_a_restart_misses_nothing(
+        serve_api, open_stream):
+    api, served = serve_api()
+    first = open_stream(served.url)
+    lifecycle(api.ctx.db)
+    seen = first.events(2)
+    first.response.close()
+    served.stop()  # the gateway goes away; the queue goes on
+    lifecycle(api.ctx.db)
+    written = api.ctx.db.run(events.read_after, int(seen[-1].id))
+    again, served_again = serve_api()  # a new replica: a context, a pool and a LISTEN of its own
+    resumed = open_stream(served_again.url, headers={"Last-Event-ID": seen[-1].id})
+    assert [int(m.id) for m in resumed.events(len(written))] == [e.id for e in written]
+    assert len(written) == 4 + 6
+
+
+def test_heartbeats_keep_an_idle_stream_talking(serve_api, open_stream):
+    _, served = serve_api(events_heartbeat_s=0.2)
+    stream = open_stream(served.url)
+    started = time.monotonic()
+    beats = [stream.next() for _ in range(3)]
+    assert all(m.comments == ["heartbeat"] and not m.event for m in beats)
+    assert time.monotonic() - started < 3
+
+
+def test_streams_of_a_replica_share_one_listen_connection_and_wake_on_notify(
+        serve_api, open_stream, database_url):
+    # Polling slower than the test: only the NOTIFY can deliver in time.
+    api, served = serve_api(events_poll_s=30, events_heartbeat_s=30)
+    streams = [open_stream(served.url) for _ in range(4)]
+    started = time.monotonic()
+    with api.ctx.db.connection() as conn:
+        insert_media(conn)
+    for s in streams:
+        assert s.events(1)[0].event == "media.created"
+    assert time.monotonic() - started < 5
+    with psycopg.connect(database_url) as conn:
+        listening = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query ILIKE 'LISTEN%%'").fetchone()[0]
+    assert listening == 1
+
+
+def test_without_api_keys_the_stream_is_open_and_the_token_endpoint_answers(
+        serve_api, open_stream):
+    api, served = serve_api()
+    r = httpx.post(served.url + "/api/events/token")
+    assert r.status_code == 200 and r.json()["expires_at"] > time.time()
+    open_stream(served.url)
+    open_stream(served.url, params={"token": "anything"})
+
+
+def test_a_key_or_a_token_opens_the_stream(serve_api, open_stream):
+    api, served = serve_api(api_keys=[KEY], events_token_seconds=120)
+    auth = {"Authorization": f"Bearer {KEY}"}
+    assert httpx.get(served.url + "/api/events").status_code == 401
+    assert httpx.post(served.url + "/api/events/token").status_code == 401
+    open_stream(served.url, headers=auth)
+
+    issued = httpx.post(served.url + "/api/events/token", headers=auth).json()
+    assert time.time() + 100 < issued["expires_at"] <= time.time() + 121
+    stream = open_stream(served.url, params={"token": issued["token"], "types": "media.*"})
+    with api.ctx.db.connection() as conn:
+        insert_media(conn)
+    assert stream.events(1)[0].event == "media.created"
+
+    expired, _ = api.ctx.event_tokens.issue(now=time.time() - 3600)
+    expires, signature = issued["token"].split(".")
+    forged = f"{int(expires) + 1000}.{signature}"
+    for bad in (expired, forged, "nonsense", "123.", "." + signature):
+        r = httpx.get(served.url + "/api/events", params={"token": bad})
+        assert r.status_code == 401, bad
+        assert r.json()["error"]["code"] == "unauthorized"
+    assert "expired" in httpx.get(served.url + "/api/events",
+                                  params={"token": expired}).json()["error"]["message"]
+    # The token opens the stream only.
+    assert httpx.get(served.url + "/api/media", params={"token": issued["token"]}).status_code == 401
+    # A file URL's signature is no token (nor is a token a file signature: another scope).
+    file_expires, file_signature = api.ctx.signer.sign("originals/x", 60)
+    r = httpx.get(served.url + "/api/events", params={"token": f"{file_expires}.{file_signature}"})
+    assert r.status_code == 401
+
+
+def test_the_token_never_reaches_the_access_log(serve_api, open_stream, caplog):
+    caplog.set_level(logging.INFO)
+    api, served = serve_api(api_keys=[KEY], access_log=True)
+    token = httpx.post(served.url + "/api/events/token",
+                       headers={"Authorization": f"Bearer {KEY}"}).json()["token"]
+    stream = open_stream(served.url, params={"token": token, "types": "media.*"})
+    stream.response.close()
+    httpx.get(served.url + "/api/events", params={"token": token + "0"})  # a refused one too
+    deadline = time.monotonic() + 5
+    while "[redacted]" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "token=[redacted]" in caplog.text  # the access log did write the requests
+    assert token.split(".")[1] not in caplog.text
+
+
+def test_every_event_type_is_documented_and_real_events_match_their_models(api):
+    """Drives the queue through every change the SQL reports; each event validates against the
+    model its type documents, which forbids fields it does not name."""
+    doc = api.get("/openapi.json").json()
+    assert set(doc["webhooks"]) == set(events.EVENT_TYPES)
+    for type_ in events.EVENT_TYPES:
+        schema = doc["webhooks"][type_]["post"]["requestBody"]["content"]["application/json"]
+        assert schema["schema"]["$ref"].endswith(EVENT_MODELS[type_].__name__)
+    stream_doc = doc["paths"]["/api/events"]["get"]["responses"]["200"]["description"]
+    assert all(t in stream_doc for t in events.EVENT_TYPES)
+
+    db = api.ctx.db
+    start = db.run(events.latest)
+    lifecycle(db)  # created, queued, started, retrying, started, completed
+    with db.connection() as conn:
+        a = queue.enqueue(conn, insert_media(conn, "video", 10, duration=2.5).id, MODEL)
+        b = queue.enqueue(conn, insert_media(conn, "photo", 20).id, MODEL)
+    db.run(queue.cancel, b.id)
+    (claimed,) = db.run(queue.claim_batch, 1, "w", 60, model_id=MODEL)
+    db.run(queue.fail, claimed.lease, "not an image", retryable=False)
+    db.run(queue.retry, a.id)  # item.queued with its previous status
+    db.run(media.delete, b.media_id)
+    written = db.run(events.read_after, start)
+    assert {e.type for e in written} >= {t for t in events.EVENT_TYPES
+                                         if t not in ("queue.drained", "webhook.test")}
+    for event in written:
+        EVENT_MODELS[event.type].model_validate(body(event))
+    queued = [e.data for e in written if e.type == "item.queued"]
+    assert "previous_status" not in queued[0] and {"failed", "cancelled"} & {
+        q.get("previous_status") for q in queued}
