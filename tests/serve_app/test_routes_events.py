@@ -318,3 +318,57 @@ def test_every_event_type_is_documented_and_real_events_match_their_models(api):
     queued = [e.data for e in written if e.type == "item.queued"]
     assert "previous_status" not in queued[0] and {"failed", "cancelled"} & {
         q.get("previous_status") for q in queued}
+
+
+@pytest.mark.slow
+def test_through_the_gateway_a_stream_resumes_across_a_restart_and_no_token_is_logged(
+        serve_port, database_url, tmp_path, open_stream, caplog):
+    """The real gateway on Serve (its replica serving the port beside the proxy): the stream
+    flows through it, survives a redeploy by resuming, and its token is in no Ray log."""
+    import ray
+    from ray import serve
+
+    from cluster.config.names import APP_NAME
+    from db.connection import Database
+    from serve_app.gateway import Gateway
+    from tests.utils.system import system_settings
+
+    caplog.set_level(logging.DEBUG)
+    settings = system_settings(tmp_path / "home", database_url, serve_port, api_keys=[KEY],
+                               gateway_replicas=1, events_heartbeat_s=1.0, events_poll_s=0.5)
+    base = f"http://127.0.0.1:{serve_port}"
+    auth = {"Authorization": f"Bearer {KEY}"}
+
+    def deploy() -> None:
+        # The gateway alone: no depth deployment is needed to stream events.
+        serve.run(Gateway.options(num_replicas=1).bind(None, settings), name=APP_NAME,
+                  route_prefix="/")
+
+    with Database(database_url, max_size=2) as db:
+        deploy()
+        try:
+            token = httpx.post(base + "/api/events/token", headers=auth).json()["token"]
+            stream = open_stream(base, params={"token": token, "types": "media.*,item.*"})
+            lifecycle(db)
+            seen = stream.events(3)
+            assert [m.event for m in seen] == ["media.created", "item.queued", "item.started"]
+            assert stream.next().comments == ["heartbeat"]  # idle now: a heartbeat within 1 s
+            stream.response.close()
+            serve.delete(APP_NAME)
+            lifecycle(db)  # while no gateway runs
+            deploy()
+            written = [e for e in db.run(events.read_after, int(seen[-1].id))]
+            resumed = open_stream(base, params={"token": token, "types": "media.*,item.*"},
+                                  headers={"Last-Event-ID": seen[-1].id})
+            assert [int(m.id) for m in resumed.events(len(written))] == [e.id for e in written]
+            resumed.response.close()
+        finally:
+            serve.delete(APP_NAME)
+    time.sleep(2)  # let Ray flush its logs to disk
+    from pathlib import Path
+
+    secret = token.split(".")[1]
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    for path in (p for p in logs.rglob("*") if p.is_file()):
+        assert secret.encode() not in path.read_bytes(), f"the token is in {path}"
+    assert secret not in caplog.text

@@ -199,3 +199,27 @@ def test_phone_sized_screen_reads_without_sideways_scrolling(web_system, photos,
     page.wait_for_function("performance.getEntriesByName('depthmill:first-3d-frame').length > 0")
     box = page.locator("#viewer canvas").bounding_box()
     assert box["width"] <= 360 and box["height"] > 200
+
+
+def test_tiles_follow_the_queue_live_through_the_event_stream(web_system, new_page):
+    """Added, queued, done with its thumbnail, deleted: each shown with no polling at all (the
+    page polls only while its stream is down), so the stream did it."""
+    client, _, base = web_system
+    page = new_page()
+    polled = []
+    page.on("request", lambda r: "/api/media/status" in r.url and polled.append(r.url))
+    page.goto(base + "/")
+    page.locator("#count").filter(has_text="items").wait_for()
+    page.wait_for_function("window.depthmill.live.up")
+    page.wait_for_timeout(500)  # the one refresh a stream's opening makes
+    polled.clear()
+    client.post("/api/queue/worker/stop")
+    try:
+        media_id = upload(client, "live.jpg", media_files.jpeg_bytes(media_files.photo().rotate(30)))
+        page.locator(f'a.tile[data-id="{media_id}"][data-status=queued]').wait_for(timeout=10_000)
+    finally:
+        client.post("/api/queue/worker/start")
+    page.locator(f'a.tile[data-id="{media_id}"][data-status=completed] img').wait_for(timeout=60_000)
+    assert client.delete(f"/api/media/{media_id}").status_code in (200, 204)
+    page.locator(f'a.tile[data-id="{media_id}"]').wait_for(state="detached", timeout=10_000)
+    assert polled == []

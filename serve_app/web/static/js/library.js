@@ -1,5 +1,5 @@
 // The library: a timeline of thumbnails under day headings, paged as it scrolls, with each item's
-// state kept current.
+// state kept current (by the live stream's events; by polling while the stream is down).
 
 import { api, query, sameOrigin } from "./api.js";
 import { Pager, dayOf } from "./pager.js";
@@ -147,6 +147,23 @@ export class Library {
         this.fill(this.tiles.get(id), next);
       }
     }
+  }
+
+  // An event of the live stream (events.js): a new item is placed, a deleted one goes, and a
+  // queue item's move redraws its media's tile.
+  async applyEvent(type, { data }) {
+    if (type === "media.created") return this.added(data.media_id);
+    if (type === "media.deleted") return this.removed(data.media_id);
+    const item = this.items.get(data.media_id);
+    if (!item || item.status === data.status) return;
+    let next = { ...item, status: data.status };
+    if (next.status === "completed") {
+      const detail = await api(`/api/media/${data.media_id}`);
+      next = { ...next, thumbnail_url: detail.urls.thumbnail };
+    }
+    if (!this.items.has(data.media_id)) return; // deleted meanwhile
+    this.items.set(data.media_id, next);
+    this.fill(this.tiles.get(data.media_id), next);
   }
 
   removed(id) {

@@ -2,6 +2,7 @@
 // uploads anywhere, the queue panel, the key prompt and the headset QR code.
 
 import { api, onKeyNeeded, query, setApiKey } from "./api.js";
+import { LiveEvents } from "./events.js";
 import { Library } from "./library.js";
 import { QueuePanel } from "./queue.js";
 import { Uploader, droppedFiles } from "./upload.js";
@@ -120,16 +121,41 @@ $("connect-button").addEventListener("click", async () => {
   }
 });
 
-async function poll() {
+async function refreshShown() {
   try {
     if (!$("library").hidden) await library.refresh();
     if (!$("queue-panel").hidden) await queuePanel.refresh();
   } catch (e) {
     if (e.status !== 401) notify(`could not refresh: ${e.message}`, true);
   }
+}
+
+// The queue panel redraws at most once a second however many events arrive.
+let panelTimer = null;
+function queueMoved() {
+  if ($("queue-panel").hidden || panelTimer) return;
+  panelTimer = setTimeout(() => {
+    panelTimer = null;
+    queuePanel.refresh().catch((e) => notify(e.message, true));
+  }, 1000);
+}
+
+// States arrive live; polling runs only while the stream is down. Each time it opens, one
+// refresh covers whatever moved before it did.
+const live = new LiveEvents({
+  onEvent: (type, event) => {
+    library.applyEvent(type, event).catch((e) => notify(e.message, true));
+    if (type.startsWith("item.")) queueMoved();
+  },
+  onState: (up) => { if (up) refreshShown(); },
+});
+
+async function poll() {
+  if (!live.up) await refreshShown();
   setTimeout(poll, POLL_MS);
 }
 
-window.depthmill = { library, viewer, query };
+window.depthmill = { library, viewer, query, live };
 route();
+live.start();
 setTimeout(poll, POLL_MS);
