@@ -36,6 +36,7 @@ class EventWake:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.listening = False  # the LISTEN connection is up (else waiters only poll)
+        self.streams = 0  # open /api/events streams of this replica (the route counts them)
 
     @property
     def generation(self) -> int:

@@ -207,12 +207,18 @@ def test_a_client_that_drops_and_comes_back_after_a_restart_misses_nothing(
 
 
 def test_heartbeats_keep_an_idle_stream_talking(serve_api, open_stream):
-    _, served = serve_api(events_heartbeat_s=0.2)
+    api, served = serve_api(events_heartbeat_s=0.2)
     stream = open_stream(served.url)
     started = time.monotonic()
     beats = [stream.next() for _ in range(3)]
     assert all(m.comments == ["heartbeat"] and not m.event for m in beats)
     assert time.monotonic() - started < 3
+    assert api.ctx.event_wake.streams == 1
+    stream.response.close()  # the client goes away: its stream ends on the server too
+    deadline = time.monotonic() + 5
+    while api.ctx.event_wake.streams and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert api.ctx.event_wake.streams == 0
 
 
 def test_streams_of_a_replica_share_one_listen_connection_and_wake_on_notify(
@@ -352,15 +358,16 @@ def test_through_the_gateway_a_stream_resumes_across_a_restart_and_no_token_is_l
             lifecycle(db)
             seen = stream.events(3)
             assert [m.event for m in seen] == ["media.created", "item.queued", "item.started"]
-            assert stream.next().comments == ["heartbeat"]  # idle now: a heartbeat within 1 s
-            stream.response.close()
+            stream.response.close()  # three more of this lifecycle are left unread
             serve.delete(APP_NAME)
             lifecycle(db)  # while no gateway runs
             deploy()
             written = [e for e in db.run(events.read_after, int(seen[-1].id))]
             resumed = open_stream(base, params={"token": token, "types": "media.*,item.*"},
                                   headers={"Last-Event-ID": seen[-1].id})
+            assert len(written) == 3 + 6
             assert [int(m.id) for m in resumed.events(len(written))] == [e.id for e in written]
+            assert resumed.next().comments == ["heartbeat"]  # idle now: one within a second
             resumed.response.close()
         finally:
             serve.delete(APP_NAME)

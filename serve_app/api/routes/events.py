@@ -120,22 +120,28 @@ async def stream(
     # here, not in SQL, so a narrow filter never re-walks the events it skipped).
     position = after
     last_sent = time.monotonic()
-    while True:
-        seen = wake.generation
-        try:
-            batch = await run_in_threadpool(ctx.db.run, events.read_after, position, limit=BATCH)
-        except DatabaseUnavailable:
-            log.warning("events stream: database unreachable; retrying in %.0fs", poll_s)
-            batch = []
-        for event in batch:
-            position = event.id
-            if events.matches(patterns, event.type):
-                yield ServerSentEvent(event=event.type, id=str(event.id), data=body(event))
-                last_sent = time.monotonic()
-        if len(batch) == BATCH:
-            continue
-        idle = time.monotonic() - last_sent
-        if idle >= heartbeat_s:
-            yield ServerSentEvent(comment="heartbeat")
-            last_sent, idle = time.monotonic(), 0.0
-        await wake.wait(seen, min(poll_s, heartbeat_s - idle))
+    wake.streams += 1
+    try:
+        while True:
+            seen = wake.generation
+            try:
+                batch = await run_in_threadpool(ctx.db.run, events.read_after, position,
+                                                limit=BATCH)
+            except DatabaseUnavailable:
+                log.warning("events stream: database unreachable; retrying in %.0fs", poll_s)
+                batch = []
+            for event in batch:
+                position = event.id
+                if events.matches(patterns, event.type):
+                    yield ServerSentEvent(event=event.type, id=str(event.id), data=body(event))
+                    last_sent = time.monotonic()
+            if len(batch) == BATCH:
+                continue
+            idle = time.monotonic() - last_sent
+            if idle >= heartbeat_s:
+                yield ServerSentEvent(comment="heartbeat")
+                last_sent, idle = time.monotonic(), 0.0
+            await wake.wait(seen, min(poll_s, heartbeat_s - idle))
+    finally:
+        # The client went away (the response is cancelled) or the replica is stopping.
+        wake.streams -= 1
