@@ -327,10 +327,11 @@ def test_every_event_type_is_documented_and_real_events_match_their_models(api):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("direct", [True, False], ids=["direct-ingress", "serve-proxy"])
 def test_through_the_gateway_a_stream_resumes_across_a_restart_and_no_token_is_logged(
-        serve_port, database_url, tmp_path, open_stream, caplog):
-    """The real gateway on Serve (its replica serving the port beside the proxy): the stream
-    flows through it, survives a redeploy by resuming, and its token is in no Ray log."""
+        direct, serve_port, database_url, tmp_path, open_stream, caplog):
+    """The real gateway on Serve (its replica serving the port, or behind Serve's proxy): the
+    stream flows through it, survives a redeploy by resuming, and its token is in no Ray log."""
     import ray
     from ray import serve
 
@@ -341,7 +342,8 @@ def test_through_the_gateway_a_stream_resumes_across_a_restart_and_no_token_is_l
 
     caplog.set_level(logging.DEBUG)
     settings = system_settings(tmp_path / "home", database_url, serve_port, api_keys=[KEY],
-                               gateway_replicas=1, events_heartbeat_s=1.0, events_poll_s=0.5)
+                               gateway_replicas=1, gateway_direct_ingress=direct,
+                               events_heartbeat_s=1.0, events_poll_s=0.5)
     base = f"http://127.0.0.1:{serve_port}"
     auth = {"Authorization": f"Bearer {KEY}"}
 
