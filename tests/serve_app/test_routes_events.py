@@ -127,6 +127,16 @@ def open_stream() -> Iterator:
         client.close()
 
 
+def written_after(db, after: int | None, n: int) -> list[events.Event]:
+    """The ``n`` events after ``after``, once readable: a reader waits for every older
+    transaction on the server to end (another test's, on a shared server), so read until then."""
+    deadline = time.monotonic() + 10
+    while len(got := db.run(events.read_after, after)) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(got) == n, [e.type for e in got]
+    return got
+
+
 def lifecycle(db) -> None:
     """One item through queued, started, retrying, started again and completed."""
     with db.connection() as conn:
@@ -141,7 +151,9 @@ def lifecycle(db) -> None:
 def test_the_stream_sends_what_happens_after_it_opens_filtered_and_in_order(
         serve_api, open_stream):
     api, served = serve_api()
+    start = api.ctx.db.run(events.latest)
     lifecycle(api.ctx.db)  # before the stream opens: history, not sent
+    written_after(api.ctx.db, start, 6)  # readable, so "now" is after it
     stream = open_stream(served.url, params={"types": "item.started,item.completed"})
     lifecycle(api.ctx.db)
     got = stream.events(3)
@@ -175,8 +187,7 @@ def test_resuming_after_an_event_gets_exactly_what_followed(serve_api, open_stre
     api, served = serve_api()
     start = api.ctx.db.run(events.latest)
     lifecycle(api.ctx.db)
-    written = api.ctx.db.run(events.read_after, start)
-    assert len(written) == 6
+    written = written_after(api.ctx.db, start, 6)
     after = written[1].id
     by_header = open_stream(served.url, headers={"Last-Event-ID": str(after)})
     assert [int(m.id) for m in by_header.events(4)] == [e.id for e in written[2:]]
@@ -199,11 +210,10 @@ def test_a_client_that_drops_and_comes_back_after_a_restart_misses_nothing(
     first.response.close()
     served.stop()  # the gateway goes away; the queue goes on
     lifecycle(api.ctx.db)
-    written = api.ctx.db.run(events.read_after, int(seen[-1].id))
+    written = written_after(api.ctx.db, int(seen[-1].id), 4 + 6)
     again, served_again = serve_api()  # a new replica: a context, a pool and a LISTEN of its own
     resumed = open_stream(served_again.url, headers={"Last-Event-ID": seen[-1].id})
     assert [int(m.id) for m in resumed.events(len(written))] == [e.id for e in written]
-    assert len(written) == 4 + 6
 
 
 def test_heartbeats_keep_an_idle_stream_talking(serve_api, open_stream):
@@ -316,7 +326,7 @@ def test_every_event_type_is_documented_and_real_events_match_their_models(api):
     db.run(queue.fail, claimed.lease, "not an image", retryable=False)
     db.run(queue.retry, a.id)  # item.queued with its previous status
     db.run(media.delete, b.media_id)
-    written = db.run(events.read_after, start)
+    written = written_after(db, start, 6 + 4 + 1 + 2 + 1 + 1)
     assert {e.type for e in written} >= {t for t in events.EVENT_TYPES
                                          if t not in ("queue.drained", "webhook.test")}
     for event in written:
@@ -364,10 +374,9 @@ def test_through_the_gateway_a_stream_resumes_across_a_restart_and_no_token_is_l
             serve.delete(APP_NAME)
             lifecycle(db)  # while no gateway runs
             deploy()
-            written = [e for e in db.run(events.read_after, int(seen[-1].id))]
+            written = written_after(db, int(seen[-1].id), 3 + 6)
             resumed = open_stream(base, params={"token": token, "types": "media.*,item.*"},
                                   headers={"Last-Event-ID": seen[-1].id})
-            assert len(written) == 3 + 6
             assert [int(m.id) for m in resumed.events(len(written))] == [e.id for e in written]
             assert resumed.next().comments == ["heartbeat"]  # idle now: one within a second
             resumed.response.close()
