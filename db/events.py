@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
-from psycopg.rows import class_row
+from psycopg.rows import class_row, tuple_row
 from psycopg.types.json import Jsonb
 
 NOTIFY_CHANNEL = "depthmill_events"
@@ -63,9 +63,11 @@ def matches(patterns: Sequence[str] | None, type_: str) -> bool:
 
 def emit(conn: psycopg.Connection, type_: str, data: dict) -> int:
     """Write one event in the caller's transaction; its id."""
-    row = conn.execute(
-        "INSERT INTO events (type, data) VALUES (%s, %s) RETURNING id", [type_, Jsonb(data)]
-    ).fetchone()
+    # Read positionally whatever the connection's row factory (the pool's is dict_row).
+    with conn.cursor(row_factory=tuple_row) as cur:
+        row = cur.execute(
+            "INSERT INTO events (type, data) VALUES (%s, %s) RETURNING id", [type_, Jsonb(data)]
+        ).fetchone()
     return row[0]
 
 
