@@ -38,6 +38,15 @@ DELIVERY_STATUSES = ("pending", "delivering", "delivered", "failed")
 RESPONSE_BODY_CHARS = 4096
 
 
+class DeliveryInFlight(IllegalTransition):
+    """A retry of a delivery being sent right now (the API answers 409)."""
+
+    def __init__(self, delivery_id: int) -> None:
+        self.item_id, self.status, self.action = delivery_id, "delivering", "retry"
+        ValueError.__init__(self, f"cannot retry delivery {delivery_id}: it is being delivered "
+                                  "right now; look again once it is done")
+
+
 @dataclass(frozen=True)
 class Webhook:
     id: uuid.UUID
@@ -270,7 +279,7 @@ def list_deliveries(
 def retry(conn: psycopg.Connection, webhook_id: uuid.UUID, delivery_id: int) -> Delivery:
     """Send a delivery again now, with the whole retry schedule ahead of it. One in flight
     cannot be retried (it is being sent)."""
-    current = get_delivery(conn, webhook_id, delivery_id)
+    get_delivery(conn, webhook_id, delivery_id)  # NotFound first
     row = _one(
         conn,
         """UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(),
@@ -278,8 +287,7 @@ def retry(conn: psycopg.Connection, webhook_id: uuid.UUID, delivery_id: int) -> 
            WHERE id = %s AND webhook_id = %s AND status <> 'delivering' RETURNING id""",
         [delivery_id, webhook_id])
     if row is None:
-        raise IllegalTransition(delivery_id, current.status, "retry",
-                                "it is being delivered right now")
+        raise DeliveryInFlight(delivery_id)
     conn.execute("SELECT pg_notify('depthmill_events', '')")
     return get_delivery(conn, webhook_id, delivery_id)
 
