@@ -219,7 +219,8 @@ def delete(conn: psycopg.Connection, webhook_id: uuid.UUID) -> None:
 
 def send_test(conn: psycopg.Connection, webhook_id: uuid.UUID) -> Delivery:
     """A webhook.test event and its one delivery, to this endpoint only (the fan-out trigger
-    leaves webhook.test out on purpose), in one transaction; disabled endpoints get it too."""
+    leaves webhook.test out on purpose), in one transaction; a disabled endpoint gets it once it
+    is enabled again."""
     hook = get(conn, webhook_id)
     row = _one(
         conn,
