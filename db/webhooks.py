@@ -29,7 +29,7 @@ from psycopg.rows import class_row, tuple_row
 from psycopg.types.json import Jsonb
 
 from db import cursor as cursor_key
-from db.errors import IllegalTransition, NotFound
+from db.errors import IllegalTransition, InvalidCursor, NotFound
 from db.events import check_patterns
 from db.vocabulary import MAX_PAGE_SIZE
 
@@ -263,6 +263,8 @@ def list_deliveries(
         raise ValueError(f"unknown delivery status {status!r}; one of {', '.join(DELIVERY_STATUSES)}")
     get(conn, webhook_id)  # NotFound for an unknown endpoint, not an empty page
     before = cursor_key.decode(cursor, int)[0] if cursor else None
+    if before is not None and not 0 < before < 2**63:
+        raise InvalidCursor(f"invalid cursor {cursor[:64]!r}")
     with conn.cursor(row_factory=class_row(Delivery)) as cur:
         rows = cur.execute(
             f"""SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN events e ON e.id = d.event_id

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from cluster.config.settings import Settings
 from cluster.events import signing
-from cluster.events.addresses import UnsafeDestination, check_url
+from cluster.events.addresses import InvalidUrl, UnsafeDestination, check_url
 from cluster.runtime import database_url
 from db import webhooks
 from db.connection import Database
@@ -36,6 +36,10 @@ def run(settings: Settings, args: argparse.Namespace, console: Console) -> int:
         with database_url(settings) as url, Database(url, max_size=1, name="webhooks-cli") as db:
             migrate(url)
             return _COMMANDS[args.webhooks_command](db, args, console)
+    except InvalidUrl as e:
+        console.print(f"[red]{e}[/red]: give an http(s) URL such as https://example.com/hook",
+                      soft_wrap=True)
+        return 2
     except UnsafeDestination as e:
         console.print(f"[red]{e}[/red]: give a public http(s) URL, or set "
                       "DEPTHMILL_WEBHOOK_ALLOW_PRIVATE=true for a receiver on your own network",

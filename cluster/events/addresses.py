@@ -31,6 +31,11 @@ class UnsafeDestination(ValueError):
     """A webhook URL or address the policy refuses; the message says why."""
 
 
+class InvalidUrl(UnsafeDestination):
+    """Not a URL a webhook can have at all (not http(s), no host, credentials, control
+    characters), before any question of where it points."""
+
+
 def _embedded_v4(ip: IP) -> IP:
     """The IPv4 address inside an IPv6 form of it (mapped, NAT64, 6to4), else ``ip``."""
     if isinstance(ip, ipaddress.IPv6Address):
@@ -75,18 +80,20 @@ def resolve(host: str, port: int) -> list[str]:
 def split_url(url: str) -> tuple[str, str, int]:
     """(scheme, host, port) of an http(s) URL; UnsafeDestination says what is wrong with it."""
     if len(url) > 2048:
-        raise UnsafeDestination("the URL is longer than 2048 characters")
+        raise InvalidUrl("the URL is longer than 2048 characters")
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise InvalidUrl("the URL contains spaces or control characters; percent-encode them")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as e:
-        raise UnsafeDestination(f"{url!r} is not a valid URL: {e}") from e
+        raise InvalidUrl(f"{url!r} is not a valid URL: {e}") from e
     if parts.scheme not in ("http", "https"):
-        raise UnsafeDestination(f"{url!r} is not an http or https URL")
+        raise InvalidUrl(f"{url!r} is not an http or https URL")
     if not parts.hostname:
-        raise UnsafeDestination(f"{url!r} names no host")
+        raise InvalidUrl(f"{url!r} names no host")
     if parts.username or parts.password:
-        raise UnsafeDestination("the URL must not carry credentials; sign-in goes by the signature")
+        raise InvalidUrl("the URL must not carry credentials; sign-in goes by the signature")
     return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
@@ -106,7 +113,7 @@ def check_url(url: str, *, allow_private: bool = False, resolver: Resolver = res
     else:
         try:
             addresses = resolver(host, port)
-        except OSError as e:
+        except (OSError, ValueError) as e:  # ValueError: UnicodeError of a bad IDNA name
             raise UnsafeDestination(f"the host {host!r} does not resolve ({e})") from e
         if not addresses:
             raise UnsafeDestination(f"the host {host!r} does not resolve")

@@ -64,7 +64,8 @@ def test_test_deliveries_and_retry(lan_api):
     ({"url": URL, "events": ["item.exploded"]}, "unknown event type"),
     ({"url": URL, "events": []}, "events"),
     ({"url": "ftp://example.com/x", "events": ["*"]}, "not an http or https URL"),
-    ({"url": "not a url", "events": ["*"]}, "not an http or https URL"),
+    ({"url": "not-a-url", "events": ["*"]}, "not an http or https URL"),
+    ({"url": "http://user:pw@127.0.0.1/", "events": ["*"]}, "credentials"),
     ({"url": "http://169.254.169.254/latest", "events": ["*"]}, "metadata"),
 ])
 def test_bad_input_is_a_clear_422(lan_api, body, fragment):
@@ -99,3 +100,23 @@ def test_an_api_key_is_needed(make_api):
     keyed = make_api(api_keys="k1")
     assert keyed.get("/api/webhooks").status_code == 401
     assert keyed.get("/api/webhooks", headers={"Authorization": "Bearer k1"}).status_code == 200
+
+
+@pytest.mark.parametrize("body", [
+    {"url": "http://127.0.0.1:9/a b", "events": ["*"]},
+    {"url": "http://127.0.0.1:9/\x00", "events": ["*"]},
+    {"url": URL, "events": ["*"], "description": "nul \x00 here"},
+    {"url": URL, "events": ["x" * 200]},
+])
+def test_hostile_strings_are_422_not_500(lan_api, body):
+    assert lan_api.post("/api/webhooks", json=body).status_code == 422
+
+
+def test_out_of_range_ids_and_cursors_are_4xx(lan_api):
+    from db import cursor as cursor_key
+
+    hook_id = lan_api.post("/api/webhooks", json={"url": URL, "events": ["*"]}).json()["id"]
+    assert lan_api.post(f"/api/webhooks/{hook_id}/deliveries/{2**70}/retry").status_code == 422
+    r = lan_api.get(f"/api/webhooks/{hook_id}/deliveries",
+                    params={"cursor": cursor_key.encode(2**70)})
+    assert r.status_code == 400

@@ -12,11 +12,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from cluster.events import signing
-from cluster.events.addresses import UnsafeDestination, check_url
+from cluster.events.addresses import InvalidUrl, UnsafeDestination, check_url
 from db import webhooks
 from db.vocabulary import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from db.webhooks import Delivery, Webhook
@@ -26,16 +26,21 @@ from serve_app.api.errors import ApiError, documented
 router = APIRouter(prefix="/api/webhooks", tags=["webhooks"])
 
 
+# Postgres text holds no NUL; say so as a 422 rather than fail in the database.
+Description = Annotated[str, Field(max_length=1024, pattern=r"^[^\x00]*$")]
+DeliveryId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
 class WebhookIn(BaseModel):
     url: str = Field(max_length=2048, examples=["https://example.com/depthmill"])
     events: list[str] = Field(min_length=1, max_length=32, examples=[["item.completed"]])
-    description: str | None = Field(default=None, max_length=1024)
+    description: Description | None = None
 
 
 class WebhookPatch(BaseModel):
     url: str | None = Field(default=None, max_length=2048)
     events: list[str] | None = Field(default=None, min_length=1, max_length=32)
-    description: str | None = Field(default=None, max_length=1024)
+    description: Description | None = None
     enabled: bool | None = None
     rotate_secret: bool = False
 
@@ -86,6 +91,8 @@ class DeliveryPageOut(BaseModel):
 def _checked_url(url: str, allow_private: bool) -> str:
     try:
         check_url(url, allow_private=allow_private)
+    except InvalidUrl as e:
+        raise ApiError(422, "invalid_url", str(e)) from e
     except UnsafeDestination as e:
         raise ApiError(422, "forbidden_destination", str(e)) from e
     return url
@@ -166,5 +173,5 @@ def deliveries(
 @router.post("/{webhook_id}/deliveries/{delivery_id}/retry", status_code=202,
              response_model=DeliveryOut, responses=documented(404, 409),
              summary="Send a delivery again now")
-def retry(webhook_id: uuid.UUID, delivery_id: int, db: Db) -> DeliveryOut:
+def retry(webhook_id: uuid.UUID, delivery_id: DeliveryId, db: Db) -> DeliveryOut:
     return DeliveryOut.of(db.run(webhooks.retry, webhook_id, delivery_id))

@@ -43,6 +43,8 @@ def test_mistakes_say_what_to_do(cli_env, capsys):
     assert "loopback" in out and "DEPTHMILL_WEBHOOK_ALLOW_PRIVATE" in out
     assert main(["webhooks", "add", "https://93.184.216.34/x", "--events", "item.nope"]) == 2
     assert "unknown event type" in capsys.readouterr().out
+    assert main(["webhooks", "add", "ftp://example.com/x", "--events", "*"]) == 2
+    assert "such as https://" in capsys.readouterr().out
     assert main(["webhooks", "remove", str(uuid.uuid4())]) == 1
     assert "depthmill webhooks list" in capsys.readouterr().out
     with pytest.raises(SystemExit):
