@@ -96,7 +96,8 @@ def read_after(
     """
     position = {"xid": "0", "id": 0, "min_id": 0}
     if after is not None:
-        row = conn.execute("SELECT xid::text, id FROM events WHERE id = %s", [after]).fetchone()
+        with conn.cursor(row_factory=tuple_row) as cur:
+            row = cur.execute("SELECT xid::text, id FROM events WHERE id = %s", [after]).fetchone()
         position = ({"xid": row[0], "id": row[1], "min_id": 0} if row
                     else {"xid": "0", "id": 0, "min_id": after})
     params = {**position, "patterns": list(patterns) if patterns else None, "limit": limit}
@@ -107,10 +108,11 @@ def read_after(
 def latest(conn: psycopg.Connection) -> int | None:
     """The last event a reader starting now has no need to see: the newest of the finished
     transactions' events, in read order. None when there is none yet."""
-    row = conn.execute(
-        """
-        SELECT id FROM events WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
-        ORDER BY xid DESC, id DESC LIMIT 1
-        """
-    ).fetchone()
+    with conn.cursor(row_factory=tuple_row) as cur:
+        row = cur.execute(
+            """
+            SELECT id FROM events WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
+            ORDER BY xid DESC, id DESC LIMIT 1
+            """
+        ).fetchone()
     return row[0] if row else None

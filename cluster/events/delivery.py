@@ -153,6 +153,10 @@ class Deliverer:
                                           latency_ms=(time.monotonic() - started) * 1000)
         except httpcore.UnsupportedProtocol as e:
             return Outcome("failed", error=f"unsupported URL: {e}")
+        except Exception as e:  # noqa: BLE001 - recorded, so a bug cannot loop a delivery forever
+            log.exception("webhook %s delivery %d: unexpected error", d.webhook_id, d.id)
+            return schedule.after_failure(plan, d.attempt,
+                                          error=f"unexpected error: {type(e).__name__}: {e}"[:500])
         return schedule.of_response(plan, d.attempt, response.status, response.body,
                                     response.headers, response.latency_ms)
 

@@ -168,3 +168,10 @@ def test_the_pool_row_factory_works_too(db):
     assert len(db.run(webhooks.claim, 5, "w", 30)) == 1
     assert db.run(webhooks.due_at) is not None
     assert db.run(webhooks.prune_events, 1e6) == 0
+
+
+def test_events_reads_work_on_the_pool_too(db):
+    first = db.run(events.emit, "item.completed", {})
+    db.run(events.emit, "item.failed", {})
+    assert db.run(events.latest) is not None
+    assert [e.type for e in db.run(events.read_after, first)] == ["item.failed"]
