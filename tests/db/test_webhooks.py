@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 
-import psycopg
 import pytest
 
 from db import events, webhooks

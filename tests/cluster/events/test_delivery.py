@@ -232,3 +232,26 @@ def test_no_secret_in_the_logs(db, database_url, tmp_path, caplog):
     text = caplog.text
     assert "delivery" in text  # the failures were logged
     assert secret not in text and secret[6:] not in text
+
+
+@pytest.mark.parametrize("address", [
+    "127.0.0.1", "::1", "10.0.0.1", "192.168.0.1", "172.16.5.4", "fd12::1", "169.254.10.10",
+    "fe80::1", "100.64.1.1", "0.0.0.0", "224.0.0.251", "240.0.0.1", "169.254.169.254",
+    "fd00:ec2::254", "::ffff:127.0.0.1", "::ffff:169.254.169.254",
+])
+def test_connect_time_refuses_every_forbidden_class_without_connecting(address):
+    async def resolver(host, port):
+        return ["93.184.216.34", address]  # one bad answer among good ones refuses the host
+
+    inner = CountingBackend()
+
+    async def attempt():
+        sender = Sender(allow_private=False, resolver=resolver, inner=inner)
+        try:
+            with pytest.raises(Exception, match="forbidden address"):
+                await sender.post("https://hooks.example/x", {}, b"{}")
+        finally:
+            await sender.close()
+
+    asyncio.run(attempt())
+    assert inner.connects == 0
