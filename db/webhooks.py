@@ -429,13 +429,17 @@ def prune_events(conn: psycopg.Connection, older_than_s: float, batch: int = 100
 
 
 def due_at(conn: psycopg.Connection) -> datetime | None:
-    """When the next delivery of an enabled endpoint is due (or its lease runs out), for a
-    deliverer that sleeps until then rather than polling blindly."""
+    """When the next delivery of an enabled endpoint can be claimed (or a lease runs out), for
+    a deliverer that sleeps until then rather than polling blindly. Deliveries behind one in
+    flight do not count: they wait for it, and its end wakes the deliverer."""
     row = _one(
         conn,
         """SELECT min(CASE WHEN d.status = 'delivering'
                            THEN greatest(d.next_attempt_at, d.lease_expires_at)
                            ELSE d.next_attempt_at END)
            FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id AND w.enabled
-           WHERE d.status IN ('pending', 'delivering')""", None)
+           WHERE d.status IN ('pending', 'delivering')
+             AND (d.status = 'delivering' OR d.webhook_id NOT IN (
+                 SELECT webhook_id FROM webhook_deliveries
+                 WHERE status = 'delivering' AND lease_expires_at >= now()))""", None)
     return row[0]

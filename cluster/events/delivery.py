@@ -101,7 +101,9 @@ class Deliverer:
                 for delivery in claimed:
                     self._send_later(delivery)
                 self.counts["claimed"] += len(claimed)
-                due = await asyncio.to_thread(self.db.run, webhooks.due_at)
+                # All slots busy: a send that ends wakes the loop; no need to look sooner.
+                due = (await asyncio.to_thread(self.db.run, webhooks.due_at)
+                       if len(self.in_flight) < self.settings.webhook_max_in_flight else None)
                 if due is not None:
                     wait = (due - datetime.now(UTC)).total_seconds()
                     timeout = min(timeout, max(wait, 0.05))

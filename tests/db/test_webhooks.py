@@ -174,3 +174,13 @@ def test_events_reads_work_on_the_pool_too(db):
     db.run(events.emit, "item.failed", {})
     assert db.run(events.latest) is not None
     assert [e.type for e in db.run(events.read_after, first)] == ["item.failed"]
+
+
+def test_due_at_leaves_out_what_waits_behind_a_delivery_in_flight(conn):
+    hook(conn)
+    emit(conn, 2)
+    (d,) = webhooks.claim(conn, 5, "w", 30)
+    due = webhooks.due_at(conn)
+    lease = conn.execute("SELECT lease_expires_at FROM webhook_deliveries WHERE id = %s",
+                         [d.id]).fetchone()[0]
+    assert due == lease  # not the pending one behind it, which is due already
