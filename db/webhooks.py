@@ -281,13 +281,16 @@ def list_deliveries(
 
 def retry(conn: psycopg.Connection, webhook_id: uuid.UUID, delivery_id: int) -> Delivery:
     """Send a delivery again now, with the whole retry schedule ahead of it. One in flight
-    cannot be retried (it is being sent)."""
+    cannot be retried (it is being sent); one whose lease expired can."""
     get_delivery(conn, webhook_id, delivery_id)  # NotFound first
     row = _one(
         conn,
         """UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(),
                lease_owner = NULL, lease_expires_at = NULL
-           WHERE id = %s AND webhook_id = %s AND status <> 'delivering' RETURNING id""",
+           WHERE id = %s AND webhook_id = %s
+             -- One whose holder died (its lease ran out) is not being sent: it may go again.
+             AND (status <> 'delivering' OR lease_expires_at < now())
+           RETURNING id""",
         [delivery_id, webhook_id])
     if row is None:
         raise DeliveryInFlight(delivery_id)

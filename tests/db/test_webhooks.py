@@ -138,6 +138,9 @@ def test_deliveries_page_newest_first_and_retry(conn):
     webhooks.record(conn, d, Outcome("failed", 400), disable_after_s=1e6)
     again = webhooks.retry(conn, w.id, d.id)
     assert again.status == "pending" and again.attempts == 0
+    (d,) = webhooks.claim(conn, 1, "dead", 30)
+    age(conn, 31)  # its holder died: retrying it by hand is allowed
+    assert webhooks.retry(conn, w.id, d.id).status == "pending"
     assert [x.status for x in webhooks.list_deliveries(conn, w.id, status="pending").items]
 
 
