@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
-from psycopg.rows import class_row
+from psycopg.rows import class_row, tuple_row
 from psycopg.types.json import Jsonb
 
 # Woken when events fanned out to webhook deliveries (migration 013 says why only then); readers
@@ -68,9 +68,11 @@ def matches(patterns: Sequence[str] | None, type_: str) -> bool:
 
 def emit(conn: psycopg.Connection, type_: str, data: dict) -> int:
     """Write one event in the caller's transaction; its id."""
-    row = conn.execute(
-        "INSERT INTO events (type, data) VALUES (%s, %s) RETURNING id", [type_, Jsonb(data)]
-    ).fetchone()
+    # Read positionally whatever the connection's row factory (the pool's is dict_row).
+    with conn.cursor(row_factory=tuple_row) as cur:
+        row = cur.execute(
+            "INSERT INTO events (type, data) VALUES (%s, %s) RETURNING id", [type_, Jsonb(data)]
+        ).fetchone()
     return row[0]
 
 
@@ -89,7 +91,8 @@ _HORIZON = """
 
 
 def _horizon(conn: psycopg.Connection) -> str:
-    return conn.execute(_HORIZON).fetchone()[0]
+    with conn.cursor(row_factory=tuple_row) as cur:
+        return cur.execute(_HORIZON).fetchone()[0]
 
 
 _READ = """
@@ -117,7 +120,8 @@ def read_after(
     """
     position = {"xid": "0", "id": 0, "min_id": 0}
     if after is not None:
-        row = conn.execute("SELECT xid::text, id FROM events WHERE id = %s", [after]).fetchone()
+        with conn.cursor(row_factory=tuple_row) as cur:
+            row = cur.execute("SELECT xid::text, id FROM events WHERE id = %s", [after]).fetchone()
         position = ({"xid": row[0], "id": row[1], "min_id": 0} if row
                     else {"xid": "0", "id": 0, "min_id": after})
     params = {**position, "horizon": _horizon(conn),
@@ -130,13 +134,15 @@ def latest(conn: psycopg.Connection) -> int | None:
     """The last event a reader starting now has no need to see: the newest of the finished
     transactions' events, in read order. None when there is none yet."""
     horizon = _horizon(conn)
-    row = conn.execute(
-        "SELECT id FROM events WHERE xid < %s::xid8 ORDER BY xid DESC, id DESC LIMIT 1", [horizon]
-    ).fetchone()
+    with conn.cursor(row_factory=tuple_row) as cur:
+        row = cur.execute(
+            "SELECT id FROM events WHERE xid < %s::xid8 ORDER BY xid DESC, id DESC LIMIT 1",
+            [horizon]).fetchone()
     return row[0] if row else None
 
 
 def newest_id(conn: psycopg.Connection) -> int | None:
     """The largest event id written so far (committed), a cheap look for pollers: when it moves,
     there may be something new to read."""
-    return conn.execute("SELECT max(id) FROM events").fetchone()[0]
+    with conn.cursor(row_factory=tuple_row) as cur:
+        return cur.execute("SELECT max(id) FROM events").fetchone()[0]

@@ -10,7 +10,7 @@ from serve_app.api import errors
 from serve_app.api.body_limit import UploadBodyLimit
 from serve_app.api.deps import require_api_key
 from serve_app.api.query_guard import RefuseNulInQuery
-from serve_app.api.routes import files, health, media, queue, stereo
+from serve_app.api.routes import files, health, media, queue, stereo, webhooks
 from serve_app.web.pages import install_web_app
 
 DESCRIPTION = """Turn photos and videos into depth maps. Upload media, watch the queue, fetch
@@ -28,6 +28,7 @@ def create_api(cors_origins: list[str] | None = None, max_upload_bytes: int | No
     app.include_router(media.router, dependencies=protected, responses=common)
     app.include_router(queue.router, dependencies=protected, responses=common)
     app.include_router(stereo.router, dependencies=protected, responses=common)
+    app.include_router(webhooks.router, dependencies=protected, responses=common)
     app.include_router(health.router)  # open: load balancers and monitors probe it
     app.include_router(files.router, responses=errors.documented(403, 404, 422))  # signed
     install_web_app(app)
