@@ -139,10 +139,11 @@ def test_concurrent_writers_each_event_read_once(database_url):
         for w in writers:
             w.start()
         while True:
+            writing = any(w.is_alive() for w in writers)  # before the read: then it saw all
             batch = events.read_after(reader, position)
             seen += [e.id for e in batch]
             position = batch[-1].id if batch else position
-            if not batch and not any(w.is_alive() for w in writers):
+            if not batch and not writing:
                 break
         assert len(seen) == len(set(seen)) == 80
 
