@@ -7,6 +7,8 @@ batch sizes 1, 10 and 100, each system in its own database on the same server, i
 - depthmill: ``complete_and_claim``, the last batch completed and the next claimed in one
   statement, as the scheduler records finished items and claims for the slots they free (one
   commit per cycle);
+- depthmill, events off: the same loop with the events outbox off (``SET depthmill.events =
+  'off'``), to measure what writing item.started and item.completed costs;
 - depthmill, two commits: ``claim_batch``, then ``complete_many``, each its own transaction;
 - pgqueuer: ``dequeue``, then ``log_jobs``, each its own transaction.
 All get the same kind of workload: priorities spread the way real sizes spread them, arriving in
@@ -82,7 +84,7 @@ def drop_database(admin: str, url: str) -> None:
 def depthmill_fill(url: str, jobs: int) -> list[int]:
     """Queue ``jobs`` items; returns their priorities in arrival order."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE media_items, processing_queue_completed CASCADE")
+        conn.execute("TRUNCATE media_items, processing_queue_completed, events CASCADE")
         conn.execute(
             """
             INSERT INTO media_items (kind, storage_key, sha256, mime, bytes)
@@ -117,16 +119,24 @@ def depthmill_worker(url: str, batch: int, barrier, results) -> None:
     _drain_depthmill(url, batch, barrier, results, one_commit=True)
 
 
+def depthmill_events_off_worker(url: str, batch: int, barrier, results) -> None:
+    """``depthmill_worker`` writing no events: what the outbox costs the queue."""
+    _drain_depthmill(url, batch, barrier, results, one_commit=True, events=False)
+
+
 def depthmill_two_commits_worker(url: str, batch: int, barrier, results) -> None:
     """Claim, commit, complete, commit: pgqueuer's loop (dequeue, then log_jobs)."""
     _drain_depthmill(url, batch, barrier, results, one_commit=False)
 
 
-def _drain_depthmill(url: str, batch: int, barrier, results, *, one_commit: bool) -> None:
+def _drain_depthmill(url: str, batch: int, barrier, results, *, one_commit: bool,
+                     events: bool = True) -> None:
     owner = f"bench-{os.getpid()}"
     done = 0
     finished: list[queue.Lease] = []
     with psycopg.connect(url, autocommit=True) as conn:
+        if not events:
+            conn.execute("SET depthmill.events = 'off'")
         barrier.wait()
         started = time.perf_counter()
         while True:
@@ -241,6 +251,7 @@ def throughput(admin: str, batches: list[int], jobs: int, claimers: int, rounds:
     pgqueuer_install(pq_url)
     # Each round fills and drains each loop in turn, so the machine's drift falls on all alike.
     depthmill_loops = {"depthmill_jobs_per_s": depthmill_worker,
+                       "depthmill_events_off_jobs_per_s": depthmill_events_off_worker,
                        "depthmill_two_commits_jobs_per_s": depthmill_two_commits_worker}
     keys = [*depthmill_loops, "pgqueuer_jobs_per_s"]
     out: dict[str, dict[str, float]] = {key: {} for key in keys}
@@ -388,13 +399,15 @@ def main(argv: list[str] | None = None) -> int:
     for rows, lat in results["claim_latency"].items():
         print(f"  latency with {rows} queued: {lat}", file=sys.stderr)
 
-    print(f"\n{'batch':>6} {'depthmill jobs/s':>18} {'two commits':>12} {'pgqueuer jobs/s':>17}"
-          f" {'ratio':>7} {'two commits ratio':>18}")
+    print(f"\n{'batch':>6} {'depthmill jobs/s':>18} {'events off':>11} {'on/off':>7}"
+          f" {'two commits':>12} {'pgqueuer jobs/s':>17} {'ratio':>7} {'two commits ratio':>18}")
     for batch in batches:
         dm = results["depthmill_jobs_per_s"][str(batch)]
+        off = results["depthmill_events_off_jobs_per_s"][str(batch)]
         dm2 = results["depthmill_two_commits_jobs_per_s"][str(batch)]
         pq = results["pgqueuer_jobs_per_s"][str(batch)]
-        print(f"{batch:>6} {dm:>18.0f} {dm2:>12.0f} {pq:>17.0f} {dm / pq:>7.2f} {dm2 / pq:>18.2f}")
+        print(f"{batch:>6} {dm:>18.0f} {off:>11.0f} {dm / off:>7.2f} {dm2:>12.0f} {pq:>17.0f}"
+              f" {dm / pq:>7.2f} {dm2 / pq:>18.2f}")
     print(f"\n{'queued rows':>12} {'claim p50 ms':>13} {'claim p99 ms':>13} {'WAL KB/cycle':>13} {'FPI/cycle':>10}")
     for rows, lat in results["claim_latency"].items():
         print(f"{rows:>12} {lat['p50_ms']:>13.2f} {lat['p99_ms']:>13.2f}"

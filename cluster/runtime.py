@@ -1,5 +1,5 @@
 """Bringing the system up and down: Postgres (embedded or configured), Ray (joined or started),
-the Serve application and the scheduler. Used by ``depthmill up``, ``down`` and ``process``."""
+the Serve application, the scheduler and the webhook deliverer. Used by ``depthmill up``, ``down`` and ``process``."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import ray
 from ray import serve
 
 from cluster.config.worker_env import FOREGROUND_ENV
+from cluster.events.delivery import get_deliverer, get_or_start_deliverer
 from cluster.work.scheduler import get_or_start_scheduler, get_scheduler
 from cluster.config.settings import Settings
 from cluster.config.names import APP_NAME, NAMESPACE
@@ -191,6 +192,7 @@ def up(settings: Settings, *, port: int | None = None, keep_postgres: bool = Tru
         except RuntimeError as e:
             raise _model_failure(settings.model, str(e)) or e from None
         get_or_start_scheduler(settings)
+        get_or_start_deliverer(settings)
     except BaseException:
         # Stop what this call started, on every failure path (a Ray head left behind outlives
         # the command; the embedded Postgres is stopped only when up started it).
@@ -301,7 +303,7 @@ def _ray_chatter_silenced():
 
 
 def down(settings: Settings) -> list[str]:
-    """Stop what ``up`` started: scheduler, Serve app, and the Ray head and embedded Postgres if
+    """Stop what ``up`` started: scheduler, webhook deliverer, Serve app, and the Ray head and embedded Postgres if
     depthmill started them."""
     done = []
     try:
@@ -319,6 +321,14 @@ def down(settings: Settings) -> list[str]:
                 pass
             ray.kill(scheduler)
             done.append("scheduler stopped")
+        deliverer = get_deliverer()
+        if deliverer is not None:
+            try:
+                ray.get(deliverer.shutdown.remote(), timeout=10)
+            except Exception:
+                pass  # what it had in flight is sent again once its leases expire
+            ray.kill(deliverer)
+            done.append("webhook deliverer stopped")
         with _ray_chatter_silenced():
             serve.shutdown()
             done.append("Serve application removed")

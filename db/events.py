@@ -5,8 +5,11 @@ the change they report; ``emit`` is for the few that report something no table c
 (a webhook's test, the queue running dry).
 
 Reading: events are read in (xid, id) order and only from transactions that have finished, so a
-reader resuming after an event never misses one that committed late with a smaller id. A
-long-running writing transaction holds the readers back until it ends; nothing is lost.
+reader resuming after an event never misses one that committed late with a smaller id. The
+horizon is the oldest transaction still running *in this database* (transaction ids are the
+server's, but only this database's transactions can write its events), taken before the read's
+snapshot: everything below it has finished and is visible to the read. A long-running writing
+transaction in this database holds the readers back until it ends; nothing is lost.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import class_row, tuple_row
 from psycopg.types.json import Jsonb
 
-NOTIFY_CHANNEL = "depthmill_events"
+# Woken when events fanned out to webhook deliveries (migration 013 says why only then); readers
+# of the stream poll ``newest_id``.
+NOTIFY_CHANNEL = "depthmill_webhooks"
 
 # Every type an event can have; a subscription or filter names types, a family ("item.*") or "*".
 EVENT_TYPES: tuple[str, ...] = (
@@ -64,6 +68,7 @@ def matches(patterns: Sequence[str] | None, type_: str) -> bool:
 
 def emit(conn: psycopg.Connection, type_: str, data: dict) -> int:
     """Write one event in the caller's transaction; its id."""
+    # Read positionally whatever the connection's row factory (the pool's is dict_row).
     with conn.cursor(row_factory=tuple_row) as cur:
         row = cur.execute(
             "INSERT INTO events (type, data) VALUES (%s, %s) RETURNING id", [type_, Jsonb(data)]
@@ -71,9 +76,28 @@ def emit(conn: psycopg.Connection, type_: str, data: dict) -> int:
     return row[0]
 
 
+# The running transactions of the snapshot (xid8) that belong to this database's backends
+# (pg_stat_activity has their 32-bit xids), else the snapshot's xmax: below it all has finished.
+# Its own statement, before the read: the read's snapshot is then newer than the horizon.
+_HORIZON = """
+    SELECT coalesce(
+        (SELECT min(x) FROM pg_snapshot_xip(snap.s) AS x
+         WHERE (x::text::bigint % 4294967296) IN (
+             SELECT a.backend_xid::text::bigint FROM pg_stat_activity a
+             WHERE a.datname = current_database() AND a.backend_xid IS NOT NULL)),
+        pg_snapshot_xmax(snap.s))::text
+    FROM (SELECT pg_current_snapshot() AS s) AS snap
+"""
+
+
+def _horizon(conn: psycopg.Connection) -> str:
+    with conn.cursor(row_factory=tuple_row) as cur:
+        return cur.execute(_HORIZON).fetchone()[0]
+
+
 _READ = """
     SELECT e.id, e.type, e.data, e.created_at FROM events e
-    WHERE e.xid < pg_snapshot_xmin(pg_current_snapshot())
+    WHERE e.xid < %(horizon)s::xid8
       AND (e.xid, e.id) > (%(xid)s::xid8, %(id)s::bigint)
       AND e.id > %(min_id)s
       AND (%(patterns)s::text[] IS NULL OR depthmill_webhook_subscribes(%(patterns)s, e.type))
@@ -96,12 +120,12 @@ def read_after(
     """
     position = {"xid": "0", "id": 0, "min_id": 0}
     if after is not None:
-        # Tuples whatever the connection's row factory (a pool's is dict_row).
         with conn.cursor(row_factory=tuple_row) as cur:
             row = cur.execute("SELECT xid::text, id FROM events WHERE id = %s", [after]).fetchone()
         position = ({"xid": row[0], "id": row[1], "min_id": 0} if row
                     else {"xid": "0", "id": 0, "min_id": after})
-    params = {**position, "patterns": list(patterns) if patterns else None, "limit": limit}
+    params = {**position, "horizon": _horizon(conn),
+              "patterns": list(patterns) if patterns else None, "limit": limit}
     with conn.cursor(row_factory=class_row(Event)) as cur:
         return cur.execute(_READ, params).fetchall()
 
@@ -109,17 +133,16 @@ def read_after(
 def latest(conn: psycopg.Connection) -> int | None:
     """The last event a reader starting now has no need to see: the newest of the finished
     transactions' events, in read order. None when there is none yet."""
+    horizon = _horizon(conn)
     with conn.cursor(row_factory=tuple_row) as cur:
         row = cur.execute(
-            """
-            SELECT id FROM events WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
-            ORDER BY xid DESC, id DESC LIMIT 1
-            """
-        ).fetchone()
+            "SELECT id FROM events WHERE xid < %s::xid8 ORDER BY xid DESC, id DESC LIMIT 1",
+            [horizon]).fetchone()
     return row[0] if row else None
 
 
-def listen(conn: psycopg.Connection) -> None:
-    """Subscribe ``conn`` (autocommit) to the NOTIFY sent when events commit; it carries no
-    payload: a woken reader reads the outbox."""
-    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
+def newest_id(conn: psycopg.Connection) -> int | None:
+    """The largest event id written so far (committed), a cheap look for pollers: when it moves,
+    there may be something new to read."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        return cur.execute("SELECT max(id) FROM events").fetchone()[0]

@@ -51,7 +51,7 @@ def build_context(
         # so each allows its share of the rate.
         upload_limiter=RateLimiter(settings.upload_rate_per_minute / replicas),
         event_tokens=EventTokens(token_signer, settings.events_token_seconds),
-        event_wake=EventWake(db.conninfo),
+        event_wake=EventWake(db, settings.events_poll_s),
         depth=depth, scheduler=scheduler,
     )
 

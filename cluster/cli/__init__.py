@@ -178,6 +178,12 @@ def _cmd_sweep(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_webhooks(settings: Settings, args: argparse.Namespace) -> int:
+    from cluster.cli import webhooks
+
+    return webhooks.run(settings, args, console)
+
+
 def _seconds(value: str) -> float:
     seconds = float(value)
     if not 0 <= seconds < float("inf"):
@@ -264,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only objects last written this long ago (default 3600)")
     sweep.add_argument("--dry-run", action="store_true", help="list what would go, remove nothing")
     sweep.set_defaults(run=_cmd_sweep)
+
+    from cluster.cli.webhooks import add_parser as add_webhooks_parser
+
+    add_webhooks_parser(commands).set_defaults(run=_cmd_webhooks)
     return parser
 
 

@@ -168,8 +168,8 @@ class Settings(BaseSettings):
         "/api/events stream, so proxies keep it open.",
     )
     events_poll_s: float = Field(
-        default=2.0, gt=0, description="Most seconds an /api/events stream waits before reading "
-        "the outbox again without a NOTIFY (events can become readable without one).",
+        default=0.5, gt=0, description="How often a gateway replica with /api/events streams open "
+        "looks at the outbox for new events: one query per replica, however many streams.",
     )
     events_token_seconds: int = Field(
         default=300, ge=1, description="Lifetime of a token from POST /api/events/token, with "
@@ -186,6 +186,51 @@ class Settings(BaseSettings):
     retry_backoff_max: float = Field(
         default=300.0, gt=0, description="Cap on the retry delay in seconds."
     )
+
+    webhook_allow_private: bool = Field(
+        default=False, description="Let webhooks reach loopback, private, link-local and other "
+        "non-public addresses (a LAN receiver, tests); cloud metadata addresses stay refused.",
+    )
+    webhook_retry_schedule_s: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [0, 5, 300, 1800, 7200, 18000, 36000, 36000],
+        description="Comma-separated delays before each delivery attempt, seconds (the Standard "
+        "Webhooks schedule); after the last one a delivery fails for good.",
+    )
+    webhook_disable_after_s: float = Field(
+        default=5 * 24 * 3600, gt=0, description="An endpoint whose every delivery failed for "
+        "this long is disabled.",
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, description="Time a webhook receiver has to answer one delivery."
+    )
+    webhook_lease_s: float = Field(
+        default=30.0, gt=0, description="Lease on a delivery in flight; a dead deliverer's "
+        "deliveries are sent again once it expires.",
+    )
+    webhook_poll_s: float = Field(
+        default=5.0, gt=0, description="Webhook deliverer's polling interval when no NOTIFY arrives."
+    )
+    webhook_max_in_flight: int = Field(
+        default=16, ge=1, description="Most webhook deliveries sent at once (one per endpoint)."
+    )
+    events_retention_s: float = Field(
+        default=7 * 24 * 3600, gt=0, description="Events older than this are pruned once every "
+        "delivery of theirs is done.",
+    )
+
+    @field_validator("webhook_retry_schedule_s", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [float(part) for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_retry_schedule_s")
+    @classmethod
+    def _check_schedule(cls, value: list[float]) -> list[float]:
+        if not value or any(v < 0 for v in value):
+            raise ValueError("give one or more delays in seconds, each 0 or more")
+        return value
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod

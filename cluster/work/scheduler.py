@@ -198,7 +198,17 @@ class Scheduler:
             raise
         for outcome in batch:
             self.in_flight.pop(outcome.lease.item_id, None)
+        if batch and not items and not self.in_flight:
+            await self._report_if_drained()
         return items, wanted
+
+    async def _report_if_drained(self) -> None:
+        """The last item in flight finished and nothing was claimed: if the queue holds nothing
+        more for this model, say so (queue.drained). Never raised: it only reports."""
+        try:
+            await asyncio.to_thread(self.db.run, queue.report_if_drained, self.settings.model)
+        except Exception as e:  # noqa: BLE001 - the outcomes are recorded; the next cycle goes on
+            log.warning("could not report the queue drained: %s", e)
 
     def _sort_outcomes(self, batch: list[Outcome]) -> SortedOutcomes:
         """What each outcome asks of the queue (``outcomes.sort_outcomes``)."""

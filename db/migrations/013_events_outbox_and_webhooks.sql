@@ -9,7 +9,7 @@
 -- Order. Ids are taken when a row is inserted but become visible when its transaction commits,
 -- so a reader walking ids could pass an id whose transaction commits later. Readers therefore
 -- walk (xid, id), the writing transaction's id first, and take only events of transactions that
--- have finished (xid below the oldest running transaction's, pg_snapshot_xmin): that set never
+-- have finished (xid below the oldest one still running in this database): that set never
 -- grows behind a reader, so a reader that resumes after an event misses nothing (db/events.py).
 CREATE TABLE events (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -174,11 +174,16 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- Fan-out, in the transaction that wrote the events: each enabled endpoint subscribed to an
--- event gets its delivery. webhook.test goes only where it is sent. Then wake the readers.
+-- event gets its delivery (webhook.test goes only where it is sent), and the delivery actor is
+-- woken. Only then: a NOTIFY holds a server-wide lock from before its transaction's commit to
+-- the end of it, so notifying every queue cycle would queue the claimers' commits one behind the
+-- other. Readers of the stream poll the outbox instead (a look at its newest id).
 CREATE FUNCTION depthmill_events_fan_out() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    fanned integer;
 BEGIN
     -- A statement trigger fires for statements that inserted nothing, too.
-    IF NOT EXISTS (SELECT 1 FROM new_events) THEN
+    IF NOT EXISTS (SELECT 1 FROM new_events) OR NOT EXISTS (SELECT 1 FROM webhooks) THEN
         RETURN NULL;
     END IF;
     INSERT INTO webhook_deliveries (webhook_id, event_id)
@@ -186,7 +191,10 @@ BEGIN
     FROM new_events e JOIN webhooks w
       ON w.enabled AND e.type <> 'webhook.test' AND depthmill_webhook_subscribes(w.events, e.type)
     ORDER BY e.id, w.id;
-    PERFORM pg_notify('depthmill_events', '');
+    GET DIAGNOSTICS fanned = ROW_COUNT;
+    IF fanned > 0 THEN
+        PERFORM pg_notify('depthmill_webhooks', '');
+    END IF;
     RETURN NULL;
 END
 $$;

@@ -29,6 +29,7 @@ from db.queue.admin import (
     items_for_media,
     list_items,
     release,
+    report_if_drained,
     retry,
     retry_all_failed,
     stats,
@@ -74,6 +75,7 @@ __all__ = [
     "build_claim_query", "build_complete_and_claim_query", "cancel", "claim_batch",
     "close_failed_items", "complete", "complete_and_claim", "complete_many", "decode_cursor",
     "encode_cursor", "enqueue", "enqueue_many", "extend_leases", "fail", "get_item", "give_back",
-    "items_for_media", "list_items", "recover_expired_leases", "release", "retry",
+    "items_for_media", "list_items", "recover_expired_leases", "release", "report_if_drained",
+    "retry",
     "retry_all_failed", "stats", "summary",
 ]

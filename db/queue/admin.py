@@ -14,6 +14,7 @@ from db import cursor as cursor_key
 from db.errors import IllegalTransition, NotFound
 from db.queue.execute import fetch_items, fetch_tuples, notify_if
 from db.queue.statements import (
+    REPORT_DRAINED,
     CANCEL,
     CLOSE_FAILED,
     ENQUEUE,
@@ -129,6 +130,12 @@ def close_failed_items(conn: psycopg.Connection, media_ids: Sequence[uuid.UUID],
     if not media_ids:
         return 0
     return len(fetch_tuples(conn, CLOSE_FAILED, {"media_ids": list(media_ids), "model_id": model_id}))
+
+
+def report_if_drained(conn: psycopg.Connection, model_id: str) -> bool:
+    """Write queue.drained when nothing of ``model_id`` is left to run (the scheduler asks when
+    its last item in flight finished and it claimed nothing). True when it was written."""
+    return bool(fetch_tuples(conn, REPORT_DRAINED, {"model_id": model_id}))
 
 
 def get_item(conn: psycopg.Connection, item_id: uuid.UUID) -> QueueItem:

@@ -374,6 +374,22 @@ CLOSE_FAILED = sql.SQL("WITH {completion} SELECT id FROM archived").format(
 )
 
 
+# The queue ran dry for a model: nothing of it is waiting, backing off or running any more.
+REPORT_DRAINED = sql.SQL(
+    """
+    INSERT INTO events (type, data)
+    SELECT 'queue.drained', jsonb_build_object(
+               'model', %(model_id)s::text,
+               'failed', (SELECT count(*) FROM processing_queue
+                          WHERE model_id = %(model_id)s AND status = 'failed'))
+    WHERE depthmill_events_on() AND NOT EXISTS (
+        SELECT 1 FROM processing_queue
+        WHERE model_id = %(model_id)s AND status IN ('pending', 'queued', 'processing'))
+    RETURNING id
+    """
+)
+
+
 GET = sql.SQL(
     "SELECT {columns} FROM queue_items q "
     "WHERE q.id = %(id)s"

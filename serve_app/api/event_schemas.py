@@ -1,10 +1,10 @@
 """What each event says: one model per type, the body that /api/events streams and a webhook gets.
 
-The fields are those the SQL writes (migration 013's triggers, the completing statements of
-db/queue/statements.py): ``extra="forbid"`` on those, so a field added there and not here fails
-tests/serve_app/test_routes_events.py, which validates real events against these models.
-queue.drained and webhook.test are written by Python (``db.events.emit``) and keep their data
-open. The models go into the OpenAPI document's ``webhooks`` section, one entry per type.
+The fields are those the SQL writes (migration 013's triggers; db/queue/statements.py's
+completing statements and REPORT_DRAINED; db/webhooks.py's send_test), with ``extra="forbid"``,
+so a field added there and not here fails tests/serve_app/test_routes_events.py, which validates
+real events against these models. The models go into the OpenAPI document's ``webhooks``
+section, one entry per type.
 """
 
 from __future__ import annotations
@@ -90,10 +90,14 @@ class ItemCancelledData(_Item):
     status: Literal["cancelled"]
 
 
-class OpenData(BaseModel):
-    """Written by the service, not by a table's change; its fields may grow."""
+class QueueDrainedData(_Sql):
+    model: str = Field(description="the model whose queue has nothing pending, queued or running")
+    failed: int = Field(description="its items left failed")
 
-    model_config = ConfigDict(extra="allow")
+
+class WebhookTestData(_Sql):
+    webhook_id: uuid.UUID
+    url: str
 
 
 DATA_MODELS: dict[str, type[BaseModel]] = {
@@ -105,8 +109,8 @@ DATA_MODELS: dict[str, type[BaseModel]] = {
     "item.completed": ItemCompletedData,
     "item.failed": ItemFailedData,
     "item.cancelled": ItemCancelledData,
-    "queue.drained": OpenData,
-    "webhook.test": OpenData,
+    "queue.drained": QueueDrainedData,
+    "webhook.test": WebhookTestData,
 }
 assert set(DATA_MODELS) == set(EVENT_TYPES), "every event type needs its model"
 

@@ -1,13 +1,15 @@
-"""What wakes a replica's /api/events streams: one LISTEN connection per replica, shared.
+"""What wakes a replica's /api/events streams: one look at the outbox per replica, shared.
 
-A stream never holds a connection of its own while it waits: it waits here, then reads its next
-events through the replica's pool. The LISTEN connection lives in a thread, so the streams may
-wait on any event loop (Serve's replica loop; each TestClient's loop of its own in tests): a
-NOTIFY bumps a counter and resolves every waiter's future on that waiter's loop.
+The outbox sends no NOTIFY for the stream (migration 013: a NOTIFY holds a server-wide lock
+through its transaction's commit, which would queue the claimers' commits one behind the other).
+So one thread per replica looks instead, every ``interval_s`` while any stream is open: at
+``db.events.latest``, the newest event a reader can take. It moves whenever the readable set
+grows, also when an older transaction that wrote no event ends and lets held-back events through,
+so a stream woken by it never waits on a look that would not come. A stream never holds a
+connection of its own: woken, it reads its next events through the replica's pool.
 
-A NOTIFY is a hint, not the truth: the outbox is. An event can become readable without one (an
-older transaction that wrote no event ends, letting a held-back event through), and while the
-connection is down there are none, so a waiter never waits longer than it is told to (the poll).
+The looking thread resolves each waiter's future on that waiter's own loop, so streams may wait
+on any event loop (Serve's replica loop; each TestClient's loop of its own in tests).
 """
 
 from __future__ import annotations
@@ -16,46 +18,42 @@ import asyncio
 import logging
 import threading
 
-import psycopg
-
 from db import events
+from db.connection import Database
 
 log = logging.getLogger(__name__)
 
-# How often the listening thread looks up from the connection to see whether it should stop.
-_CHECK_S = 1.0
-_RECONNECT_S = 2.0
-
 
 class EventWake:
-    def __init__(self, conninfo: str) -> None:
-        self._conninfo = conninfo
+    def __init__(self, db: Database, interval_s: float) -> None:
+        self._db, self.interval_s = db, interval_s
         self._lock = threading.Lock()
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = set()
         self._generation = 0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self.listening = False  # the LISTEN connection is up (else waiters only poll)
+        self._failing = False
         self.streams = 0  # open /api/events streams of this replica (the route counts them)
+        self.looks = 0  # looks at the outbox so far
 
     @property
     def generation(self) -> int:
-        """Bumped by every NOTIFY (and every reconnect): a stream notes it before reading, and
-        ``wait`` returns at once if it moved meanwhile, so no wake-up falls between the two."""
+        """Bumped each time the outbox's readable end moves: a stream notes it before reading,
+        and ``wait`` returns at once if it moved meanwhile, so no wake-up falls between the two."""
         return self._generation
 
     def start(self) -> None:
-        """Started by the first stream: a replica nobody subscribes to opens no connection."""
+        """Started by the first stream: a replica nobody subscribes to never looks."""
         with self._lock:
             if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(target=self._listen, name="events-listen",
+                self._thread = threading.Thread(target=self._look, name="events-look",
                                                 daemon=True)
                 self._thread.start()
 
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(_CHECK_S * 3)
+            self._thread.join(self.interval_s + 5)
         self._wake()
 
     async def wait(self, seen: int, timeout: float) -> None:
@@ -86,27 +84,24 @@ class EventWake:
             except RuntimeError:
                 pass  # that loop is closed: its stream is gone
 
-    def _listen(self) -> None:
-        while not self._stop.is_set():
+    def _look(self) -> None:
+        last: int | None = None
+        while not self._stop.wait(self.interval_s):
+            if not self.streams and not self._waiters:
+                continue
             try:
-                with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as conn:
-                    events.listen(conn)
-                    self.listening = True
-                    self._wake()  # whatever committed while it was down
-                    while not self._stop.is_set():
-                        woke = False
-                        for _ in conn.notifies(timeout=_CHECK_S):
-                            woke = True
-                            break  # one wake for a burst; the rest are read in the same read
-                        if woke:
-                            self._wake()
+                newest = self._db.run(events.latest)
+                self.looks += 1
             except Exception as e:
-                if self.listening:
-                    log.info("events LISTEN connection lost (%s); streams poll until it is back",
-                             type(e).__name__)
-                self.listening = False
-                self._stop.wait(_RECONNECT_S)
-        self.listening = False
+                if not self._failing:
+                    log.warning("events: cannot look at the outbox (%s); streams wait",
+                                type(e).__name__)
+                self._failing = True
+                continue
+            self._failing = False
+            if newest != last:
+                last = newest
+                self._wake()
 
 
 def _resolve(future: asyncio.Future) -> None:

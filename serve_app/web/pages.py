@@ -51,14 +51,14 @@ class ConnectOut(BaseModel):
 @connect.get("/connect", response_model=ConnectOut, summary="Addresses and a QR code for other devices")
 def connect_info(ctx: Context) -> ConnectOut:
     settings = ctx.settings
-    secure = bool(settings.tls_certfile)
-    scheme = "https" if secure else "http"
-    if settings.public_url:
+    scheme = "https" if settings.tls_certfile else "http"
+    if settings.public_url:  # a proxy in front may end TLS: its scheme is what a device gets
         urls = [settings.public_url.rstrip("/") + "/"]
     elif _loopback(settings.host):
         urls = []
     else:
         urls = [f"{scheme}://{a}:{settings.port}/" for a in lan_addresses()]
+    secure = urls[0].startswith("https://") if urls else scheme == "https"
     note = None
     if not urls:
         note = (f"the gateway listens on {settings.host} only: start it with DEPTHMILL_HOST=0.0.0.0 "

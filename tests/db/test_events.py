@@ -139,9 +139,27 @@ def test_concurrent_writers_each_event_read_once(database_url):
         for w in writers:
             w.start()
         while True:
+            writing = any(w.is_alive() for w in writers)  # before the read: then it saw all
             batch = events.read_after(reader, position)
             seen += [e.id for e in batch]
             position = batch[-1].id if batch else position
-            if not batch and not any(w.is_alive() for w in writers):
+            if not batch and not writing:
                 break
         assert len(seen) == len(set(seen)) == 80
+
+
+def test_drained_only_when_nothing_is_left_to_run(conn):
+    start = events.latest(conn)
+    queue.enqueue(conn, insert_media(conn, "photo", 10).id, MODEL)
+    queue.enqueue(conn, insert_media(conn, "photo", 20).id, MODEL)
+    first, second = queue.claim_batch(conn, 2, "w", 60)
+    assert queue.complete(conn, first.lease)
+    assert not queue.report_if_drained(conn, MODEL)  # one still running
+    queue.fail(conn, second.lease, "flaky", backoff_base=60, backoff_max=60)
+    assert not queue.report_if_drained(conn, MODEL)  # backing off is still to run
+    conn.execute("UPDATE processing_queue SET run_after = now() WHERE status = 'queued'")
+    (again,) = queue.claim_batch(conn, 1, "w", 60)
+    queue.fail(conn, again.lease, "broken", retryable=False)
+    assert queue.report_if_drained(conn, MODEL)
+    drained = [e for e in events.read_after(conn, start) if e.type == "queue.drained"]
+    assert [d.data for d in drained] == [{"model": MODEL, "failed": 1}]

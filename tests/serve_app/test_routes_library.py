@@ -113,4 +113,6 @@ def test_connect_tells_how_to_reach_the_app_from_another_device(make_api):
     assert local["urls"] == [] and "DEPTHMILL_HOST=0.0.0.0" in local["note"] and local["qr_svg"] is None
     public = make_api(public_url="https://depthmill.example:8443/").get("/api/app/connect").json()
     assert public["urls"] == ["https://depthmill.example:8443/"]
-    assert public["qr_svg"].startswith("<svg") and not public["secure"]
+    assert public["qr_svg"].startswith("<svg") and public["secure"] and public["note"] is None
+    plain = make_api(public_url="http://depthmill.example/").get("/api/app/connect").json()
+    assert not plain["secure"] and "https" in plain["note"]

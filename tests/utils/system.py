@@ -1,4 +1,5 @@
-"""The whole system on the session's Ray cluster: gateway + depth deployment (tiny) + scheduler."""
+"""The whole system on the session's Ray cluster: gateway + depth deployment (tiny) + scheduler
++ webhook deliverer."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import psutil
 import ray
 from ray import serve
 
+from cluster.events.delivery import get_deliverer, get_or_start_deliverer
 from cluster.work.scheduler import get_or_start_scheduler, get_scheduler
 from cluster.config.settings import Settings
 from cluster.config.names import APP_NAME
@@ -26,9 +28,10 @@ def system_settings(home, database_url: str, port: int, **overrides) -> Settings
 
 @contextmanager
 def running_system(settings: Settings) -> Iterator[httpx.Client]:
-    """Deploys the app and starts the scheduler; yields a client on the HTTP port; tears down."""
+    """Deploys the app, starts the scheduler and the webhook deliverer; yields a client on the HTTP port; tears down."""
     serve.run(build_depthmill_app(settings), name=APP_NAME, route_prefix="/")
     get_or_start_scheduler(settings)
+    get_or_start_deliverer(settings)
     try:
         headers = {"Authorization": f"Bearer {settings.api_keys[0]}"} if settings.api_keys else {}
         with httpx.Client(base_url=f"http://127.0.0.1:{settings.port}", timeout=60,
@@ -38,6 +41,9 @@ def running_system(settings: Settings) -> Iterator[httpx.Client]:
         scheduler = get_scheduler()
         if scheduler is not None:
             ray.kill(scheduler, no_restart=True)
+        deliverer = get_deliverer()
+        if deliverer is not None:
+            ray.kill(deliverer, no_restart=True)
         serve.delete(APP_NAME)
 
 

@@ -1,15 +1,14 @@
 """/api/events: the live event stream (Server-Sent Events) out of the events outbox.
 
 Each stream remembers where it is in the outbox and reads on from there through the replica's
-pool; between reads it waits on the replica's one LISTEN connection (``EventWake``), never on a
-connection of its own. A client that comes back with ``Last-Event-ID`` (EventSource sends it on
+pool; between reads it waits for the replica's one look at the outbox (``EventWake``) to see it
+move, never on a connection of its own. A client that comes back with ``Last-Event-ID`` (EventSource sends it on
 its own reconnects) is read on from that event, whichever replica or restart it lands on: the
 outbox, not the replica, holds its place.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -25,8 +24,6 @@ from serve_app.api.deps import BearerCredentials, Context, require_api_key
 from serve_app.api.errors import ApiError, documented
 from serve_app.api.event_schemas import EVENT_MODELS, body
 from serve_app.api.event_tokens import TokenError
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/events", tags=["events"])
 
@@ -115,7 +112,7 @@ async def stream(
     patterns: Annotated[list[str] | None, Depends(_patterns)],
 ) -> AsyncIterator[ServerSentEvent]:
     settings, wake = ctx.settings, ctx.event_wake
-    heartbeat_s, poll_s = settings.events_heartbeat_s, settings.events_poll_s
+    heartbeat_s = settings.events_heartbeat_s
     # Where this stream is in the outbox: the last event read, sent or filtered out (filtering
     # here, not in SQL, so a narrow filter never re-walks the events it skipped).
     position = after
@@ -123,13 +120,12 @@ async def stream(
     wake.streams += 1
     try:
         while True:
-            seen = wake.generation
+            seen, retry_s = wake.generation, heartbeat_s
             try:
                 batch = await run_in_threadpool(ctx.db.run, events.read_after, position,
                                                 limit=BATCH)
             except DatabaseUnavailable:
-                log.warning("events stream: database unreachable; retrying in %.0fs", poll_s)
-                batch = []
+                batch, retry_s = [], 2.0  # a look may not move while it is away
             for event in batch:
                 position = event.id
                 if events.matches(patterns, event.type):
@@ -141,7 +137,7 @@ async def stream(
             if idle >= heartbeat_s:
                 yield ServerSentEvent(comment="heartbeat")
                 last_sent, idle = time.monotonic(), 0.0
-            await wake.wait(seen, min(poll_s, heartbeat_s - idle))
+            await wake.wait(seen, min(retry_s, heartbeat_s - idle))
     finally:
         # The client went away (the response is cancelled) or the replica is stopping.
         wake.streams -= 1
