@@ -24,7 +24,7 @@ from psycopg.rows import class_row, tuple_row
 from psycopg.types.json import Jsonb
 
 # Woken when events fanned out to webhook deliveries (migration 013 says why only then); readers
-# of the stream poll ``newest_id``.
+# of the stream poll ``latest``.
 NOTIFY_CHANNEL = "depthmill_webhooks"
 
 # Every type an event can have; a subscription or filter names types, a family ("item.*") or "*".
@@ -139,10 +139,3 @@ def latest(conn: psycopg.Connection) -> int | None:
             "SELECT id FROM events WHERE xid < %s::xid8 ORDER BY xid DESC, id DESC LIMIT 1",
             [horizon]).fetchone()
     return row[0] if row else None
-
-
-def newest_id(conn: psycopg.Connection) -> int | None:
-    """The largest event id written so far (committed), a cheap look for pollers: when it moves,
-    there may be something new to read."""
-    with conn.cursor(row_factory=tuple_row) as cur:
-        return cur.execute("SELECT max(id) FROM events").fetchone()[0]

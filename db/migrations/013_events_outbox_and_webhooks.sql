@@ -177,7 +177,7 @@ $$;
 -- event gets its delivery (webhook.test goes only where it is sent), and the delivery actor is
 -- woken. Only then: a NOTIFY holds a server-wide lock from before its transaction's commit to
 -- the end of it, so notifying every queue cycle would queue the claimers' commits one behind the
--- other. Readers of the stream poll the outbox instead (a look at its newest id).
+-- other. Readers of the stream poll the outbox instead (db.events.latest).
 CREATE FUNCTION depthmill_events_fan_out() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     fanned integer;
