@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpcore
-import psycopg
 import ray
 
 from cluster.config.names import NAMESPACE, WEBHOOK_ACTOR
@@ -34,6 +33,7 @@ from cluster.events.addresses import UnsafeDestination
 from cluster.events.transport import AsyncResolver, Sender, resolve_async
 from db import webhooks
 from db.connection import Database
+from db.listen import wake_on_notify
 from db.events import NOTIFY_CHANNEL
 from db.webhooks import ClaimedDelivery, Outcome
 
@@ -189,21 +189,7 @@ class Deliverer:
                 self.last_error = f"heartbeat: {type(e).__name__}: {e}"
 
     async def _listen_loop(self) -> None:
-        """LISTEN for new events; on any trouble fall back to polling and reconnect later."""
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.settings.database_url, autocommit=True
-                ) as conn:
-                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    self.wake.set()  # anything that came while not listening
-                    async for _ in conn.notifies():
-                        self.wake.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.info("LISTEN connection lost (%s); polling until it is back", e)
-                await asyncio.sleep(5)
+        await wake_on_notify(self.settings.database_url, NOTIFY_CHANNEL, self.wake)
 
     async def _prune_loop(self) -> None:
         while True:

@@ -36,6 +36,7 @@ from cluster.work.tasks import process_item_task
 from db import depth as depth_maps
 from db import media, queue
 from db.connection import Database
+from db.listen import wake_on_notify
 from db.queue import NOTIFY_CHANNEL, ClaimedItem, Lease
 
 log = logging.getLogger(__name__)
@@ -340,20 +341,7 @@ class Scheduler:
                 self.last_error = f"recovery: {type(e).__name__}: {e}"
 
     async def _listen_loop(self) -> None:
-        """LISTEN for new work; on any trouble fall back to polling and reconnect later."""
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.settings.database_url, autocommit=True
-                ) as conn:
-                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    async for _ in conn.notifies():
-                        self.wake.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.info("LISTEN connection lost (%s); polling until it is back", e)
-                await asyncio.sleep(5)
+        await wake_on_notify(self.settings.database_url, NOTIFY_CHANNEL, self.wake)
 
     async def _stats_loop(self) -> None:
         while True:
