@@ -30,7 +30,7 @@ from psycopg.types.json import Jsonb
 
 from db import cursor as cursor_key
 from db.errors import IllegalTransition, InvalidCursor, NotFound
-from db.events import check_patterns
+from db.events import NOTIFY_CHANNEL, check_patterns
 from db.vocabulary import MAX_PAGE_SIZE
 
 DELIVERY_STATUSES = ("pending", "delivering", "delivered", "failed")
@@ -228,6 +228,7 @@ def send_test(conn: psycopg.Connection, webhook_id: uuid.UUID) -> Delivery:
            INSERT INTO webhook_deliveries (webhook_id, event_id)
            SELECT %s, id FROM event RETURNING id""",
         [Jsonb({"webhook_id": str(hook.id), "url": hook.url}), webhook_id])
+    conn.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])  # wake the deliverer
     return get_delivery(conn, webhook_id, row[0])
 
 
@@ -294,7 +295,7 @@ def retry(conn: psycopg.Connection, webhook_id: uuid.UUID, delivery_id: int) -> 
         [delivery_id, webhook_id])
     if row is None:
         raise DeliveryInFlight(delivery_id)
-    conn.execute("SELECT pg_notify('depthmill_events', '')")
+    conn.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])  # wake the deliverer
     return get_delivery(conn, webhook_id, delivery_id)
 
 
