@@ -69,3 +69,20 @@ def test_a_claim_for_one_model_reads_the_claim_index_in_claim_order(conn):
     (picked,) = [n for n in nodes(claim) if n.get("Subplan Name") == "CTE next"]
     assert "processing_queue_claimable" in json.dumps(picked), picked
     assert not {"Seq Scan", "Sort"} & {n["Node Type"] for n in nodes(picked)}, picked
+
+
+def test_webhook_claims_read_open_deliveries_not_the_delivered_history(conn):
+    from db import webhooks
+
+    webhooks.create(conn, "https://example.com/hook", ["*"], "whsec_" + "A" * 32)
+    conn.execute("INSERT INTO events (type, data) SELECT 'item.completed', '{}' "
+                 "FROM generate_series(1, 20000)")
+    conn.execute("UPDATE webhook_deliveries SET status = 'delivered', delivered_at = now() "
+                 "WHERE id IN (SELECT id FROM webhook_deliveries ORDER BY id LIMIT 19990)")
+    conn.execute("ANALYZE webhook_deliveries")
+    conn.execute("ANALYZE events")
+    rows = conn.execute("EXPLAIN (FORMAT JSON) " + webhooks._CLAIM,
+                        {"n": 16, "owner": "w", "lease_s": 30}).fetchone()
+    scanned = [n for n in nodes(rows[0][0]["Plan"])
+               if n["Node Type"] == "Seq Scan" and n.get("Relation Name") in ("webhook_deliveries", "events")]
+    assert not scanned, json.dumps(rows[0])
