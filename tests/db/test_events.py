@@ -163,3 +163,14 @@ def test_drained_only_when_nothing_is_left_to_run(conn):
     assert queue.report_if_drained(conn, MODEL)
     drained = [e for e in events.read_after(conn, start) if e.type == "queue.drained"]
     assert [d.data for d in drained] == [{"model": MODEL, "failed": 1}]
+
+
+def test_one_statement_changing_many_items_writes_every_event(conn):
+    from tests.utils.factories import bulk_media
+
+    queue.enqueue_many(conn, bulk_media(conn, 5_000), MODEL)
+    start = events.latest(conn)
+    conn.execute("UPDATE processing_queue SET status = 'failed', completed_at = now()")
+    n = conn.execute("SELECT count(DISTINCT data->>'item_id') FROM events "
+                     "WHERE type = 'item.failed' AND id > %s", [start or 0]).fetchone()[0]
+    assert n == 5_000
