@@ -100,7 +100,6 @@ _READ = """
     WHERE e.xid < %(horizon)s::xid8
       AND (e.xid, e.id) > (%(xid)s::xid8, %(id)s::bigint)
       AND e.id > %(min_id)s
-      AND (%(patterns)s::text[] IS NULL OR depthmill_webhook_subscribes(%(patterns)s, e.type))
     ORDER BY e.xid, e.id
     LIMIT %(limit)s
 """
@@ -110,10 +109,10 @@ def read_after(
     conn: psycopg.Connection,
     after: int | None,
     *,
-    patterns: Sequence[str] | None = None,
     limit: int = 500,
 ) -> list[Event]:
     """The next events after event ``after`` (None: from the oldest kept), in a safe order.
+    Every type: a reader filters (``matches``) and still moves past what it skipped.
 
     ``after`` no longer in the outbox (pruned, or from another database): the events with a
     larger id, which is as near as the outbox can tell.
@@ -124,8 +123,7 @@ def read_after(
             row = cur.execute("SELECT xid::text, id FROM events WHERE id = %s", [after]).fetchone()
         position = ({"xid": row[0], "id": row[1], "min_id": 0} if row
                     else {"xid": "0", "id": 0, "min_id": after})
-    params = {**position, "horizon": _horizon(conn),
-              "patterns": list(patterns) if patterns else None, "limit": limit}
+    params = {**position, "horizon": _horizon(conn), "limit": limit}
     with conn.cursor(row_factory=class_row(Event)) as cur:
         return cur.execute(_READ, params).fetchall()
 

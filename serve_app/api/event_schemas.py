@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from db.events import EVENT_TYPES, Event
+from db.vocabulary import Kind
 
 
 class _Sql(BaseModel):
@@ -25,7 +26,7 @@ class _Sql(BaseModel):
 
 class MediaCreatedData(_Sql):
     media_id: uuid.UUID
-    kind: Literal["photo", "video"]
+    kind: Kind
     mime: str
     bytes: int
     sha256: str
@@ -38,14 +39,14 @@ class MediaCreatedData(_Sql):
 
 class MediaDeletedData(_Sql):
     media_id: uuid.UUID
-    kind: Literal["photo", "video"]
+    kind: Kind
 
 
 class _Item(_Sql):
     item_id: uuid.UUID = Field(description="the queue item")
     media_id: uuid.UUID
     model: str
-    kind: Literal["photo", "video"]
+    kind: Kind
     priority: int
     attempt: int = Field(description="claims so far")
     max_attempts: int

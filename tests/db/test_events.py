@@ -102,9 +102,11 @@ def test_filters_and_unknown_positions(conn):
     m = insert_media(conn, "video", 10)
     queue.enqueue(conn, m.id, MODEL)
     everything = events.read_after(conn, None)
-    assert [e.type for e in events.read_after(conn, None, patterns=["item.*"])] == ["item.queued"]
-    assert [e.type for e in events.read_after(conn, None, patterns=["media.created"])] == [
-        "media.created"]
+    def read(patterns):
+        return [e.type for e in events.read_after(conn, None) if events.matches(patterns, e.type)]
+
+    assert read(["item.*"]) == ["item.queued"]
+    assert read(["media.created"]) == ["media.created"]
     # An id the outbox does not hold resumes by id.
     assert events.read_after(conn, everything[-1].id + 1000) == []
     assert [e.id for e in events.read_after(conn, everything[0].id)] == [everything[1].id]
