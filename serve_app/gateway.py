@@ -17,7 +17,7 @@ from ray.serve.handle import DeploymentHandle
 from cluster.config.worker_env import FOREGROUND_ENV
 from cluster.media import configure_pillow
 from cluster.media.probe import MediaLimits
-from cluster.config.names import GATEWAY_DEPLOYMENT, NAMESPACE, SCHEDULER_ACTOR
+from cluster.config.names import GATEWAY_DEPLOYMENT, NAMESPACE, SCHEDULER_ACTOR, WEBHOOK_ACTOR
 from cluster.config.settings import Settings
 from cluster.storage import LocalStorage, storage_from_settings
 from cluster.storage.signing import UrlSigner
@@ -34,7 +34,8 @@ api = create_api()
 
 
 def build_context(
-    settings: Settings, depth: DeploymentHandle | None = None, scheduler=None, *, replicas: int = 1,
+    settings: Settings, depth: DeploymentHandle | None = None, scheduler=None, deliverer=None, *,
+    replicas: int = 1,
 ) -> ApiContext:
     storage = storage_from_settings(settings)
     signer = storage.signer if isinstance(storage, LocalStorage) else None
@@ -52,16 +53,24 @@ def build_context(
         upload_limiter=RateLimiter(settings.upload_rate_per_minute / replicas),
         event_tokens=EventTokens(token_signer, settings.events_token_seconds),
         event_wake=EventWake(db, settings.events_poll_s),
-        depth=depth, scheduler=scheduler,
+        depth=depth, scheduler=scheduler, deliverer=deliverer,
     )
 
 
-def _scheduler_handle():
-    # By name: the gateway has no business importing the scheduler's code.
+def _actor(name: str):
+    # By name: the gateway has no business importing the scheduler's or the deliverer's code.
     try:
-        return ray.get_actor(SCHEDULER_ACTOR, namespace=NAMESPACE)
+        return ray.get_actor(name, namespace=NAMESPACE)
     except ValueError:
         return None
+
+
+def _scheduler_handle():
+    return _actor(SCHEDULER_ACTOR)
+
+
+def _deliverer_handle():
+    return _actor(WEBHOOK_ACTOR)
 
 
 # Serve's own settings for a replica whose requests are many and cheap (Ray's "throughput
@@ -87,7 +96,7 @@ class Gateway:
         direct = settings.gateway_direct_ingress
         # A client's connection stays with the process it landed on, so with direct ingress a
         # replica cannot count on a share of the client's requests: each allows the full rate.
-        install(build_context(settings, depth, _scheduler_handle,
+        install(build_context(settings, depth, _scheduler_handle, _deliverer_handle,
                               replicas=1 if direct else settings.gateway_replicas))
         self._direct = _serve_directly(settings) if direct else None
 

@@ -103,6 +103,7 @@ class ApiContext:
     event_wake: EventWake | None = None  # the replica's one LISTEN connection, for its streams
     depth: Any = None  # a Serve DeploymentHandle to the depth deployment
     scheduler: Any = None  # callable returning the scheduler actor handle (or None)
+    deliverer: Any = None  # callable returning the webhook deliverer's handle (or None)
     version: str = "0.1.0"
     # Uploads (hash, decode-check, store, SQL) run here, not on the loop's default executor, so
     # a burst of uploads never queues health checks and reads behind it. More threads than cores:
@@ -112,6 +113,8 @@ class ApiContext:
     health: SharedAnswer = field(default_factory=lambda: SharedAnswer(HEALTH_CACHE_S))
     depth_state: SharedAnswer = field(default_factory=lambda: SharedAnswer(DEPENDENCY_REFRESH_S))
     scheduler_state: SharedAnswer = field(
+        default_factory=lambda: SharedAnswer(DEPENDENCY_REFRESH_S))
+    deliverer_state: SharedAnswer = field(
         default_factory=lambda: SharedAnswer(DEPENDENCY_REFRESH_S))
 
 

@@ -141,9 +141,11 @@ def test_health_and_model_info(system):
     health = client.get("/api/health")
     body = health.json()
     assert health.status_code == 200 and body["status"] in ("healthy", "degraded")
-    for service in ("database", "storage", "ray", "depth", "scheduler", "queue"):
+    for service in ("database", "storage", "ray", "depth", "scheduler", "queue", "webhooks"):
         assert service in body["services"]
     assert body["services"]["database"]["status"] == "healthy"
+    webhooks = body["services"]["webhooks"]
+    assert webhooks["status"] == "healthy" and webhooks["running"] is True, webhooks
     info = client.get("/api/ai/info").json()
     assert info["model_id"] == "tiny" and info["real_estimate"] is False
     assert "not a real depth estimate" in info["note"]

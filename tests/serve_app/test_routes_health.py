@@ -38,6 +38,15 @@ class FakeScheduler:
         self.status = remote(status)
 
 
+DELIVERER_OK = {"running": True, "owner": "webhooks-test", "in_flight": 0, "max_in_flight": 64,
+                "counts": {}, "last_error": None}
+
+
+class FakeDeliverer:
+    def __init__(self, status=DELIVERER_OK) -> None:
+        self.status = remote(status)
+
+
 @pytest.fixture
 def ray_connected(monkeypatch):
     monkeypatch.setattr(health_routes, "_ray_ok", lambda: None)
@@ -117,6 +126,24 @@ def test_unavailable_storage_is_degraded(make_api, ray_connected, monkeypatch):
     assert storage == {"status": "unhealthy",
                        "error": "StorageUnavailable: storage directory has 1 MiB free"}
     assert r.json()["status"] == "degraded"
+
+
+def test_the_webhook_deliverer_is_reported_when_the_gateway_has_one(make_api, ray_connected):
+    healthy = make_api(depth=FakeDepth(), scheduler=lambda: FakeScheduler(),
+                       deliverer=lambda: FakeDeliverer()).get("/api/health").json()
+    assert healthy["status"] == "healthy"
+    assert healthy["services"]["webhooks"]["status"] == "healthy"
+    missing = make_api(depth=FakeDepth(), scheduler=lambda: FakeScheduler(),
+                       deliverer=lambda: None).get("/api/health").json()
+    assert missing["status"] == "degraded"
+    assert missing["services"]["webhooks"] == {
+        "status": "unhealthy", "error": "webhook deliverer not running", "age_s": 0.0}
+    failing = make_api(depth=FakeDepth(), scheduler=lambda: FakeScheduler(), deliverer=lambda:
+                       FakeDeliverer({**DELIVERER_OK, "last_error": "OperationalError: gone"})
+                       ).get("/api/health").json()
+    assert failing["status"] == "degraded"
+    assert failing["services"]["webhooks"]["status"] == "degraded"
+    assert failing["services"]["webhooks"]["last_error"] == "OperationalError: gone"
 
 
 def test_ai_health(make_api):

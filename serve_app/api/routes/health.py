@@ -50,6 +50,25 @@ async def _scheduler_status(ctx) -> dict:
     return {"status": "healthy" if ok else "degraded", **st}
 
 
+async def _deliverer_status(ctx) -> dict:
+    deliverer = ctx.deliverer()
+    if deliverer is None:
+        return {"status": "unhealthy", "error": "webhook deliverer not running"}
+    try:
+        st = await asyncio.wait_for(deliverer.status.remote(), timeout=5)
+    except Exception as e:
+        return {"status": "unhealthy", "error": str(e)[:300]}
+    ok = st["running"] and not st["last_error"]
+    return {"status": "healthy" if ok else "degraded", **st}
+
+
+async def _webhooks_latest(ctx) -> tuple[dict, float] | None:
+    # A gateway always has a deliverer to ask; an API built without webhooks has none to report.
+    if ctx.deliverer is None:
+        return None
+    return await ctx.deliverer_state.latest(lambda: _deliverer_status(ctx))
+
+
 @router.get("/api/health", summary="Health of every service; 200 healthy/degraded, 503 unhealthy")
 async def health(ctx: Context) -> JSONResponse:
     # The last full check, at once, with its age; a new one runs in the background when it is
@@ -63,18 +82,22 @@ async def health(ctx: Context) -> JSONResponse:
 async def _check_all(ctx) -> dict:
     # At once, not one after another: the depth replica answers at background CPU priority, and
     # under load its answer alone can take most of a second.
-    database, storage, (depth, depth_age), (scheduler, scheduler_age) = await asyncio.gather(
-        asyncio.to_thread(_check, ctx.db.ping),
-        asyncio.to_thread(_check, ctx.storage.check),
-        ctx.depth_state.latest(lambda: _depth_info(ctx)),
-        ctx.scheduler_state.latest(lambda: _scheduler_status(ctx)),
-    )
+    database, storage, (depth, depth_age), (scheduler, scheduler_age), webhooks = (
+        await asyncio.gather(
+            asyncio.to_thread(_check, ctx.db.ping),
+            asyncio.to_thread(_check, ctx.storage.check),
+            ctx.depth_state.latest(lambda: _depth_info(ctx)),
+            ctx.scheduler_state.latest(lambda: _scheduler_status(ctx)),
+            _webhooks_latest(ctx),
+        ))
     # Their last known state, checked in the background: under load the depth replica (at
     # background CPU priority) and the scheduler actor can take seconds to answer.
     depth = {**depth, "age_s": round(depth_age, 3)}
     scheduler = {**scheduler, "age_s": round(scheduler_age, 3)}
     services: dict[str, dict] = {"database": database, "storage": storage,
                                  "ray": _check(_ray_ok), "depth": depth, "scheduler": scheduler}
+    if webhooks is not None:
+        services["webhooks"] = {**webhooks[0], "age_s": round(webhooks[1], 3)}
     if services["database"]["status"] == "healthy":
         try:
             counts = (await asyncio.to_thread(ctx.db.run, queue.stats)).status_counts()
