@@ -313,6 +313,7 @@ _CLAIM = """
         WHERE d.status IN ('pending', 'delivering') AND d.next_attempt_at <= now()
           AND (d.status = 'pending' OR d.lease_expires_at < now())
           AND d.webhook_id NOT IN (SELECT webhook_id FROM busy)
+          AND (%(webhook)s::uuid IS NULL OR d.webhook_id = %(webhook)s::uuid)
         ORDER BY d.webhook_id, d.id
     ),
     picked AS (
@@ -338,10 +339,16 @@ _CLAIM = """
 def claim(conn: psycopg.Connection, n: int, owner: str, lease_s: float) -> list[ClaimedDelivery]:
     """Lease up to ``n`` due deliveries to ``owner``, at most one per endpoint (see the module's
     note on order), oldest first."""
+    return _claim(conn, n, owner, lease_s, None)
+
+
+def _claim(conn: psycopg.Connection, n: int, owner: str, lease_s: float,
+           webhook_id: uuid.UUID | None) -> list[ClaimedDelivery]:
     if n <= 0:
         return []
     with conn.cursor(row_factory=class_row(ClaimedDelivery)) as cur:
-        rows = cur.execute(_CLAIM, {"n": n, "owner": owner, "lease_s": lease_s}).fetchall()
+        rows = cur.execute(_CLAIM, {"n": n, "owner": owner, "lease_s": lease_s,
+                                    "webhook": webhook_id}).fetchall()
     return sorted(rows, key=lambda d: d.id)
 
 
@@ -415,6 +422,20 @@ def record(
                WHERE id = %(id)s""",
             {"after": disable_after_s, "id": delivery.webhook_id})
     return True
+
+
+def record_and_claim_next(
+    conn: psycopg.Connection, delivery: ClaimedDelivery, outcome: Outcome, *,
+    disable_after_s: float, lease_s: float,
+) -> tuple[bool, ClaimedDelivery | None]:
+    """``record``, then, in the same transaction, lease the endpoint's next due delivery to the
+    same owner: the endpoint's one slot passes straight on, so a busy endpoint is not waiting on
+    a claim round of the whole table per event. None when nothing is due for it, the endpoint
+    was disabled, or the outcome was not recorded (the lease was lost)."""
+    if not record(conn, delivery, outcome, disable_after_s=disable_after_s):
+        return False, None
+    following = _claim(conn, 1, delivery.lease_owner, lease_s, delivery.webhook_id)
+    return True, (following[0] if following else None)
 
 
 def prune_events(conn: psycopg.Connection, older_than_s: float, batch: int = 1000) -> int:

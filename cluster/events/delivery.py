@@ -123,17 +123,26 @@ class Deliverer:
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
 
-    async def _deliver(self, d: ClaimedDelivery) -> None:
+    async def _deliver(self, d: ClaimedDelivery | None) -> None:
+        """Send ``d``, then each delivery of the same endpoint that its recording leased."""
         try:
-            outcome = await self._attempt(d)
-            recorded = await self._record(d, outcome)
-            key = {"delivered": "delivered", "retry": "retried", "failed": "failed"}[outcome.kind]
-            self.counts[key if recorded else "lost"] += 1
-            if outcome.kind != "delivered":
-                log.info("webhook %s delivery %d attempt %d: %s", d.webhook_id, d.id, d.attempt,
-                         outcome.error)
+            while d is not None:
+                outcome = await self._attempt(d)
+                recorded, following = await self._record(d, outcome)
+                key = {"delivered": "delivered", "retry": "retried", "failed": "failed"}[
+                    outcome.kind]
+                self.counts[key if recorded else "lost"] += 1
+                if outcome.kind != "delivered":
+                    log.info("webhook %s delivery %d attempt %d: %s", d.webhook_id, d.id,
+                             d.attempt, outcome.error)
+                self.in_flight.pop(d.id, None)
+                if following is not None:
+                    self.in_flight[following.id] = following
+                    self.counts["claimed"] += 1
+                d = following
         finally:
-            self.in_flight.pop(d.id, None)
+            if d is not None:
+                self.in_flight.pop(d.id, None)
             self.wake.set()
 
     async def _attempt(self, d: ClaimedDelivery) -> Outcome:
@@ -162,18 +171,20 @@ class Deliverer:
         return schedule.of_response(plan, d.attempt, response.status, response.body,
                                     response.headers, response.latency_ms)
 
-    async def _record(self, d: ClaimedDelivery, outcome: Outcome) -> bool:
+    async def _record(self, d: ClaimedDelivery, outcome: Outcome
+                      ) -> tuple[bool, ClaimedDelivery | None]:
         """Retried while the database is away: an outcome not recorded would be sent again
         after the lease expires, which is allowed (at least once) but worth avoiding."""
         for attempt in range(5):
             try:
                 return await asyncio.to_thread(
-                    self.db.run, webhooks.record, d, outcome,
-                    disable_after_s=self.settings.webhook_disable_after_s)
+                    self.db.run, webhooks.record_and_claim_next, d, outcome,
+                    disable_after_s=self.settings.webhook_disable_after_s,
+                    lease_s=self.settings.webhook_lease_s)
             except Exception as e:
                 self.last_error = f"record: {type(e).__name__}: {e}"
                 await asyncio.sleep(min(2 ** attempt, 10))
-        return False
+        return False, None
 
     async def _heartbeat_loop(self) -> None:
         interval = max(self.settings.webhook_lease_s / 3, 0.2)

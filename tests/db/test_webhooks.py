@@ -68,6 +68,25 @@ def test_fan_out_claim_one_per_endpoint_oldest_first(conn):
     assert second.webhook_id == a.id and second.event_data == {"n": 1}
 
 
+def test_recording_passes_the_endpoints_slot_to_its_next_delivery(conn):
+    a, b = hook(conn), hook(conn)
+    emit(conn, 2)
+    first_a, first_b = sorted(webhooks.claim(conn, 10, "w1", 30), key=lambda d: d.webhook_id != a.id)
+    recorded, following = webhooks.record_and_claim_next(
+        conn, first_a, Outcome("delivered", 200), disable_after_s=60, lease_s=30)
+    # The same endpoint's next event, leased to the same owner; b's slot is still b's own.
+    assert recorded and following.webhook_id == a.id and following.event_data == {"n": 1}
+    assert following.lease_owner == "w1" and following.attempt == 1
+    assert webhooks.claim(conn, 10, "w2", 30) == []
+    # Nothing more is due for a: the slot is free again, and a lost lease passes nothing on.
+    assert webhooks.record_and_claim_next(conn, following, Outcome("delivered", 200),
+                                          disable_after_s=60, lease_s=30) == (True, None)
+    age(conn, 31)
+    webhooks.claim(conn, 10, "w3", 30)  # b's expired lease goes to w3
+    assert webhooks.record_and_claim_next(conn, first_b, Outcome("delivered", 200),
+                                          disable_after_s=60, lease_s=30) == (False, None)
+
+
 def test_a_retry_does_not_hold_later_deliveries_back(conn):
     w = hook(conn)
     emit(conn, 2)
