@@ -21,6 +21,7 @@ from cluster.config.names import GATEWAY_DEPLOYMENT, NAMESPACE, SCHEDULER_ACTOR,
 from cluster.config.settings import Settings
 from cluster.storage import LocalStorage, storage_from_settings
 from cluster.storage.signing import UrlSigner
+from cluster.work.stereo_video import render_task
 from db.connection import Database
 from serve_app.api.context import ApiContext, RateLimiter, install
 from serve_app.api.event_tokens import EventTokens
@@ -35,7 +36,7 @@ api = create_api()
 
 def build_context(
     settings: Settings, depth: DeploymentHandle | None = None, scheduler=None, deliverer=None, *,
-    replicas: int = 1,
+    replicas: int = 1, start_video_render=None,
 ) -> ApiContext:
     storage = storage_from_settings(settings)
     signer = storage.signer if isinstance(storage, LocalStorage) else None
@@ -54,6 +55,7 @@ def build_context(
         event_tokens=EventTokens(token_signer, settings.events_token_seconds),
         event_wake=EventWake(db, settings.events_poll_s),
         depth=depth, scheduler=scheduler, deliverer=deliverer,
+        start_video_render=start_video_render,
     )
 
 
@@ -97,7 +99,8 @@ class Gateway:
         # A client's connection stays with the process it landed on, so with direct ingress a
         # replica cannot count on a share of the client's requests: each allows the full rate.
         install(build_context(settings, depth, _scheduler_handle, _deliverer_handle,
-                              replicas=1 if direct else settings.gateway_replicas))
+                              replicas=1 if direct else settings.gateway_replicas,
+                              start_video_render=lambda job: render_task.remote(job, settings)))
         self._direct = _serve_directly(settings) if direct else None
 
 

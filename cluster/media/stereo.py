@@ -83,10 +83,15 @@ def convergence_level(unit: np.ndarray, convergence: float) -> float:
     return near + convergence * (far - near)
 
 
-def disparity(unit: np.ndarray, divergence: float, convergence: float) -> np.ndarray:
-    """Pixels of horizontal disparity between the two views; positive (crossed) is nearer."""
+def disparity(unit: np.ndarray, divergence: float, convergence: float,
+              level: float | None = None) -> np.ndarray:
+    """Pixels of horizontal disparity between the two views; positive (crossed) is nearer.
+    ``level``: the zero-disparity plane's inverse depth, fixed (the frames of a video share one,
+    so the screen does not move with each frame's range); None places it from this map's range."""
     width = unit.shape[1]
-    return (divergence / 100.0 * width) * (unit - convergence_level(unit, convergence))
+    if level is None:
+        level = convergence_level(unit, convergence)
+    return (divergence / 100.0 * width) * (unit - level)
 
 
 def _splat_disparity(d: np.ndarray, shift: np.ndarray) -> np.ndarray:
@@ -168,11 +173,12 @@ def warp_view(rgb: np.ndarray, d: np.ndarray, sign: float) -> np.ndarray:
 
 
 def stereo_views(rgb: np.ndarray, unit_depth: np.ndarray, divergence: float = DEFAULT_DIVERGENCE,
-                 convergence: float = DEFAULT_CONVERGENCE) -> tuple[np.ndarray, np.ndarray]:
+                 convergence: float = DEFAULT_CONVERGENCE, level: float | None = None,
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """The left and right views (H×W×3 uint8) of ``rgb`` given its normalised inverse depth."""
     h, w, _ = rgb.shape
     unit = upsample_depth(unit_depth, (w, h))
-    d = disparity(unit, divergence, convergence)
+    d = disparity(unit, divergence, convergence, level)
     return warp_view(rgb, d, +1.0), warp_view(rgb, d, -1.0)
 
 
@@ -215,6 +221,17 @@ def depth_gray(unit_depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.repeat(gray[..., None], 3, axis=2)
 
 
+def frame_size(layout: Layout, width: int, height: int) -> tuple[int, int]:
+    """(width, height) of ``layout``'s frame for a picture of ``width`` × ``height``."""
+    if layout in ("sbs", "crosseye", "rgbd"):
+        return 2 * width, height
+    if layout == "tb":
+        return width, 2 * height
+    if layout in ("sbs-half", "tb-half", "anaglyph"):
+        return width, height
+    raise ValueError(f"unknown stereo layout {layout!r}; one of {', '.join(LAYOUTS)}")
+
+
 def arrange(layout: Layout, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Both views in one frame. Half layouts squeeze each view to half the width (height) so the
     frame keeps the photo's size, as 3D TVs expect."""
@@ -236,15 +253,16 @@ def arrange(layout: Layout, left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 def render(rgb: np.ndarray, unit_depth: np.ndarray, layout: Layout = "sbs",
            divergence: float = DEFAULT_DIVERGENCE,
-           convergence: float = DEFAULT_CONVERGENCE) -> np.ndarray:
-    """The frame for ``layout`` (H×W'×3 uint8). ``rgbd`` needs no views: colour beside depth."""
+           convergence: float = DEFAULT_CONVERGENCE, level: float | None = None) -> np.ndarray:
+    """The frame for ``layout`` (H×W'×3 uint8). ``rgbd`` needs no views: colour beside depth.
+    ``level``: see :func:`disparity`."""
     rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
     if layout == "rgbd":
         h, w, _ = rgb.shape
         return np.concatenate([rgb, depth_gray(unit_depth, (w, h))], axis=1)
     if layout not in LAYOUTS:
         raise ValueError(f"unknown stereo layout {layout!r}; one of {', '.join(LAYOUTS)}")
-    left, right = stereo_views(rgb, unit_depth, divergence, convergence)
+    left, right = stereo_views(rgb, unit_depth, divergence, convergence, level)
     return arrange(layout, left, right)
 
 

@@ -68,6 +68,14 @@ def stereo_render(media_id: uuid.UUID, model_id: str, layout: str, divergence: f
             f"{layout}_d{div:.1f}_c{conv:.2f}_{size}.{extension}")
 
 
+def stereo_video_render(media_id: uuid.UUID, model_id: str, layout: str, divergence: float,
+                        convergence: float, name: str) -> str:
+    """A stereo video render, its file name ending as the layout's players look for
+    (``name``: e.g. ``beach_SBS.mp4``)."""
+    div, conv = quantised_stereo(divergence, convergence)
+    return f"{renders_of(media_id)}{model_slug(model_id)}/{layout}_d{div:.1f}_c{conv:.2f}_{name}"
+
+
 def gdepth_render(media_id: uuid.UUID, model_id: str, size: str) -> str:
     """A cached JPEG with the depth embedded as GDepth XMP."""
     return f"{renders_of(media_id)}{model_slug(model_id)}/gdepth_{size}.jpg"

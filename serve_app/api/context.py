@@ -104,6 +104,9 @@ class ApiContext:
     depth: Any = None  # a Serve DeploymentHandle to the depth deployment
     scheduler: Any = None  # callable returning the scheduler actor handle (or None)
     deliverer: Any = None  # callable returning the webhook deliverer's handle (or None)
+    # Starts a stereo video render in the background (a Ray task in the gateway); None: this
+    # API cannot render videos, and says so.
+    start_video_render: Callable[[Any], None] | None = None
     version: str = "0.1.0"
     # Uploads (hash, decode-check, store, SQL) run here, not on the loop's default executor, so
     # a burst of uploads never queues health checks and reads behind it. More threads than cores:

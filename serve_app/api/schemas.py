@@ -86,10 +86,34 @@ class DepthOut(BaseModel):
     created_at: datetime
 
 
+class StereoRenderOut(BaseModel):
+    """A stereo video render: in progress, ready (its file is the stereo route's redirect) or
+    failed."""
+
+    layout: str
+    divergence: float
+    convergence: float
+    model_id: str
+    status: Literal["rendering", "ready", "failed"]
+    progress: float
+    attempts: int
+    last_error: str | None
+    started_at: datetime
+    updated_at: datetime
+
+
 class MediaDetail(MediaOut):
     queue: list[QueueItemOut]
     urls: dict[str, str | None]
     depth: list[DepthOut]
+    stereo_renders: list[StereoRenderOut] = []
+
+
+class RenderingOut(BaseModel):
+    """202 from the stereo route while a video's render runs; ask again after Retry-After."""
+
+    status: Literal["rendering"] = "rendering"
+    progress: float
 
 
 class MediaPageOut(BaseModel):

@@ -26,10 +26,12 @@ class Api:
 def make_api(database_url, tmp_path) -> Iterator[Callable[..., Api]]:
     made: list[Api] = []
 
-    def make(*, depth=None, scheduler=None, deliverer=None, **overrides) -> Api:
+    def make(*, depth=None, scheduler=None, deliverer=None, start_video_render=None,
+             **overrides) -> Api:
         settings = Settings(home=tmp_path, database_url=database_url, model="tiny", **overrides)
         app = create_api(settings.cors_origins, settings.max_upload_bytes)
-        ctx = build_context(settings, depth=depth, scheduler=scheduler, deliverer=deliverer)
+        ctx = build_context(settings, depth=depth, scheduler=scheduler, deliverer=deliverer,
+                            start_video_render=start_video_render)
         app.state.ctx = ctx
         made.append(Api(TestClient(app), ctx))
         return made[-1]

@@ -165,11 +165,13 @@ def test_failed_and_cancelled_depth_are_409_saying_so(api):
     assert r.status_code == 409 and r.json()["error"]["code"] == "depth_cancelled"
 
 
-def test_videos_are_not_rendered_yet(api):
+def test_a_video_has_no_gdepth_jpeg(api):
+    # (Its stereo renders are tests/serve_app/test_routes_stereo_video.py's.)
     with api.ctx.db.connection() as conn:
         video = insert_media(conn, "video")
-    r = stereo_get(api, video.id)
-    assert r.status_code == 422 and "video" in r.json()["error"]["message"]
+    r = api.get(f"/api/media/{video.id}/depth", params={"format": "gdepth"},
+                follow_redirects=False)
+    assert r.status_code == 422 and "photos" in r.json()["error"]["message"]
 
 
 def test_the_cache_keeps_its_limit_evicting_the_least_recently_used(api, photo):

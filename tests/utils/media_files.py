@@ -78,14 +78,18 @@ def photo_variants() -> dict[str, bytes]:
 
 def video_bytes(
     fmt: str = "mp4", codec: str = "libx264", *, seconds: float = 2.0, fps: int = 10,
-    size: tuple[int, int] = (160, 120),
+    size: tuple[int, int] = (160, 120), audio: str | None = None,
 ) -> bytes:
-    """A real encoded video: a moving gradient, so frames differ."""
+    """A real encoded video: a moving gradient, so frames differ; with ``audio`` (a codec, e.g.
+    "aac" or "pcm_s16le"), a 440 Hz tone as long as the video."""
     buf = io.BytesIO()
     with av.open(buf, mode="w", format=fmt) as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
+        sound = out.add_stream(audio, rate=44100) if audio else None
+        if sound is not None:
+            sound.layout = "mono"
         for i in range(round(seconds * fps)):
             x = np.linspace(0, 255, size[0], dtype=np.float32)
             frame = np.broadcast_to(((x + i * 10) % 256)[None, :, None], (size[1], size[0], 3))
@@ -94,6 +98,17 @@ def video_bytes(
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
+        if sound is not None:
+            t = np.arange(round(seconds * 44100)) / 44100
+            tone = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
+            for start in range(0, len(tone), 1024):
+                af = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="s16",
+                                                layout="mono")
+                af.sample_rate = 44100
+                for packet in sound.encode(af):
+                    out.mux(packet)
+            for packet in sound.encode():
+                out.mux(packet)
     return buf.getvalue()
 
 

@@ -15,7 +15,7 @@ from cluster.ingest import IngestResult, ingest_spool
 from cluster.ingest import delete_media as delete_media_and_outputs
 from cluster.storage import ObjectNotFound
 from db import depth as depth_maps
-from db import media, queue
+from db import media, queue, video_renders
 from db.vocabulary import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_PRIORITY, MIN_PRIORITY, Kind, Status
 from serve_app.api.deps import Context, Db, Store, upload_rate_limit
 from serve_app.api.errors import ApiError, documented
@@ -29,6 +29,7 @@ from serve_app.api.schemas import (
     MediaStatusesOut,
     NeighboursOut,
     QueueItemOut,
+    StereoRenderOut,
     UploadResponse,
     UploadResult,
 )
@@ -141,8 +142,11 @@ def get_media(media_id: uuid.UUID, db: Db, storage: Store) -> MediaDetail:
         if name and name not in urls:
             urls[name] = m.url
     latest = max(items, key=lambda i: i.queued_at).status if items else None
+    stereo_renders = [StereoRenderOut(**r.__dict__)
+                      for r in db.run(video_renders.for_media, media_id)]
     return MediaDetail(**MediaOut.of(item, latest).model_dump(),
-                       queue=[QueueItemOut.of(i) for i in items], urls=urls, depth=depth)
+                       queue=[QueueItemOut.of(i) for i in items], urls=urls, depth=depth,
+                       stereo_renders=stereo_renders)
 
 
 @router.get("/{media_id}/neighbours", response_model=NeighboursOut, responses=documented(404),

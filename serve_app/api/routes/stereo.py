@@ -13,19 +13,21 @@ from typing import Annotated, Literal
 
 import psycopg
 from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import AfterValidator
-from fastapi.responses import RedirectResponse
 
-from cluster.media import gdepth, stereo
+from cluster.media import exports, gdepth, stereo
 from cluster.media.depth_encode import decode_depth_png16
 from cluster.storage import keys as storage_keys
+from cluster.work.stereo_video import MAX_ATTEMPTS, STALE_S, VideoRenderJob
 from db import depth as depth_maps
-from db import media, queue, renders
+from db import media, queue, renders, video_renders
 from db.depth import DepthMap
 from db.media import MediaItem
 from serve_app.api.context import ApiContext
 from serve_app.api.deps import Context
 from serve_app.api.errors import ApiError, documented
+from serve_app.api.schemas import RenderingOut
 
 router = APIRouter(prefix="/api/media", tags=["stereo"])
 
@@ -48,12 +50,19 @@ def ready_depth(ctx: ApiContext, media_id: uuid.UUID, model: str | None) -> tupl
     item = ctx.db.run(media.get, media_id)
     if item.kind != "photo":
         raise ApiError(422, "unsupported_media",
-                       "stereo video renders are not available yet; only photos can be rendered")
-    maps = [m for m in ctx.db.run(depth_maps.for_media, media_id)
-            if m.format == "png16" and (model is None or m.model_id == model)]
+                       "this output is made from photos; for a video ask /stereo for its "
+                       "stereo video")
+    return item, _stored_depth(ctx, item, "png16", model)
+
+
+def _stored_depth(ctx: ApiContext, item: MediaItem, fmt: str, model: str | None) -> DepthMap:
+    """The item's depth output ``fmt`` (the configured model's without ``model``, else whichever
+    there is), or the 409 saying why there is none yet."""
+    maps = [m for m in ctx.db.run(depth_maps.for_media, item.id)
+            if m.format == fmt and (model is None or m.model_id == model)]
     if maps:
-        # Without a model asked for, the configured model's depth, else whichever there is.
-        return item, next((m for m in maps if m.model_id == ctx.settings.model), maps[0])
+        return next((m for m in maps if m.model_id == ctx.settings.model), maps[0])
+    media_id = item.id
     items = [i for i in ctx.db.run(queue.items_for_media, media_id)
              if model is None or i.model_id == model]
     which = f" from model {model}" if model else ""
@@ -96,8 +105,13 @@ def serve_render(ctx: ApiContext, media_id: uuid.UUID, key: str, content_type: s
 
 @router.get(
     "/{media_id}/stereo", response_class=RedirectResponse, status_code=307,
-    responses=documented(404, 409, 422),
-    summary="Redirect to a stereo render of a photo (made on first request, then cached)",
+    responses={**documented(404, 409, 422), 202: {
+        "model": RenderingOut, "description": "a video's render is running: ask again after "
+                                              "Retry-After seconds"}},
+    summary="Redirect to a stereo render of a photo or video (made on first request, then cached)",
+    description="A photo is rendered during the request. A video is rendered in the background: "
+                "202 with its progress until it is ready, then the redirect to an MP4 at the "
+                "source's frame rate with its audio, named with the layout's suffix (_SBS, _TB…).",
 )
 def stereo_redirect(
     media_id: uuid.UUID,
@@ -113,12 +127,18 @@ def stereo_redirect(
         description="screen plane: 0 nearest … 1 farthest (to 0.05)",
         json_schema_extra={"minimum": 0, "maximum": 1},
     ), _within(0, 1)] = stereo.DEFAULT_CONVERGENCE,
-    format: Literal["jpeg", "png", "webp"] = "jpeg",
-    size: Annotated[Size, Query(description="the 1440 px preview, or the original photo")] = "preview",
+    format: Annotated[Literal["jpeg", "png", "webp"], Query(
+        description="photos: the file's format (a video's render is always an MP4)")] = "jpeg",
+    size: Annotated[Size, Query(
+        description="photos: the 1440 px preview, or the original photo (a video's render has "
+                    "the video's size)")] = "preview",
     model: Annotated[str | None, Query(min_length=1, max_length=200,
                                        description="the depth model (default: the configured one)")] = None,
-) -> RedirectResponse:
-    item, depth_map = ready_depth(ctx, media_id, model)
+) -> Response:
+    item = ctx.db.run(media.get, media_id)
+    if item.kind == "video":
+        return video_stereo(ctx, item, layout, divergence, convergence, model)
+    depth_map = _stored_depth(ctx, item, "png16", model)
     divergence, convergence = storage_keys.quantised_stereo(divergence, convergence)
     key = storage_keys.stereo_render(media_id, depth_map.model_id, layout, divergence,
                                      convergence, size, stereo.EXTENSIONS[format])
@@ -129,6 +149,43 @@ def stereo_redirect(
         return stereo.encode_image(frame, format)
 
     return serve_render(ctx, media_id, key, stereo.CONTENT_TYPES[format], make)
+
+
+RENDER_RETRY_AFTER_S = 2
+
+
+def video_stereo(ctx: ApiContext, item: MediaItem, layout: str, divergence: float,
+                 convergence: float, model: str | None) -> Response:
+    """The stereo video: 307 to it when it is ready, else 202 with its progress, starting its
+    render (a background task) when nothing renders it; 409 when it failed every attempt."""
+    depth16 = _stored_depth(ctx, item, "video16", model)
+    divergence, convergence = storage_keys.quantised_stereo(divergence, convergence)
+    stem = exports.clean_stem(item.original_name) or f"video_{exports.short_id(item.id)}"
+    key = storage_keys.stereo_video_render(item.id, depth16.model_id, layout, divergence,
+                                           convergence, f"{stem}{exports.LAYOUT_SUFFIXES[layout]}.mp4")
+    row = ctx.db.run(video_renders.get, key)
+    if row is not None and row.status == "ready":
+        if ctx.db.run(renders.touch, key) and ctx.storage.exists(key):
+            return RedirectResponse(ctx.storage.signed_url(key), status_code=307)
+    row, started = ctx.db.run(
+        video_renders.start, key, item.id, depth16.model_id, layout, divergence, convergence,
+        stale_s=STALE_S, max_attempts=MAX_ATTEMPTS,
+        evicted=row is not None and row.status == "ready")
+    if started:
+        job = VideoRenderJob(key, row.attempts, item.id, item.storage_key, depth16.storage_key,
+                             layout, divergence, convergence)
+        if ctx.start_video_render is None:
+            ctx.db.run(video_renders.fail, key, row.attempts,
+                       "this gateway has no cluster to render videos on")
+            row = ctx.db.run(video_renders.get, key)
+        else:
+            ctx.start_video_render(job)
+    if row.status == "failed":
+        raise ApiError(409, "render_failed",
+                       f"the stereo render of media {item.id} failed {row.attempts} times, the "
+                       f"last with: {row.last_error}")
+    return JSONResponse(RenderingOut(progress=row.progress).model_dump(), status_code=202,
+                        headers={"Retry-After": str(RENDER_RETRY_AFTER_S)})
 
 
 def gdepth_redirect(ctx: ApiContext, media_id: uuid.UUID, size: Size = "preview",
