@@ -6,8 +6,8 @@
 
 Selects the media that have the model's outputs from Postgres (``read_sql``, sharded) and writes
 each one's ``<name>.depth.png``, ``<name>.depth.webp`` and stereo renders (``<name>_SBS.jpg``,
-...; videos: ``<name>.depth.mp4``) to a directory or an S3 prefix, flat, under the original's
-base name (see ``cluster.media.exports``). Names that collide get the media id: the driver reads
+...; videos: ``<name>.depth.mp4`` and ``<name>_SBS.mp4``, ...) to a directory or an S3 prefix,
+flat, under the original's base name (see ``cluster.media.exports``). Names that collide get the media id: the driver reads
 the selection's names once, oldest first, so the first upload of a name keeps it, whichever
 shard it is read in. Re-running skips what is already there: a crash loses only the items in
 flight. A directory is a path on the workers' machines: use S3 for a cluster of several nodes.
@@ -19,6 +19,7 @@ import argparse
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
@@ -34,6 +35,11 @@ from db import exports as selection
 from db.embedded import resolve_database_url
 from pipelines.job import job_main
 from db.vocabulary import KINDS, STATUSES
+
+
+def _content_type(path: str) -> str:
+    return {"png": "image/png", "webp": "image/webp", "jpg": "image/jpeg",
+            "mp4": "video/mp4"}.get(path.rsplit(".", 1)[-1], "application/octet-stream")
 
 
 class S3Target:
@@ -61,10 +67,13 @@ class S3Target:
             raise
 
     def write(self, path: str, data: bytes) -> None:
-        content_type = {"png": "image/png", "webp": "image/webp", "jpg": "image/jpeg",
-                        "mp4": "video/mp4"}.get(path.rsplit(".", 1)[-1], "application/octet-stream")
         self.client.put_object(Bucket=self.bucket, Key=self._key(path), Body=data,
-                               ContentType=content_type)
+                               ContentType=_content_type(path))
+
+    def write_file(self, path: str, local: Path) -> None:
+        # upload_file: multipart for large files; the object appears only when it is complete.
+        self.client.upload_file(str(local), self.bucket, self._key(path),
+                                ExtraArgs={"ContentType": _content_type(path)})
 
     def describe(self, path: str) -> str:
         return f"s3://{self.bucket}/{self._key(path)}"
@@ -180,7 +189,6 @@ def run(settings: Settings, args: argparse.Namespace) -> dict:
                         batch_size=args.batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=args.workers),
                         num_cpus=0.5)
-    videos = 0
     for batch in ds.iter_batches(batch_size=256, batch_format="numpy"):
         for media_id, written, present, error in zip(batch["media_id"], batch["written"],
                                                      batch["present"], batch["error"]):
@@ -191,12 +199,6 @@ def run(settings: Settings, args: argparse.Namespace) -> dict:
                 summary["failed"] += 1
                 if len(summary["errors"]) < 20:
                     summary["errors"].append({"media_id": str(media_id), "error": str(error)})
-    if layouts and args.kind != "photo":
-        with psycopg.connect(database_url) as conn:
-            videos = conn.execute(f"SELECT count(*) FROM ({rendered}) s WHERE kind = 'video'",
-                                  params).fetchone()[0]
-    if videos:
-        summary["note"] = exports.STEREO_VIDEO_NOTE
     summary["seconds"] = round(time.perf_counter() - started, 2)
     return summary
 

@@ -171,7 +171,7 @@ def _report(db, storage, results, final, console: Console, exported=None, out=No
         columns = ("file", "kind", "status", "exported (under DIR)")
     for column in columns:
         table.add_column(column, overflow="fold")
-    failed = export_failed = written = present = videos = 0
+    failed = export_failed = written = present = 0
     for i, r in enumerate(results):
         name = r.name if labels is None else exports.shorten_middle(labels[i], NAME_WIDTH)
         if r.queue_item is None:
@@ -203,8 +203,6 @@ def _report(db, storage, results, final, console: Console, exported=None, out=No
             written += sum(d.written for d in done)
             present += sum(not d.written for d in done)
             lines = [exports.shorten_middle(d.path, EXPORT_WIDTH) for d in done]
-            if item.kind == "video":
-                videos += 1
             cell = "\n".join(lines)
         table.add_row(name, item.kind, status, cell)
     console.print(table)
@@ -212,8 +210,6 @@ def _report(db, storage, results, final, console: Console, exported=None, out=No
     if exported is not None:
         console.print(f"{written} files written, {present} already there"
                       + (f", {export_failed} failed" if export_failed else "") + f", under {out}")
-        if videos and layouts:
-            console.print(exports.STEREO_VIDEO_NOTE)
     return 1 if failed or export_failed else 0
 
 

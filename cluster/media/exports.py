@@ -10,7 +10,8 @@ only when its size differs from the stored one (the depth was made again).
 
 Naming: ``<stem>.depth.png`` (16-bit depth), ``<stem>.depth.webp`` (colour preview),
 ``<stem>_SBS.jpg`` and the other layouts' suffixes (the names 3D players recognise), and for
-videos ``<stem>.depth.mp4``; stereo video is not built yet. Names that collide in one folder
+videos ``<stem>.depth.mp4`` and ``<stem>_SBS.mp4`` (and the other layouts' suffixes: stereo videos
+rendered from the 16-bit depth video, with the source's audio). Names that collide in one folder
 (``a.jpg`` and ``a.png``, two ``IMG_0001`` from two cameras) keep the plain stem for the first
 in the caller's order and get ``_<first 8 hex digits of the media id>`` for the rest; a nameless
 item is ``untitled_<id8>``.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -30,6 +32,7 @@ from typing import Protocol
 
 from cluster.media import stereo
 from cluster.media.depth_encode import decode_depth_png16
+from cluster.media.stereo_video import render_stereo_video
 
 # The suffix each layout's file gets: the ones VR and 3D-TV players detect in a file name.
 LAYOUT_SUFFIXES: dict[str, str] = {
@@ -41,7 +44,6 @@ assert set(LAYOUT_SUFFIXES) == set(stereo.LAYOUTS)
 DEPTH_PNG = ".depth.png"
 DEPTH_PREVIEW = ".depth.webp"
 DEPTH_VIDEO = ".depth.mp4"
-STEREO_VIDEO_NOTE = "stereo video is not built yet: videos export their depth video only"
 
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
 
@@ -102,7 +104,8 @@ def file_names(stem: str, kind: str, layouts: Sequence[str]) -> dict[str, str]:
     """What an item exports, output → relative path: ``png16``, ``preview``, each layout, and
     ``video`` for a video."""
     if kind == "video":
-        return {"video": stem + DEPTH_VIDEO}
+        return {"video": stem + DEPTH_VIDEO,
+                **{layout: stem + LAYOUT_SUFFIXES[layout] + ".mp4" for layout in layouts}}
     return {"png16": stem + DEPTH_PNG, "preview": stem + DEPTH_PREVIEW,
             **{layout: stem + LAYOUT_SUFFIXES[layout] + ".jpg" for layout in layouts}}
 
@@ -115,6 +118,9 @@ class Target(Protocol):
 
     def write(self, path: str, data: bytes) -> None:
         """Write the file whole or not at all (a reader never sees half of one)."""
+
+    def write_file(self, path: str, local: Path) -> None:
+        """``write`` from a local file (a stereo video: too large to hold in memory)."""
 
     def describe(self, path: str) -> str:
         """The full location, for people."""
@@ -139,12 +145,21 @@ class LocalTarget:
             return None
 
     def write(self, path: str, data: bytes) -> None:
+        self._write_with(path, lambda f: f.write(data))
+
+    def write_file(self, path: str, local: Path) -> None:
+        def copy(f) -> None:
+            with Path(local).open("rb") as src:
+                shutil.copyfileobj(src, f, 1 << 20)
+        self._write_with(path, copy)
+
+    def _write_with(self, path: str, fill: Callable) -> None:
         target = self._path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".export-", suffix=".part")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                fill(f)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -158,13 +173,16 @@ class LocalTarget:
 class Sources:
     """Lazy loaders of an item's stored outputs (each called at most once): the 16-bit depth
     PNG, the colour preview, the depth video, and the photo to render from (the original, or
-    the preview when the original cannot be had or decoded: ``fallback_photo``)."""
+    the preview when the original cannot be had or decoded: ``fallback_photo``); for a video's
+    stereo renders, ``video_files`` copies the original and its 16-bit depth video into a
+    directory and gives their paths."""
 
     depth_png: Callable[[], bytes] | None = None
     depth_preview: Callable[[], bytes] | None = None
     depth_video: Callable[[], bytes] | None = None
     photo: Callable[[], bytes] | None = None
     fallback_photo: Callable[[], bytes] | None = None
+    video_files: Callable[[Path], tuple[Path, Path]] | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def load(self, name: str) -> bytes:
@@ -218,12 +236,30 @@ def export_item(stem: str, kind: str, sources: Sources, layouts: Sequence[str], 
         elif existing:  # a render, written whole: done
             done.append(Exported(output, path, False, existing))
             continue
+        elif kind == "video":
+            done.append(_export_stereo_video(path, output, sources, target, divergence,
+                                             convergence))
+            continue
         else:
             frame = stereo.render(sources.rgb, sources.unit_depth, output, divergence, convergence)
             data = stereo.encode_image(frame, "jpeg")
         target.write(path, data)
         done.append(Exported(output, path, True, len(data)))
     return done
+
+
+def _export_stereo_video(path: str, layout: str, sources: Sources, target: Target,
+                         divergence: float, convergence: float) -> Exported:
+    if sources.video_files is None:
+        raise LookupError("no stored 16-bit depth video (and original) to render the stereo "
+                          "video from: reprocess the video to make one")
+    with tempfile.TemporaryDirectory(prefix="depthmill-export-") as tmp:
+        source, depth16 = sources.video_files(Path(tmp))
+        out = Path(tmp) / "stereo.mp4"
+        render_stereo_video(source, depth16, out, layout,  # type: ignore[arg-type]
+                            divergence=divergence, convergence=convergence)
+        target.write_file(path, out)
+        return Exported(layout, path, True, out.stat().st_size)
 
 
 def shorten_middle(text: str, width: int) -> str:

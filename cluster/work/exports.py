@@ -4,8 +4,10 @@ bulk export job."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 from cluster.media.exports import Exported, Sources, Target, export_item
 from cluster.storage import Storage
@@ -13,7 +15,7 @@ from cluster.storage import keys as storage_keys
 from db.depth import DepthMap
 
 # The depth_maps formats an export reads.
-FORMATS = ("png16", "preview", "video")
+FORMATS = ("png16", "preview", "video", "video16")
 
 
 def depth_keys(maps: Sequence[DepthMap], model_id: str) -> dict[str, str]:
@@ -30,10 +32,18 @@ def sources_for(storage: Storage, media_id: uuid.UUID | str, original_key: str |
     def loader(key: str | None):
         return None if key is None else (lambda: storage.get_bytes(key))
 
+    def video_files(directory: Path) -> tuple[Path, Path]:
+        paths = directory / "source", directory / "depth16.mkv"
+        for key, path in zip((original_key, keys["video16"]), paths):
+            with storage.open(key) as src, path.open("wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        return paths
+
     return Sources(
         depth_png=loader(keys.get("png16")), depth_preview=loader(keys.get("preview")),
         depth_video=loader(keys.get("video")), photo=loader(original_key),
         fallback_photo=loader(storage_keys.preview(media_id)),
+        video_files=video_files if original_key and "video16" in keys else None,
     )
 
 

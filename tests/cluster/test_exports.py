@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import uuid
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
 
 from cluster.media import exports
-from cluster.media.depth_encode import encode_depth_png16, encode_depth_preview
+from cluster.media.depth_encode import (
+    Depth16VideoWriter,
+    encode_depth_png16,
+    encode_depth_preview,
+)
 from cluster.storage import LocalStorage
 from cluster.storage import keys as storage_keys
 from cluster.storage.signing import UrlSigner
@@ -120,15 +125,35 @@ def test_without_a_decodable_original_the_preview_is_rendered(local, tmp_path):
         assert img.size == (320, 120)
 
 
-def test_a_video_exports_its_depth_video(local, tmp_path):
+def test_a_video_exports_its_depth_video_and_its_stereo_video(local, tmp_path):
     media_id = uuid.uuid4()
     key = storage_keys.depth(media_id, "tiny", "video")
     local.put_bytes(key, b"\0\0\0\x18ftypmp42 fake video", "video/mp4")
     target = exports.LocalTarget(tmp_path / "out")
     done = export_stored(local, target, stem="clip", kind="video", media_id=media_id,
-                         original_key=None, keys={"video": key}, layouts=("sbs",))
+                         original_key=None, keys={"video": key}, layouts=())
     assert [(d.path, d.written) for d in done] == [("clip.depth.mp4", True)]
     assert (tmp_path / "out" / "clip.depth.mp4").read_bytes() == local.get_bytes(key)
+    # A stereo layout needs the 16-bit depth video (and the original) to render from.
+    with pytest.raises(LookupError, match="16-bit depth video"):
+        export_stored(local, target, stem="clip", kind="video", media_id=media_id,
+                      original_key=None, keys={"video": key}, layouts=("sbs",))
+    original = "originals/clip.mp4"
+    local.put_bytes(original, media_files.video_bytes(seconds=0.5, fps=10), "video/mp4")
+    key16 = storage_keys.depth(media_id, "tiny", "video16")
+    depth16 = tmp_path / "depth16.mkv"
+    with Depth16VideoWriter(depth16, 40, 30) as writer:
+        for i in range(5):
+            writer.write(np.full((30, 40), 40000, np.uint16), i / 10)
+    local.put_bytes(key16, depth16.read_bytes(), "video/x-matroska")
+    done = export_stored(local, target, stem="clip", kind="video", media_id=media_id,
+                         original_key=original, keys={"video": key, "video16": key16},
+                         layouts=("sbs", "tb-half"))
+    assert [(d.path, d.written) for d in done] == [
+        ("clip.depth.mp4", False), ("clip_SBS.mp4", True), ("clip_HTB.mp4", True)]
+    with av.open(str(tmp_path / "out" / "clip_HTB.mp4")) as clip:
+        assert clip.streams.video[0].frames == 5
+        assert (clip.streams.video[0].width, clip.streams.video[0].height) == (160, 120)
     with pytest.raises(LookupError):
         export_stored(local, target, stem="clip", kind="video", media_id=media_id,
                       original_key=None, keys={}, layouts=())

@@ -90,6 +90,20 @@ def test_upload_to_depth_maps_end_to_end(system):
     with av.open(io.BytesIO(mkv.content)) as container:
         stamps = [round(float(f.time), 3) for f in container.decode(video=0)]
     assert stamps == [round(i / 10, 3) for i in range(20)]
+    # Its side-by-side video, rendered by a Ray task the gateway starts: 202s, then the MP4.
+    stereo_url = f"/api/media/{video['id']}/stereo"
+    first = client.get(stereo_url, params={"layout": "sbs"}, follow_redirects=False)
+    assert first.status_code == 202, first.text
+    deadline = time.monotonic() + 120
+    while (r := client.get(stereo_url, follow_redirects=False)).status_code == 202:
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.5)
+    assert r.status_code == 307, r.text
+    assert r.headers["location"].split("?")[0].endswith("_clip_SBS.mp4")
+    with av.open(io.BytesIO(client.get(r.headers["location"]).content)) as container:
+        stereo_stamps = [round(float(f.time), 3) for f in container.decode(video=0)]
+        assert container.streams.video[0].width == 2 * 160
+    assert stereo_stamps == stamps
     redirect = client.get(f"/api/media/{by_name['a.jpg']['media_id']}/depth", follow_redirects=False)
     assert redirect.status_code == 307
 
@@ -265,7 +279,7 @@ def test_process_with_out_exports_real_names_and_resumes(system, tmp_path, monke
                                hashlib.sha256((library / name).read_bytes()).hexdigest())
                   for name in ("trip/cat.jpg", "trip/cat.png")}
         second = by_sha["trip/cat.png"].id.hex[:8]
-        assert files == sorted(["clip.depth.mp4", "trip/cat.depth.png", "trip/cat.depth.webp",
+        assert files == sorted(["clip.depth.mp4", "clip_SBS.mp4", "trip/cat.depth.png", "trip/cat.depth.webp",
                          "trip/cat_SBS.jpg", f"trip/cat_{second}.depth.png",
                          f"trip/cat_{second}.depth.webp", f"trip/cat_{second}_SBS.jpg"]), text
         storage = storage_from_settings(settings)
@@ -275,12 +289,13 @@ def test_process_with_out_exports_real_names_and_resumes(system, tmp_path, monke
     assert np.asarray(Image.open(out / "trip/cat.depth.png")).dtype == np.uint16
     assert Image.open(out / "trip/cat_SBS.jpg").size == (480, 180)  # 2W×H of the original
     assert Image.open(out / f"trip/cat_{second}_SBS.jpg").size == (360, 240)  # rotated
-    assert "stereo video is not built yet" in text
+    with av.open(str(out / "clip_SBS.mp4")) as clip:
+        assert clip.streams.video[0].frames == 10 and clip.streams.video[0].width == 2 * 160
     assert all(len(line) <= 80 for line in text.splitlines()), text
-    assert "trip/cat_SBS.jpg" in text and "7 files written, 0 already there" in text
+    assert "trip/cat_SBS.jpg" in text and "8 files written, 0 already there" in text
 
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     code, text = run()
     assert code == 0, text
-    assert "0 files written, 7 already there" in text
+    assert "0 files written, 8 already there" in text
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == mtimes

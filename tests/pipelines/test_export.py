@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import io
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
 
 from cluster.config.settings import Settings
 from cluster.ingest import ingest_stream
+from cluster.media.depth_encode import Depth16VideoWriter
 from cluster.media.probe import MediaLimits
 from cluster.storage import S3Storage, storage_from_settings
 from cluster.storage import keys as storage_keys
@@ -46,7 +48,14 @@ def seed(settings, db) -> dict[str, object]:
                           storage=storage, settings=settings, limits=limits).media
     key = storage_keys.depth(video.id, "tiny", "video")
     storage.put_bytes(key, b"a depth video", "video/mp4")
-    db.run(depth.upsert_many, [NewDepthMap(video.id, "tiny", None, "video", key, 32, 24)])
+    key16 = storage_keys.depth(video.id, "tiny", "video16")
+    depth16 = settings.home / "depth16.mkv"
+    with Depth16VideoWriter(depth16, 32, 24) as writer:  # the clip's 10 fps, near on the right
+        for i in range(10):
+            writer.write(np.tile(np.linspace(0, 65535, 32).astype(np.uint16), (24, 1)), i / 10)
+    storage.put_bytes(key16, depth16.read_bytes(), "video/x-matroska")
+    db.run(depth.upsert_many, [NewDepthMap(video.id, "tiny", None, "video", key, 32, 24),
+                               NewDepthMap(video.id, "tiny", None, "video16", key16, 32, 24)])
     found["video"] = video
     # Not exported: a photo without depth yet.
     ingest_stream(io.BytesIO(media_files.jpeg_bytes(base.resize((50, 50)))), "pending.jpg",
@@ -67,9 +76,12 @@ def test_export_to_a_directory_keeps_names_and_resumes(ray_cluster, database_url
         stems = ["a", f"a_{second_a}", "b", f"untitled_{nameless}"]
         expected = {f"{s}{suffix}" for s in stems
                     for suffix in (".depth.png", ".depth.webp", "_SBS.jpg", "_ANAGLYPH.jpg")}
-        assert {p.name for p in out.iterdir()} == expected | {"clip.depth.mp4"}
-        assert first["files_written"] == len(expected) + 1
-        assert "stereo video is not built yet" in first["note"]
+        videos = {"clip.depth.mp4", "clip_SBS.mp4", "clip_ANAGLYPH.mp4"}
+        assert {p.name for p in out.iterdir()} == expected | videos
+        assert first["files_written"] == len(expected) + len(videos)
+        with av.open(str(out / "clip_SBS.mp4")) as clip:
+            assert clip.streams.video[0].frames == 10
+            assert clip.streams.video[0].width == 2 * 160
         storage = storage_from_settings(settings)
         png = next(m for m in db.run(depth.for_media, found["a1"].id) if m.format == "png16")
         assert (out / "a.depth.png").read_bytes() == storage.get_bytes(png.storage_key)
@@ -99,3 +111,9 @@ def test_export_to_s3(ray_cluster, database_url, tmp_path):
         assert len(keys) == 12
         again = run(settings, build_parser().parse_args(args))
         assert again["files_written"] == 0 and again["files_present"] == 12
+        videos = run(settings, build_parser().parse_args(
+            ["--to", "s3://exports/library/2024", "--s3-endpoint", endpoint, "--kind", "video",
+             "--layout", "sbs"]))
+        assert videos["items"] == 1 and videos["files_written"] == 2, videos
+        stereo = client.head_object(Bucket="exports", Key="library/2024/clip_SBS.mp4")
+        assert stereo["ContentType"] == "video/mp4" and stereo["ContentLength"] > 1000
