@@ -125,6 +125,23 @@ class Settings(BaseSettings):
     max_files_per_request: int = Field(default=10, ge=1, description="Files per upload request.")
     signed_url_expiry: int = Field(default=3600, ge=1, description="Signed URL lifetime, seconds.")
 
+    clamd_socket: Path | None = Field(
+        default=None, description="Unix socket of a ClamAV daemon that scans every upload "
+        "before it is stored (INSTREAM); unset, and no CLAMD_HOST: uploads are not scanned.",
+    )
+    clamd_host: str | None = Field(
+        default=None, description="Host of a ClamAV daemon reached over TCP, instead of a socket.",
+    )
+    clamd_port: int = Field(default=3310, ge=1, le=65535, description="Its TCP port.")
+    clamd_timeout_s: float = Field(
+        default=60.0, gt=0, description="Time clamd has to connect and to answer each step of a "
+        "scan.",
+    )
+    clamd_unavailable: Literal["refuse", "accept"] = Field(
+        default="refuse", description="When clamd cannot be reached or cannot scan a file: "
+        "`refuse` the upload (503), or `accept` it unscanned and log a warning.",
+    )
+
     max_image_pixels: int = Field(
         default=150_000_000, ge=1, description="Largest photo accepted, in pixels (bomb guard)."
     )
@@ -225,6 +242,12 @@ class Settings(BaseSettings):
         default=7 * 24 * 3600, gt=0, description="Events older than this are pruned once every "
         "delivery of theirs is done.",
     )
+
+    @model_validator(mode="after")
+    def _one_clamd(self) -> Settings:
+        if self.clamd_socket is not None and self.clamd_host is not None:
+            raise ValueError("set DEPTHMILL_CLAMD_SOCKET or DEPTHMILL_CLAMD_HOST, not both")
+        return self
 
     @model_validator(mode="after")
     def _kms_key_needs_kms(self) -> Settings:
