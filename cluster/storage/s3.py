@@ -20,6 +20,7 @@ from cluster.storage.base import (
     StoredObject,
     check_key,
 )
+from cluster.storage.caching import cache_control
 
 
 @contextmanager
@@ -167,10 +168,14 @@ class S3Storage:
         # Presigning never touches the network; check first so that a URL always works.
         if not self.exists(key):
             raise ObjectNotFound(key)
+        expires_in = expires_in or self.default_expiry
+        # S3 answers a presigned GET with the Cache-Control it names (and its own ETag and 304s),
+        # so the answer says how long it may be kept: no longer than the URL is valid.
         return self.client.generate_presigned_url(
             "get_object",
-            Params={"Bucket": self.bucket, "Key": key},
-            ExpiresIn=expires_in or self.default_expiry,
+            Params={"Bucket": self.bucket, "Key": key,
+                    "ResponseCacheControl": cache_control(key, expires_in)},
+            ExpiresIn=expires_in,
         )
 
     def check(self) -> None:

@@ -26,6 +26,7 @@ from db.media import MediaItem
 from serve_app.api.context import ApiContext
 from serve_app.api.deps import Context
 from serve_app.api.errors import ApiError, documented
+from serve_app.api.redirects import signed_redirect
 
 router = APIRouter(prefix="/api/media", tags=["stereo"])
 
@@ -91,7 +92,7 @@ def serve_render(ctx: ApiContext, media_id: uuid.UUID, key: str, content_type: s
             raise ApiError(404, "not_found", f"media {media_id} was deleted") from None
         for old in ctx.db.run(renders.evict_over, int(ctx.settings.stereo_cache_bytes), key):
             ctx.storage.delete(old)
-    return RedirectResponse(ctx.storage.signed_url(key), status_code=307)
+    return signed_redirect(ctx.storage.signed_url(key), ctx.settings)
 
 
 @router.get(
