@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, BinaryIO, Literal
 
 from cluster.storage import keys as storage_keys
+from cluster.media.malware import signature_in
 from cluster.media.probe import MediaLimits, MediaRejected, probe
 from cluster.config.settings import Settings
 from cluster.storage.originals import delete_original_if_unused
@@ -92,6 +93,11 @@ def ingest_path(
     path: Path, sha256: str, name: str | None, *, db: Database, storage: Storage,
     settings: Settings, limits: MediaLimits, priority: int | None = None,
 ) -> IngestResult:
+    # Before anything else reads it (the probe's decoders included), and before anything is
+    # stored or recorded. Raises ScannerUnavailable when clamd is down and uploads are refused.
+    if signature := signature_in(path, name, settings):
+        return IngestResult(name, "rejected", error_code="infected",
+                            error=f"the file contains malware ({signature}); nothing was stored")
     try:
         probed = probe(path, limits)
     except MediaRejected as e:

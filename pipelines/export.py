@@ -46,14 +46,18 @@ class S3Target:
     """An S3 prefix (any S3-compatible server): ``put_object`` is whole or nothing."""
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
-                 region: str = "us-east-1") -> None:
+                 region: str = "us-east-1", sse: str = "off",
+                 sse_kms_key_id: str | None = None) -> None:
         from botocore.exceptions import ClientError
 
         self._client_error = ClientError
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        # The storage backend's client: its retries, timeouts and path-style addressing.
-        self.client = S3Storage(bucket, endpoint_url=endpoint_url, region=region).client
+        # The storage backend's client (its retries, timeouts and path-style addressing) and its
+        # write arguments (the encryption setting).
+        self._storage = S3Storage(bucket, endpoint_url=endpoint_url, region=region, sse=sse,
+                                  sse_kms_key_id=sse_kms_key_id)
+        self.client = self._storage.client
 
     def _key(self, path: str) -> str:
         return f"{self.prefix}/{path}" if self.prefix else path
@@ -68,27 +72,35 @@ class S3Target:
 
     def write(self, path: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(path), Body=data,
-                               ContentType=_content_type(path))
+                               **self._storage.write_args(_content_type(path)))
 
     def write_file(self, path: str, local: Path) -> None:
         # upload_file: multipart for large files; the object appears only when it is complete.
         self.client.upload_file(str(local), self.bucket, self._key(path),
-                                ExtraArgs={"ContentType": _content_type(path)})
+                                ExtraArgs=self._storage.write_args(_content_type(path)))
 
     def describe(self, path: str) -> str:
         return f"s3://{self.bucket}/{self._key(path)}"
 
 
-def target_for(to: str, *, s3_endpoint: str | None = None, s3_region: str = "us-east-1"):
+def target_for(to: str, *, s3_endpoint: str | None = None, s3_region: str = "us-east-1",
+               s3_sse: str = "off", s3_sse_kms_key_id: str | None = None):
     """``s3://bucket/prefix`` or a directory."""
     if to.startswith("s3://"):
         parsed = urlparse(to)
         if not parsed.netloc:
             raise ValueError(f"{to!r} names no bucket: give s3://bucket/prefix")
-        return S3Target(parsed.netloc, parsed.path, endpoint_url=s3_endpoint, region=s3_region)
+        return S3Target(parsed.netloc, parsed.path, endpoint_url=s3_endpoint, region=s3_region,
+                        sse=s3_sse, sse_kms_key_id=s3_sse_kms_key_id)
     from pathlib import Path
 
     return exports.LocalTarget(Path(to).expanduser().resolve())
+
+
+def _target_settings(settings: Settings, s3_endpoint: str | None) -> dict:
+    # Exports are objects depthmill writes: they are encrypted like its own.
+    return dict(s3_endpoint=s3_endpoint, s3_region=settings.s3_region, s3_sse=settings.s3_sse,
+                s3_sse_kms_key_id=settings.s3_sse_kms_key_id)
 
 
 def suffixed_ids(rows) -> set[str]:
@@ -107,7 +119,7 @@ class Export:
         yield_cpu_to_foreground()  # background work, like the queue's
         configure_pillow()
         self.storage = storage_from_settings(settings)
-        self.target = target_for(to, s3_endpoint=s3_endpoint, s3_region=settings.s3_region)
+        self.target = target_for(to, **_target_settings(settings, s3_endpoint))
         self.layouts = layouts
         self.suffixed = suffixed
 
@@ -176,7 +188,7 @@ def run(settings: Settings, args: argparse.Namespace) -> dict:
                      "items": 0, "files_written": 0, "files_present": 0, "failed": 0,
                      "errors": []}
     # Fail here, once, rather than in every actor (no bucket, a directory that cannot be made).
-    target_for(args.to, s3_endpoint=s3_endpoint, s3_region=settings.s3_region)
+    target_for(args.to, **_target_settings(settings, s3_endpoint))
     if args.max_cpus:
         ray.data.DataContext.get_current().execution_options.resource_limits = (
             ray.data.ExecutionResources(cpu=args.max_cpus))

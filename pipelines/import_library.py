@@ -22,6 +22,7 @@ import boto3
 
 from cluster.ingest import IngestResult, ingest_file, ingest_stream
 from cluster.media import configure_pillow
+from cluster.media.malware import ScannerUnavailable
 from cluster.media.probe import MediaLimits
 from cluster.config.settings import Settings
 from cluster.storage import storage_from_settings
@@ -94,8 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.source.startswith("s3://") and not Path(args.source).expanduser().exists():
         print(f"no such file or folder: {args.source}", file=sys.stderr)
         return 2
-    summary = import_library(args.source, Settings.for_job(), workers=args.workers,
-                             s3_endpoint=args.s3_endpoint)
+    try:
+        summary = import_library(args.source, Settings.for_job(), workers=args.workers,
+                                 s3_endpoint=args.s3_endpoint)
+    except ScannerUnavailable as e:  # DEPTHMILL_CLAMD_UNAVAILABLE=refuse; a rerun adds the rest
+        print(f"{e}: the import stopped; files not scanned are not imported", file=sys.stderr)
+        return 1
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -81,3 +81,16 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
     yield storage
     subprocess.run(["umount", str(storage)], check=True)
+
+
+@pytest.fixture(scope="session")
+def clamd():
+    """A real ClamAV daemon (unix socket and TCP) with the test signatures, once a session."""
+    from tests.utils.clamd import clamd_binary, running_clamd
+
+    binary = clamd_binary()
+    if binary is None:
+        pytest.skip("no clamd binary: apt-get install clamav-daemon (the malware scan tests "
+                    "need a real ClamAV daemon)")
+    with running_clamd(binary) as daemon:
+        yield daemon

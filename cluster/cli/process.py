@@ -14,6 +14,7 @@ from rich.table import Table
 from cluster import runtime
 from cluster.ingest import IngestResult, ingest_file
 from cluster.media import exports
+from cluster.media.malware import ScannerUnavailable
 from cluster.media.probe import PHOTO_FORMATS, VIDEO_CONTAINERS, MediaLimits, sniff
 from cluster.config.settings import Settings
 from cluster.storage import storage_from_settings
@@ -99,10 +100,15 @@ def process_paths(settings: Settings, paths: list[Path], console: Console, *, ti
         with Database(settings.database_url, max_size=2, name="process") as db:
             storage = storage_from_settings(settings)
             limits = MediaLimits.from_settings(settings)
-            results = [
-                ingest_file(f, db=db, storage=storage, settings=settings, limits=limits)
-                for f in files
-            ]
+            try:
+                results = [
+                    ingest_file(f, db=db, storage=storage, settings=settings, limits=limits)
+                    for f in files
+                ]
+            except ScannerUnavailable as e:  # DEPTHMILL_CLAMD_UNAVAILABLE=refuse
+                console.print(f"[red]{escape(str(e))}[/red]: files not scanned are not "
+                              "processed (DEPTHMILL_CLAMD_UNAVAILABLE=refuse)", soft_wrap=True)
+                return 1
             final = _follow(db, results, console, timeout)
             exported = labels = None
             if out is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import platformdirs
-from pydantic import ByteSize, Field, SecretStr, field_validator
+from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     )
     s3_bucket: str = Field(default="depthmill", description="Bucket, created if missing.")
     s3_region: str = Field(default="us-east-1", description="S3 region.")
+    s3_sse: Literal["off", "AES256", "aws:kms"] = Field(
+        default="off", description="Server-side encryption of every object depthmill writes to "
+        "S3: `AES256` (S3-managed keys), `aws:kms` (KMS), or `off` (the bucket's default).",
+    )
+    s3_sse_kms_key_id: str | None = Field(
+        default=None, description="KMS key id or ARN for `S3_SSE=aws:kms`; unset: the account's "
+        "default `aws/s3` key.",
+    )
 
     host: str = Field(default="127.0.0.1", description="Address the HTTP API binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API.")
@@ -116,6 +124,23 @@ class Settings(BaseSettings):
     )
     max_files_per_request: int = Field(default=10, ge=1, description="Files per upload request.")
     signed_url_expiry: int = Field(default=3600, ge=1, description="Signed URL lifetime, seconds.")
+
+    clamd_socket: Path | None = Field(
+        default=None, description="Unix socket of a ClamAV daemon that scans every upload "
+        "before it is stored (INSTREAM); unset, and no CLAMD_HOST: uploads are not scanned.",
+    )
+    clamd_host: str | None = Field(
+        default=None, description="Host of a ClamAV daemon reached over TCP, instead of a socket.",
+    )
+    clamd_port: int = Field(default=3310, ge=1, le=65535, description="Its TCP port.")
+    clamd_timeout_s: float = Field(
+        default=60.0, gt=0, description="Time clamd has to connect and to answer each step of a "
+        "scan.",
+    )
+    clamd_unavailable: Literal["refuse", "accept"] = Field(
+        default="refuse", description="When clamd cannot be reached or cannot scan a file: "
+        "`refuse` the upload (503), or `accept` it unscanned and log a warning.",
+    )
 
     max_image_pixels: int = Field(
         default=150_000_000, ge=1, description="Largest photo accepted, in pixels (bomb guard)."
@@ -217,6 +242,19 @@ class Settings(BaseSettings):
         default=7 * 24 * 3600, gt=0, description="Events older than this are pruned once every "
         "delivery of theirs is done.",
     )
+
+    @model_validator(mode="after")
+    def _one_clamd(self) -> Settings:
+        if self.clamd_socket is not None and self.clamd_host is not None:
+            raise ValueError("set DEPTHMILL_CLAMD_SOCKET or DEPTHMILL_CLAMD_HOST, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _kms_key_needs_kms(self) -> Settings:
+        if self.s3_sse_kms_key_id and self.s3_sse != "aws:kms":
+            raise ValueError("DEPTHMILL_S3_SSE_KMS_KEY_ID is set but DEPTHMILL_S3_SSE is not "
+                             "aws:kms: set both or neither")
+        return self
 
     @field_validator("webhook_retry_schedule_s", mode="before")
     @classmethod

@@ -33,6 +33,8 @@ def storage_from_settings(settings: Settings, *, base_url: str | None = None) ->
             endpoint_url=settings.s3_endpoint,
             region=settings.s3_region,
             default_expiry=settings.signed_url_expiry,
+            sse=settings.s3_sse,
+            sse_kms_key_id=settings.s3_sse_kms_key_id,
         )
     secret = settings.signing_secret.get_secret_value() if settings.signing_secret else None
     return LocalStorage(

@@ -17,6 +17,12 @@ def original(sha256: str, extension: str) -> str:
     return f"{ORIGINALS}{sha256[:2]}/{sha256}{extension}"
 
 
+def content_addressed(key: str) -> bool:
+    """Whether the key names its content (an original: its sha256), so what it holds never
+    changes. Every other key is rewritten in place when its media is processed again."""
+    return key.startswith(ORIGINALS)
+
+
 def thumbnail(media_id: uuid.UUID) -> str:
     return f"thumbnails/{media_id}.webp"
 

@@ -20,6 +20,7 @@ from cluster.storage.base import (
     StoredObject,
     check_key,
 )
+from cluster.storage.caching import cache_control
 
 
 @contextmanager
@@ -38,6 +39,19 @@ def _s3_errors_as_storage_errors(bucket: str) -> Iterator[None]:
         raise
 
 
+def encryption_args(sse: str, kms_key_id: str | None = None) -> dict[str, str]:
+    """The server-side encryption parameters of a write (``DEPTHMILL_S3_SSE``): none when off,
+    so the bucket's own default applies."""
+    if sse == "off":
+        return {}
+    if sse not in ("AES256", "aws:kms"):
+        raise ValueError(f"unknown S3 server-side encryption {sse!r}: AES256, aws:kms or off")
+    args = {"ServerSideEncryption": sse}
+    if kms_key_id:
+        args["SSEKMSKeyId"] = kms_key_id
+    return args
+
+
 class S3Storage:
     """S3 or any S3-compatible server (MinIO) through boto3, with botocore's adaptive retries."""
 
@@ -51,9 +65,12 @@ class S3Storage:
         multipart_threshold: int = 16 * CHUNK,
         max_attempts: int = 5,
         create_bucket: bool = True,
+        sse: str = "off",
+        sse_kms_key_id: str | None = None,
     ) -> None:
         self.bucket = bucket
         self.default_expiry = default_expiry
+        self.encryption = encryption_args(sse, sse_kms_key_id)
         config = Config(
             retries={"mode": "adaptive", "max_attempts": max_attempts},
             connect_timeout=5,
@@ -87,19 +104,27 @@ class S3Storage:
             if e.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
 
+    def write_args(self, content_type: str) -> dict[str, str]:
+        """What every object this project writes carries: its type and the encryption setting
+        (boto3's ExtraArgs for uploads, the same names as put_object's parameters). The one
+        place writes get them, so that no write path forgets the encryption."""
+        return {"ContentType": content_type, **self.encryption}
+
     def put(self, key: str, data: BinaryIO, content_type: str) -> int:
         counter = _CountingReader(data)
         with _s3_errors_as_storage_errors(self.bucket):
+            # Multipart uploads carry the ExtraArgs on CreateMultipartUpload: the parts and the
+            # assembled object are encrypted alike.
             self.client.upload_fileobj(
                 counter, self.bucket, check_key(key),
-                ExtraArgs={"ContentType": content_type}, Config=self.transfer,
+                ExtraArgs=self.write_args(content_type), Config=self.transfer,
             )
         return counter.count
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
         with _s3_errors_as_storage_errors(self.bucket):
             self.client.put_object(
-                Bucket=self.bucket, Key=check_key(key), Body=data, ContentType=content_type
+                Bucket=self.bucket, Key=check_key(key), Body=data, **self.write_args(content_type)
             )
         return len(data)
 
@@ -143,10 +168,14 @@ class S3Storage:
         # Presigning never touches the network; check first so that a URL always works.
         if not self.exists(key):
             raise ObjectNotFound(key)
+        expires_in = expires_in or self.default_expiry
+        # S3 answers a presigned GET with the Cache-Control it names (and its own ETag and 304s),
+        # so the answer says how long it may be kept: no longer than the URL is valid.
         return self.client.generate_presigned_url(
             "get_object",
-            Params={"Bucket": self.bucket, "Key": key},
-            ExpiresIn=expires_in or self.default_expiry,
+            Params={"Bucket": self.bucket, "Key": key,
+                    "ResponseCacheControl": cache_control(key, expires_in)},
+            ExpiresIn=expires_in,
         )
 
     def check(self) -> None:

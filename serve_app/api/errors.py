@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cluster.storage.signing import SignatureError
+from cluster.media.malware import ScanFailed, ScannerUnavailable
 from cluster.storage import ObjectNotFound, StorageFull, StorageUnavailable
 from db.connection import DatabaseUnavailable
 from db.errors import IllegalTransition, InvalidCursor, NotFound
@@ -94,6 +95,17 @@ def install(app: FastAPI) -> None:
     async def _storage_down(request: Request, exc: StorageUnavailable):
         return error_response(503, "storage_unavailable", "storage is unreachable; retry later",
                               {"Retry-After": "5"})
+
+    @app.exception_handler(ScannerUnavailable)
+    async def _scanner_down(request: Request, exc: ScannerUnavailable):
+        # Unscanned is refused (DEPTHMILL_CLAMD_UNAVAILABLE=refuse). The daemon's address is
+        # logged, not answered.
+        log.warning("upload refused: %s", exc)
+        if isinstance(exc, ScanFailed):
+            return error_response(503, "scan_failed", f"the malware scanner could not scan the "
+                                  f"file ({exc.reason}); nothing was stored")
+        return error_response(503, "scanner_unavailable", "the malware scanner is unreachable; "
+                              "nothing was stored; retry later", {"Retry-After": "30"})
 
     @app.exception_handler(StorageFull)
     async def _storage_full(request: Request, exc: StorageFull):

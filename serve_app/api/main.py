@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from serve_app.api import errors, log_redact
+from serve_app.api import errors, log_redact, versioning
 from serve_app.api.body_limit import UploadBodyLimit
 from serve_app.api.deps import require_api_key
 from serve_app.api.event_schemas import install_event_docs
@@ -39,6 +39,7 @@ def create_api(cors_origins: list[str] | None = None, max_upload_bytes: int | No
     app.include_router(health.router)  # open: load balancers and monitors probe it
     app.include_router(files.router, responses=errors.documented(403, 404, 422))  # signed
     install_web_app(app)
+    versioning.install(app)  # /api/v1 serves and documents every route above
     return app
 
 

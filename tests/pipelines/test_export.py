@@ -98,7 +98,9 @@ def test_export_to_a_directory_keeps_names_and_resumes(ray_cluster, database_url
 
 
 def test_export_to_s3(ray_cluster, database_url, tmp_path):
-    settings = Settings(home=tmp_path / "home", database_url=database_url, model="tiny")
+    # Exports are objects depthmill writes: encrypted as the setting says, like its own.
+    settings = Settings(home=tmp_path / "home", database_url=database_url, model="tiny",
+                        s3_sse="AES256")
     with moto_s3_server() as endpoint, Database(database_url, max_size=2) as db:
         seed(settings, db)
         args = ["--to", "s3://exports/library/2024", "--s3-endpoint", endpoint, "--kind", "photo",
@@ -109,6 +111,8 @@ def test_export_to_s3(ray_cluster, database_url, tmp_path):
         keys = {o["Key"] for o in client.list_objects_v2(Bucket="exports")["Contents"]}
         assert "library/2024/a.depth.png" in keys and "library/2024/b_SBS.jpg" in keys
         assert len(keys) == 12
+        assert {client.head_object(Bucket="exports", Key=k).get("ServerSideEncryption")
+                for k in keys} == {"AES256"}
         again = run(settings, build_parser().parse_args(args))
         assert again["files_written"] == 0 and again["files_present"] == 12
         videos = run(settings, build_parser().parse_args(

@@ -49,3 +49,18 @@ def test_import_an_s3_prefix(database_url, tmp_path):
         settings = Settings(home=tmp_path / "home", database_url=database_url, model="tiny")
         summary = import_library("s3://old-gallery/albums/", settings, s3_endpoint=endpoint)
     assert (summary["created"], summary["duplicate"], summary["rejected"]) == (1, 0, 1)
+
+
+def test_an_import_scans_every_file_and_skips_the_infected(database_url, tmp_path, clamd):
+    from tests.utils.clamd import EICAR
+
+    (tmp_path / "lib").mkdir()
+    photo = media_files.jpeg_bytes(media_files.photo("coffee"))
+    (tmp_path / "lib" / "clean.jpg").write_bytes(photo)
+    (tmp_path / "lib" / "infected.jpg").write_bytes(media_files.with_comment(photo, EICAR))
+    settings = Settings(home=tmp_path / "home", database_url=database_url, model="tiny",
+                        clamd_socket=clamd.socket_path)
+    summary = import_library(str(tmp_path / "lib"), settings)
+    assert (summary["created"], summary["rejected"]) == (1, 1)
+    (rejected,) = summary["rejected_files"]
+    assert (rejected["file"], rejected["code"]) == ("infected.jpg", "infected")

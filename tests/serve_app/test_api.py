@@ -13,10 +13,10 @@ from serve_app.api.main import create_api
 from serve_app.gateway import build_context
 from tests.utils import media_files
 
-OPEN = ("/api/health", "/api/ai/health", "/api/ai/info", "/api/files/{key}")
+OPEN = ("/api/v1/health", "/api/v1/ai/health", "/api/v1/ai/info", "/api/v1/files/{key}")
 # Answered with a stream that never ends, which a TestClient reads whole: its key check is
 # below, its answer with one in tests/serve_app/test_routes_events.py.
-ENDLESS = {("GET", "/api/events")}
+ENDLESS = {("GET", "/api/v1/events")}
 
 
 def make_client(database_url, tmp_path, **overrides) -> TestClient:

@@ -312,7 +312,7 @@ def test_every_event_type_is_documented_and_real_events_match_their_models(api):
     for type_ in events.EVENT_TYPES:
         schema = doc["webhooks"][type_]["post"]["requestBody"]["content"]["application/json"]
         assert schema["schema"]["$ref"].endswith(EVENT_MODELS[type_].__name__)
-    stream_doc = doc["paths"]["/api/events"]["get"]["responses"]["200"]["description"]
+    stream_doc = doc["paths"]["/api/v1/events"]["get"]["responses"]["200"]["description"]
     assert all(t in stream_doc for t in events.EVENT_TYPES)
 
     db = api.ctx.db

@@ -232,12 +232,12 @@ def test_the_gdepth_format_is_a_jpeg_exiftool_reads(api, photo, tmp_path):
 
 def test_stereo_routes_are_documented_in_openapi(api):
     spec = api.get("/openapi.json").json()
-    op = spec["paths"]["/api/media/{media_id}/stereo"]["get"]
+    op = spec["paths"]["/api/v1/media/{media_id}/stereo"]["get"]
     assert {"307", "404", "409", "422"} <= set(op["responses"])
     params = {p["name"]: p["schema"] for p in op["parameters"]}
     assert params["divergence"].get("maximum") == stereo.MAX_DIVERGENCE
     assert params["convergence"].get("maximum") == 1
-    assert "gdepth" in json.dumps(spec["paths"]["/api/media/{media_id}/depth"]["get"]["parameters"])
+    assert "gdepth" in json.dumps(spec["paths"]["/api/v1/media/{media_id}/depth"]["get"]["parameters"])
 
 
 

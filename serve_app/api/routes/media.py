@@ -19,6 +19,7 @@ from db import media, queue, video_renders
 from db.vocabulary import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_PRIORITY, MIN_PRIORITY, Kind, Status
 from serve_app.api.deps import Context, Db, Store, upload_rate_limit
 from serve_app.api.errors import ApiError, documented
+from serve_app.api.redirects import signed_redirect
 from serve_app.api.multipart import received_files
 from serve_app.api.routes import stereo as stereo_routes
 from serve_app.api.schemas import (
@@ -175,5 +176,5 @@ def depth_redirect(
     db.run(media.get, media_id)
     for m in db.run(depth_maps.for_media, media_id):
         if m.format == format:
-            return RedirectResponse(storage.signed_url(m.storage_key), status_code=307)
+            return signed_redirect(storage.signed_url(m.storage_key), ctx.settings)
     raise ApiError(404, "not_found", f"no {format} depth output for media {media_id} yet")

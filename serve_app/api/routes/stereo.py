@@ -27,6 +27,7 @@ from db.media import MediaItem
 from serve_app.api.context import ApiContext
 from serve_app.api.deps import Context
 from serve_app.api.errors import ApiError, documented
+from serve_app.api.redirects import signed_redirect
 from serve_app.api.schemas import RenderingOut
 
 router = APIRouter(prefix="/api/media", tags=["stereo"])
@@ -100,7 +101,7 @@ def serve_render(ctx: ApiContext, media_id: uuid.UUID, key: str, content_type: s
             raise ApiError(404, "not_found", f"media {media_id} was deleted") from None
         for old in ctx.db.run(renders.evict_over, int(ctx.settings.stereo_cache_bytes), key):
             ctx.storage.delete(old)
-    return RedirectResponse(ctx.storage.signed_url(key), status_code=307)
+    return signed_redirect(ctx.storage.signed_url(key), ctx.settings)
 
 
 @router.get(
@@ -166,7 +167,7 @@ def video_stereo(ctx: ApiContext, item: MediaItem, layout: str, divergence: floa
     row = ctx.db.run(video_renders.get, key)
     if row is not None and row.status == "ready":
         if ctx.db.run(renders.touch, key) and ctx.storage.exists(key):
-            return RedirectResponse(ctx.storage.signed_url(key), status_code=307)
+            return signed_redirect(ctx.storage.signed_url(key), ctx.settings)
     row, started = ctx.db.run(
         video_renders.start, key, item.id, depth16.model_id, layout, divergence, convergence,
         stale_s=STALE_S, max_attempts=MAX_ATTEMPTS,
