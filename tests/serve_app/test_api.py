@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 
 from cluster.config.settings import Settings
+from db import keys
 from serve_app.api.main import create_api
 from serve_app.gateway import build_context
 from tests.utils import media_files
@@ -35,22 +37,67 @@ def concrete(path: str) -> str:
     return re.sub(r"\{[^}]+\}", str(uuid.uuid4()), path)
 
 
-def test_every_route_but_health_and_files_needs_a_valid_key(database_url, tmp_path):
-    client = make_client(database_url, tmp_path, api_keys="secret-key-1,secret-key-2")
+def test_every_route_but_health_and_files_needs_a_valid_key_with_its_scope(database_url, tmp_path):
+    client = make_client(database_url, tmp_path, api_keys="secret-key-1,secret-key-2",
+                         api_key_cache_s=0)
+    ctx = client.app.state.ctx
+    made = {scope: ctx.db.run(keys.create, ctx.key_secret, f"{scope}-key", [scope])[1]
+            for scope in keys.SCOPES}
+    revoked = ctx.db.run(keys.create, ctx.key_secret, "old", ["admin"])[1]
+    ctx.db.run(keys.revoke, "old")
+    expired = ctx.db.run(keys.create, ctx.key_secret, "lapsed", ["admin"],
+                         datetime.now(UTC) - timedelta(minutes=1))[1]
+    refused = {
+        "missing API key": {}, "invalid API key": {"Authorization": "Bearer wrong"},
+        "missing API key ": {"Authorization": "Basic eA=="},
+        "invalid API key ": {"Authorization": f"Bearer {keys.new_key()}"},
+        "was revoked": {"Authorization": f"Bearer {revoked}"},
+        "expired at": {"Authorization": f"Bearer {expired}"},
+    }
+    spec = client.get("/openapi.json").json()
     checked = 0
     for method, path in routes(client):
         if path in OPEN:
             continue
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic eA=="}):
+        op = spec["paths"][path][method.lower()]
+        scope = op["x-required-scope"]
+        assert op["security"] == [{"HTTPBearer": []}] and f"`{scope}`" in op["description"]
+        for message, headers in refused.items():
             response = client.request(method, concrete(path), headers=headers)
             assert response.status_code == 401, (method, path, headers, response.text)
             assert response.json()["error"]["code"] == "unauthorized"
+            assert message.strip() in response.json()["error"]["message"]
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+        for lower in keys.SCOPES[:keys.SCOPES.index(scope)]:
+            response = client.request(method, concrete(path),
+                                      headers={"Authorization": f"Bearer {made[lower]}"})
+            assert response.status_code == 403, (method, path, lower, response.text)
+            assert response.json()["error"] == {
+                "code": "forbidden",
+                "message": f"this needs a key with scope {scope!r}; key '{lower}-key' has {lower}"}
         checked += 1
         if (method, path) in ENDLESS:
             continue
-        ok = client.request(method, concrete(path), headers={"Authorization": "Bearer secret-key-2"})
-        assert ok.status_code != 401, (method, path)
-    assert checked >= 15
+        for key in (made[scope], made["admin"], "secret-key-2"):
+            ok = client.request(method, concrete(path), headers={"Authorization": f"Bearer {key}"})
+            assert ok.status_code not in (401, 403), (method, path, key, ok.text)
+    assert checked >= 30
+
+
+def test_without_keys_the_api_is_open_and_the_first_key_made_closes_it(database_url, tmp_path):
+    client = make_client(database_url, tmp_path, api_key_cache_s=0)
+    assert client.get("/api/media").status_code == 200
+    made = client.post("/api/keys", json={"name": "first", "scopes": ["admin"]})
+    assert made.status_code == 201
+    key = made.json()["key"]
+    assert key.startswith("dm_" + made.json()["prefix"] + "_")
+    assert client.get("/api/media").status_code == 401
+    auth = {"Authorization": f"Bearer {key}"}
+    assert client.get("/api/media", headers=auth).status_code == 200
+    # Revoking the last key does not open the API again.
+    assert client.delete("/api/keys/first", headers=auth).status_code == 204
+    assert client.get("/api/media").status_code == 401
+    assert "revoked" in client.get("/api/media", headers=auth).json()["error"]["message"]
 
 
 def test_upload_rate_limit_answers_429_with_retry_after(database_url, tmp_path):

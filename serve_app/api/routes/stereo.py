@@ -24,6 +24,7 @@ from db import media, queue, renders
 from db.depth import DepthMap
 from db.media import MediaItem
 from serve_app.api.context import ApiContext
+from serve_app.api.auth import READ
 from serve_app.api.deps import Context
 from serve_app.api.errors import ApiError, documented
 
@@ -95,7 +96,7 @@ def serve_render(ctx: ApiContext, media_id: uuid.UUID, key: str, content_type: s
 
 
 @router.get(
-    "/{media_id}/stereo", response_class=RedirectResponse, status_code=307,
+    "/{media_id}/stereo", dependencies=[READ], response_class=RedirectResponse, status_code=307,
     responses=documented(404, 409, 422),
     summary="Redirect to a stereo render of a photo (made on first request, then cached)",
 )
