@@ -94,6 +94,9 @@ def needs(scope: str) -> Callable[..., Awaitable[Caller]]:
     async def check(caller: Identified) -> Caller:
         return authorize(caller, scope)
 
+    # Types, not strings: Serve ships the app to its replicas by value, and a closure pickled by
+    # value keeps only the globals its code names, which a string annotation is not.
+    check.__annotations__ = {"caller": Identified, "return": Caller}
     check.required_scope = scope  # read back by the OpenAPI document (main.py)
     check.__name__ = f"needs_{scope}"
     return check
