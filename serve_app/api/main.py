@@ -8,10 +8,13 @@ from fastapi.routing import APIRoute
 from fastapi.middleware.cors import CORSMiddleware
 
 from serve_app.api import errors, log_redact
+from serve_app.api.audit_log import AuditLog
 from serve_app.api.body_limit import UploadBodyLimit
 from serve_app.api.event_schemas import install_event_docs
 from serve_app.api.query_guard import RefuseNulInQuery
-from serve_app.api.routes import events, files, health, keys, media, queue, stereo, webhooks
+from serve_app.api.routes import (
+    audit, events, files, health, keys, media, queue, stereo, webhooks,
+)
 from serve_app.web.pages import connect, install_web_app
 
 DESCRIPTION = """Turn photos and videos into depth maps. Upload media, watch the queue, fetch
@@ -26,11 +29,13 @@ def create_api(cors_origins: list[str] | None = None, max_upload_bytes: int | No
     app = FastAPI(title="depthmill", version="0.1.0", description=DESCRIPTION)
     errors.install(app)
     app.add_middleware(RefuseNulInQuery)
+    app.add_middleware(AuditLog)  # outside the query guard: a refused change is recorded too
     configure_api(app, cors_origins, max_upload_bytes)
     # Each route declares the scope it needs (serve_app/api/auth.py); every protected one can
     # answer a bad key, a key without that scope, bad parameters and a database outage.
     common = errors.documented(401, 403, 422, 503)
-    keyed = [media.router, queue.router, stereo.router, webhooks.router, keys.router]
+    keyed = [media.router, queue.router, stereo.router, webhooks.router, keys.router,
+             audit.router]
     for router in keyed:
         app.include_router(router, responses=common)
     # A key or, for the stream only, a token from POST /api/events/token (EventSource sends no

@@ -205,3 +205,57 @@ def test_queue_reads_are_typed_with_enums_in_the_openapi_document(database_url, 
     stats = client.get("/api/queue/stats").json()
     assert stats["totals"]["cancelled"] == 0 and stats["counts"]["queued"] == {"photo": 0, "video": 0}
     assert client.get("/api/queue/summary").status_code == 200
+
+
+def test_changes_and_refusals_are_in_the_audit_log_without_secrets(database_url, tmp_path):
+    client = make_client(database_url, tmp_path, api_keys="env-secret-key", api_key_cache_s=0)
+    ctx = client.app.state.ctx
+    writer = ctx.db.run(keys.create, ctx.key_secret, "uploader", ["write"])[1]
+    reader = ctx.db.run(keys.create, ctx.key_secret, "viewer", ["read"])[1]
+    photo = media_files.jpeg_bytes(media_files.photo("coffee"))
+    as_writer = {"Authorization": f"Bearer {writer}"}
+    uploaded = client.post("/api/media/upload", files=[("files", ("a.jpg", photo))],
+                           headers=as_writer).json()["results"][0]["media_id"]
+    assert client.get("/api/media", headers=as_writer).status_code == 200  # a read: not recorded
+    assert client.delete(f"/api/media/{uploaded}", headers={
+        "Authorization": f"Bearer {reader}"}).status_code == 403
+    assert client.get("/api/media?token=sekrit-token", headers={
+        "Authorization": "Bearer not-a-key"}).status_code == 401
+    assert client.delete(f"/api/media/{uploaded}", headers=as_writer).status_code == 204
+
+    admin = {"Authorization": "Bearer env-secret-key"}
+    page = client.get("/api/audit", headers=admin).json()
+    got = [(e["key_name"], e["method"], e["route"], e["status"]) for e in page["items"]]
+    assert got == [
+        ("uploader", "DELETE", "/api/media/{media_id}", 204),
+        ("anonymous", "GET", "/api/media", 401),
+        ("viewer", "DELETE", "/api/media/{media_id}", 403),
+        ("uploader", "POST", "/api/media/upload", 200),
+    ]
+    assert page["items"][0]["media_id"] == uploaded and page["items"][0]["client"]
+    text = str(ctx.db.run(lambda conn: conn.execute("SELECT * FROM audit_log").fetchall()))
+    for secret in (writer, reader, "not-a-key", "sekrit-token", "env-secret-key"):
+        assert secret not in text
+
+    # Filters and keyset pages.
+    def ask(**params):
+        r = client.get("/api/audit", params=params, headers=admin)
+        assert r.status_code == 200, r.text
+        return [(e["key_name"], e["status"]) for e in r.json()["items"]]
+
+    assert ask(key_name="viewer") == [("viewer", 403)]
+    assert ask(method="DELETE", status=204) == [("uploader", 204)]
+    assert ask(media_id=uploaded) == [("uploader", 204), ("viewer", 403)]
+    assert ask(since="2000-01-01T00:00:00Z", until="2000-01-02T00:00:00Z") == []
+    first = client.get("/api/audit?limit=3", headers=admin).json()
+    rest = client.get("/api/audit", params={"cursor": first["next_cursor"]}, headers=admin).json()
+    assert len(first["items"]) == 3 and rest["next_cursor"] is None
+    assert [e["id"] for e in first["items"] + rest["items"]][:5] == [
+        e["id"] for e in client.get("/api/audit", headers=admin).json()["items"]][:5]
+    bad = client.get("/api/audit?status=9000", headers=admin)
+    assert bad.status_code == 422 and "status" in bad.json()["error"]["message"]
+    assert client.get("/api/audit?cursor=zz", headers=admin).json()["error"]["code"] == \
+        "invalid_cursor"
+    # Reading the log is admin's; the refusal is itself recorded.
+    assert client.get("/api/audit", headers=as_writer).status_code == 403
+    assert ask(key_name="uploader", status=403) == [("uploader", 403)]
