@@ -212,6 +212,10 @@ def test_changes_and_refusals_are_in_the_audit_log_without_secrets(database_url,
     ctx = client.app.state.ctx
     writer = ctx.db.run(keys.create, ctx.key_secret, "uploader", ["write"])[1]
     reader = ctx.db.run(keys.create, ctx.key_secret, "viewer", ["read"])[1]
+    # Past the retention: the writer prunes it (on its first entry, then hourly).
+    ctx.db.run(lambda conn: conn.execute(
+        "INSERT INTO audit_log (at, key_name, client, method, route, status) "
+        "VALUES (now() - interval '91 days', 'old', 'x', 'POST', '/api/x', 200)"))
     photo = media_files.jpeg_bytes(media_files.photo("coffee"))
     as_writer = {"Authorization": f"Bearer {writer}"}
     uploaded = client.post("/api/media/upload", files=[("files", ("a.jpg", photo))],
