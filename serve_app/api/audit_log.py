@@ -43,7 +43,8 @@ def entry_of(scope: Scope, status: int) -> audit.NewEntry:
             media_id = uuid.UUID(str(media_id))
         except ValueError:
             media_id = None
-    target = ", ".join(f"{k}={params[k]}" for k in _IDS if k in params) or None
+    # Postgres text holds no NUL, and an unmatched path is anyone's input.
+    target = ", ".join(f"{k}={params[k]}" for k in _IDS if k in params).replace("\x00", "") or None
     client = scope.get("client")
     return audit.NewEntry(
         key_name=caller.name if caller else ANONYMOUS,
@@ -51,7 +52,7 @@ def entry_of(scope: Scope, status: int) -> audit.NewEntry:
         client=client[0] if client else "unknown",
         method=scope["method"],
         # The template, or for a path no route matched the path itself (no query string).
-        route=getattr(route, "path", None) or scope["path"][:300],
+        route=getattr(route, "path", None) or scope["path"][:300].replace("\x00", ""),
         media_id=media_id,
         target=target[:300] if target else None,
         status=status,

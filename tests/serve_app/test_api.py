@@ -263,3 +263,10 @@ def test_changes_and_refusals_are_in_the_audit_log_without_secrets(database_url,
     # Reading the log is admin's; the refusal is itself recorded.
     assert client.get("/api/audit", headers=as_writer).status_code == 403
     assert ask(key_name="uploader", status=403) == [("uploader", 403)]
+
+
+def test_a_change_on_a_path_with_a_nul_is_still_recorded(database_url, tmp_path):
+    client = make_client(database_url, tmp_path)
+    assert client.delete("/api/nowhere%00x").status_code == 404
+    (entry,) = client.get("/api/audit").json()["items"]
+    assert entry["route"] == "/api/nowherex" and entry["status"] == 404
