@@ -19,13 +19,13 @@ from cluster.media import configure_pillow
 from cluster.media.probe import MediaLimits
 from cluster.config.names import GATEWAY_DEPLOYMENT, NAMESPACE, SCHEDULER_ACTOR, WEBHOOK_ACTOR
 from cluster.config.settings import Settings
-from cluster.storage import LocalStorage, storage_from_settings
-from cluster.storage.signing import UrlSigner
+from cluster.storage import LocalStorage, server_signer, storage_from_settings
 from cluster.work.stereo_video import render_task
 from db.connection import Database
 from serve_app.api.context import ApiContext, RateLimiter, install
 from serve_app.api.event_tokens import EventTokens
 from serve_app.api.event_wake import EventWake
+from serve_app.api.key_cache import KeyCache
 from serve_app.api.main import configure_api, create_api
 
 log = logging.getLogger("depthmill.gateway")
@@ -41,8 +41,8 @@ def build_context(
     storage = storage_from_settings(settings)
     signer = storage.signer if isinstance(storage, LocalStorage) else None
     # Event tokens use the signing secret whichever storage there is (S3 signs its own URLs).
-    secret = settings.signing_secret.get_secret_value() if settings.signing_secret else None
-    token_signer = signer or UrlSigner.from_home(settings.home, secret)
+    token_signer = signer or server_signer(settings)
+    key_secret = token_signer.derive("api keys")
     # Short waits: during an outage a request should get its 503 in seconds, not minutes.
     db = Database(settings.database_url, max_size=settings.db_pool_size, name="gateway",
                   timeout=3, retries=2).open()
@@ -54,6 +54,7 @@ def build_context(
         upload_limiter=RateLimiter(settings.upload_rate_per_minute / replicas),
         event_tokens=EventTokens(token_signer, settings.events_token_seconds),
         event_wake=EventWake(db, settings.events_poll_s),
+        keys=KeyCache(db, key_secret, settings.api_key_cache_s), key_secret=key_secret,
         depth=depth, scheduler=scheduler, deliverer=deliverer,
         start_video_render=start_video_render,
     )

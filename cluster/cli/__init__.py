@@ -184,6 +184,18 @@ def _cmd_webhooks(settings: Settings, args: argparse.Namespace) -> int:
     return webhooks.run(settings, args, console)
 
 
+def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    from cluster.cli import keys
+
+    return keys.run(settings, args, console)
+
+
+def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    from cluster.cli import audit
+
+    return audit.run(settings, args, console)
+
+
 def _seconds(value: str) -> float:
     seconds = float(value)
     if not 0 <= seconds < float("inf"):
@@ -274,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     from cluster.cli.webhooks import add_parser as add_webhooks_parser
 
     add_webhooks_parser(commands).set_defaults(run=_cmd_webhooks)
+    from cluster.cli.keys import add_parser as add_keys_parser
+
+    add_keys_parser(commands).set_defaults(run=_cmd_keys)
+    from cluster.cli.audit import add_parser as add_audit_parser
+
+    add_audit_parser(commands).set_defaults(run=_cmd_audit)
     return parser
 
 

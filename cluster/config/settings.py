@@ -109,11 +109,20 @@ class Settings(BaseSettings):
 
     api_keys: CommaList = Field(
         default_factory=list,
-        description="Comma-separated API keys; when set every route but health needs one.",
+        description="Comma-separated admin API keys; when set (or once a key was made with "
+        "`depthmill keys create`) every route but health and signed files needs a key.",
     )
     signing_secret: SecretStr | None = Field(
         default=None,
-        description="HMAC secret for local signed URLs; generated and kept under HOME if unset.",
+        description="HMAC secret for local signed URLs, event tokens and API key hashes; "
+        "generated and kept under HOME if unset (set it on every host of a cluster).",
+    )
+    api_key_cache_s: float = Field(
+        default=10.0, ge=0, description="Seconds a gateway replica trusts what it read about a "
+        "key (and whether any key exists): a revoked key is refused within this long.",
+    )
+    audit_retention_days: float = Field(
+        default=90, gt=0, description="Audit log entries older than this are pruned.",
     )
     cors_origins: CommaList = Field(
         default_factory=list, description="Comma-separated allowed CORS origins (none by default)."

@@ -22,8 +22,15 @@ from cluster.storage.signing import UrlSigner
 
 __all__ = [
     "LocalStorage", "ObjectNotFound", "S3Storage", "Storage", "StorageFull", "StorageUnavailable",
-    "StoredObject", "check_key", "storage_from_settings",
+    "StoredObject", "check_key", "server_signer", "storage_from_settings",
 ]
+
+
+def server_signer(settings: Settings) -> UrlSigner:
+    """The installation's signer: DEPTHMILL_SIGNING_SECRET, else the secret kept under HOME.
+    Signed URLs, event tokens and API key hashes all derive from it."""
+    secret = settings.signing_secret.get_secret_value() if settings.signing_secret else None
+    return UrlSigner.from_home(settings.home, secret)
 
 
 def storage_from_settings(settings: Settings, *, base_url: str | None = None) -> Storage:
@@ -36,10 +43,9 @@ def storage_from_settings(settings: Settings, *, base_url: str | None = None) ->
             sse=settings.s3_sse,
             sse_kms_key_id=settings.s3_sse_kms_key_id,
         )
-    secret = settings.signing_secret.get_secret_value() if settings.signing_secret else None
     return LocalStorage(
         settings.storage_dir,
-        UrlSigner.from_home(settings.home, secret),
+        server_signer(settings),
         base_url=base_url if base_url is not None else settings.api_url,
         default_expiry=settings.signed_url_expiry,
     )

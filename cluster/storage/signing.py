@@ -42,6 +42,11 @@ class UrlSigner:
                 tmp.unlink()
         return cls(path.read_text().strip().encode())
 
+    def derive(self, purpose: str) -> bytes:
+        """A secret of its own for another use of the server secret (API key hashes), so that
+        no value made for one use is ever valid for another."""
+        return hmac.new(self._secret, f"depthmill {purpose}".encode(), hashlib.sha256).digest()
+
     def _mac(self, key: str, expires: int) -> str:
         message = f"{key}\n{expires}".encode()
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()

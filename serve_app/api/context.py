@@ -16,6 +16,7 @@ from cluster.storage import Storage
 from db.connection import Database
 from serve_app.api.event_tokens import EventTokens
 from serve_app.api.event_wake import EventWake
+from serve_app.api.key_cache import KeyCache
 
 
 @dataclass
@@ -101,6 +102,8 @@ class ApiContext:
     upload_limiter: RateLimiter
     event_tokens: EventTokens | None = None  # for /api/events?token=
     event_wake: EventWake | None = None  # the replica's one LISTEN connection, for its streams
+    keys: KeyCache | None = None  # the API keys of the database (serve_app/api/auth.py)
+    key_secret: bytes | None = None  # what key hashes are made with, for POST /api/keys
     depth: Any = None  # a Serve DeploymentHandle to the depth deployment
     scheduler: Any = None  # callable returning the scheduler actor handle (or None)
     deliverer: Any = None  # callable returning the webhook deliverer's handle (or None)

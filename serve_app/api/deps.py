@@ -7,7 +7,6 @@ thread."""
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -46,18 +45,6 @@ Db = Annotated[Database, Depends(get_db)]
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 Store = Annotated[Storage, Depends(get_storage)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-
-
-async def require_api_key(ctx: Context, credentials: BearerCredentials) -> None:
-    keys = ctx.settings.api_keys
-    if not keys:
-        return
-    if credentials is None:
-        raise ApiError(401, "unauthorized", "missing API key: send Authorization: Bearer <key>",
-                       {"WWW-Authenticate": "Bearer"})
-    given = credentials.credentials.encode()
-    if not any(hmac.compare_digest(given, key.encode()) for key in keys):
-        raise ApiError(401, "unauthorized", "invalid API key", {"WWW-Authenticate": "Bearer"})
 
 
 def client_id(request: Request) -> str:

@@ -8,19 +8,20 @@ import uuid
 from pathlib import Path
 
 import segno
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from cluster.config.network import lan_addresses
-from serve_app.api.deps import Context, require_api_key
+from serve_app.api.auth import READ
+from serve_app.api.deps import Context
 
 STATIC = Path(__file__).with_name("static")
 _PAGE_HEADERS = {"Cache-Control": "no-cache"}  # the shell is tiny; its modules revalidate
 
 pages = APIRouter(include_in_schema=False)
-connect = APIRouter(prefix="/api/app", tags=["web app"], dependencies=[Depends(require_api_key)])
+connect = APIRouter(prefix="/api/app", tags=["web app"], dependencies=[READ])
 
 
 def _page() -> FileResponse:

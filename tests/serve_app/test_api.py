@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 
 from cluster.config.settings import Settings
+from db import keys
 from serve_app.api.main import create_api
 from serve_app.gateway import build_context
 from tests.utils import media_files
@@ -35,22 +37,67 @@ def concrete(path: str) -> str:
     return re.sub(r"\{[^}]+\}", str(uuid.uuid4()), path)
 
 
-def test_every_route_but_health_and_files_needs_a_valid_key(database_url, tmp_path):
-    client = make_client(database_url, tmp_path, api_keys="secret-key-1,secret-key-2")
+def test_every_route_but_health_and_files_needs_a_valid_key_with_its_scope(database_url, tmp_path):
+    client = make_client(database_url, tmp_path, api_keys="secret-key-1,secret-key-2",
+                         api_key_cache_s=0)
+    ctx = client.app.state.ctx
+    made = {scope: ctx.db.run(keys.create, ctx.key_secret, f"{scope}-key", [scope])[1]
+            for scope in keys.SCOPES}
+    revoked = ctx.db.run(keys.create, ctx.key_secret, "old", ["admin"])[1]
+    ctx.db.run(keys.revoke, "old")
+    expired = ctx.db.run(keys.create, ctx.key_secret, "lapsed", ["admin"],
+                         datetime.now(UTC) - timedelta(minutes=1))[1]
+    refused = {
+        "missing API key": {}, "invalid API key": {"Authorization": "Bearer wrong"},
+        "missing API key ": {"Authorization": "Basic eA=="},
+        "invalid API key ": {"Authorization": f"Bearer {keys.new_key()}"},
+        "was revoked": {"Authorization": f"Bearer {revoked}"},
+        "expired at": {"Authorization": f"Bearer {expired}"},
+    }
+    spec = client.get("/openapi.json").json()
     checked = 0
     for method, path in routes(client):
         if path in OPEN:
             continue
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic eA=="}):
+        op = spec["paths"][path][method.lower()]
+        scope = op["x-required-scope"]
+        assert op["security"] == [{"HTTPBearer": []}] and f"`{scope}`" in op["description"]
+        for message, headers in refused.items():
             response = client.request(method, concrete(path), headers=headers)
             assert response.status_code == 401, (method, path, headers, response.text)
             assert response.json()["error"]["code"] == "unauthorized"
+            assert message.strip() in response.json()["error"]["message"]
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+        for lower in keys.SCOPES[:keys.SCOPES.index(scope)]:
+            response = client.request(method, concrete(path),
+                                      headers={"Authorization": f"Bearer {made[lower]}"})
+            assert response.status_code == 403, (method, path, lower, response.text)
+            assert response.json()["error"] == {
+                "code": "forbidden",
+                "message": f"this needs a key with scope {scope!r}; key '{lower}-key' has {lower}"}
         checked += 1
         if (method, path) in ENDLESS:
             continue
-        ok = client.request(method, concrete(path), headers={"Authorization": "Bearer secret-key-2"})
-        assert ok.status_code != 401, (method, path)
-    assert checked >= 15
+        for key in (made[scope], made["admin"], "secret-key-2"):
+            ok = client.request(method, concrete(path), headers={"Authorization": f"Bearer {key}"})
+            assert ok.status_code not in (401, 403), (method, path, key, ok.text)
+    assert checked >= 30
+
+
+def test_without_keys_the_api_is_open_and_the_first_key_made_closes_it(database_url, tmp_path):
+    client = make_client(database_url, tmp_path, api_key_cache_s=0)
+    assert client.get("/api/media").status_code == 200
+    made = client.post("/api/keys", json={"name": "first", "scopes": ["admin"]})
+    assert made.status_code == 201
+    key = made.json()["key"]
+    assert key.startswith("dm_" + made.json()["prefix"] + "_")
+    assert client.get("/api/media").status_code == 401
+    auth = {"Authorization": f"Bearer {key}"}
+    assert client.get("/api/media", headers=auth).status_code == 200
+    # Revoking the last key does not open the API again.
+    assert client.delete("/api/keys/first", headers=auth).status_code == 204
+    assert client.get("/api/media").status_code == 401
+    assert "revoked" in client.get("/api/media", headers=auth).json()["error"]["message"]
 
 
 def test_upload_rate_limit_answers_429_with_retry_after(database_url, tmp_path):
@@ -158,3 +205,68 @@ def test_queue_reads_are_typed_with_enums_in_the_openapi_document(database_url, 
     stats = client.get("/api/queue/stats").json()
     assert stats["totals"]["cancelled"] == 0 and stats["counts"]["queued"] == {"photo": 0, "video": 0}
     assert client.get("/api/queue/summary").status_code == 200
+
+
+def test_changes_and_refusals_are_in_the_audit_log_without_secrets(database_url, tmp_path):
+    client = make_client(database_url, tmp_path, api_keys="env-secret-key", api_key_cache_s=0)
+    ctx = client.app.state.ctx
+    writer = ctx.db.run(keys.create, ctx.key_secret, "uploader", ["write"])[1]
+    reader = ctx.db.run(keys.create, ctx.key_secret, "viewer", ["read"])[1]
+    # Past the retention: the writer prunes it (on its first entry, then hourly).
+    ctx.db.run(lambda conn: conn.execute(
+        "INSERT INTO audit_log (at, key_name, client, method, route, status) "
+        "VALUES (now() - interval '91 days', 'old', 'x', 'POST', '/api/x', 200)"))
+    photo = media_files.jpeg_bytes(media_files.photo("coffee"))
+    as_writer = {"Authorization": f"Bearer {writer}"}
+    uploaded = client.post("/api/media/upload", files=[("files", ("a.jpg", photo))],
+                           headers=as_writer).json()["results"][0]["media_id"]
+    assert client.get("/api/media", headers=as_writer).status_code == 200  # a read: not recorded
+    assert client.delete(f"/api/media/{uploaded}", headers={
+        "Authorization": f"Bearer {reader}"}).status_code == 403
+    assert client.get("/api/media?token=sekrit-token", headers={
+        "Authorization": "Bearer not-a-key"}).status_code == 401
+    assert client.delete(f"/api/media/{uploaded}", headers=as_writer).status_code == 204
+
+    admin = {"Authorization": "Bearer env-secret-key"}
+    page = client.get("/api/audit", headers=admin).json()
+    got = [(e["key_name"], e["method"], e["route"], e["status"]) for e in page["items"]]
+    assert got == [
+        ("uploader", "DELETE", "/api/media/{media_id}", 204),
+        ("anonymous", "GET", "/api/media", 401),
+        ("viewer", "DELETE", "/api/media/{media_id}", 403),
+        ("uploader", "POST", "/api/media/upload", 200),
+    ]
+    assert page["items"][0]["media_id"] == uploaded and page["items"][0]["client"]
+    text = str(ctx.db.run(lambda conn: conn.execute("SELECT * FROM audit_log").fetchall()))
+    for secret in (writer, reader, "not-a-key", "sekrit-token", "env-secret-key"):
+        assert secret not in text
+
+    # Filters and keyset pages.
+    def ask(**params):
+        r = client.get("/api/audit", params=params, headers=admin)
+        assert r.status_code == 200, r.text
+        return [(e["key_name"], e["status"]) for e in r.json()["items"]]
+
+    assert ask(key_name="viewer") == [("viewer", 403)]
+    assert ask(method="DELETE", status=204) == [("uploader", 204)]
+    assert ask(media_id=uploaded) == [("uploader", 204), ("viewer", 403)]
+    assert ask(since="2000-01-01T00:00:00Z", until="2000-01-02T00:00:00Z") == []
+    first = client.get("/api/audit?limit=3", headers=admin).json()
+    rest = client.get("/api/audit", params={"cursor": first["next_cursor"]}, headers=admin).json()
+    assert len(first["items"]) == 3 and rest["next_cursor"] is None
+    assert [e["id"] for e in first["items"] + rest["items"]][:5] == [
+        e["id"] for e in client.get("/api/audit", headers=admin).json()["items"]][:5]
+    bad = client.get("/api/audit?status=9000", headers=admin)
+    assert bad.status_code == 422 and "status" in bad.json()["error"]["message"]
+    assert client.get("/api/audit?cursor=zz", headers=admin).json()["error"]["code"] == \
+        "invalid_cursor"
+    # Reading the log is admin's; the refusal is itself recorded.
+    assert client.get("/api/audit", headers=as_writer).status_code == 403
+    assert ask(key_name="uploader", status=403) == [("uploader", 403)]
+
+
+def test_a_change_on_a_path_with_a_nul_is_still_recorded(database_url, tmp_path):
+    client = make_client(database_url, tmp_path)
+    assert client.delete("/api/nowhere%00x").status_code == 404
+    (entry,) = client.get("/api/audit").json()["items"]
+    assert entry["route"] == "/api/nowherex" and entry["status"] == 404

@@ -111,3 +111,21 @@ def test_a_video_without_depth_yet_is_not_ready(api):
     (result,) = upload(api, ("v.mp4", video_bytes("mp4", seconds=0.5, size=SIZE)))["results"]
     r = stereo_get(api, result["media_id"])
     assert r.status_code == 409 and r.json()["error"]["code"] == "not_ready"
+
+
+def test_a_read_key_may_watch_a_render_but_not_start_one(make_api, tmp_path):
+    from db import keys
+
+    api = make_api(api_keys="env-admin-key", api_key_cache_s=0,
+                   start_video_render=lambda job: None)  # started, left rendering
+    ctx = api.ctx
+    reader = ctx.db.run(keys.create, ctx.key_secret, "viewer", ["read"])[1]
+    api.client.headers["Authorization"] = "Bearer env-admin-key"
+    media_id, _ = processed_video(api, tmp_path)
+    as_reader = {"Authorization": f"Bearer {reader}"}
+    url = f"/api/media/{media_id}/stereo"
+    refused = api.get(url, headers=as_reader, follow_redirects=False)
+    assert refused.status_code == 403 and "'write'" in refused.json()["error"]["message"]
+    assert api.get(url, follow_redirects=False).status_code == 202  # the admin starts it
+    watching = api.get(url, headers=as_reader, follow_redirects=False)
+    assert watching.status_code == 202 and watching.json()["status"] == "rendering"

@@ -13,14 +13,15 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from db import events
 from db.connection import DatabaseUnavailable
-from serve_app.api.deps import BearerCredentials, Context, require_api_key
+from serve_app.api.auth import EVENT_TOKEN, OPEN, READ, Caller, authorize, identify
+from serve_app.api.deps import BearerCredentials, Context
 from serve_app.api.errors import ApiError, documented
 from serve_app.api.event_schemas import EVENT_MODELS, body
 from serve_app.api.event_tokens import TokenError
@@ -36,8 +37,8 @@ class EventTokenOut(BaseModel):
     expires_at: int  # Unix seconds
 
 
-@router.post("/token", response_model=EventTokenOut, dependencies=[Depends(require_api_key)],
-             responses=documented(401), summary="A short-lived token to open the event stream")
+@router.post("/token", response_model=EventTokenOut, dependencies=[READ],
+             responses=documented(401, 403), summary="A short-lived token to open the event stream")
 async def token(ctx: Context) -> EventTokenOut:
     """For clients that cannot send a header (a browser's EventSource): trade the API key for a
     token valid `DEPTHMILL_EVENTS_TOKEN_SECONDS`, and open `/api/events?token=…` with it."""
@@ -47,20 +48,28 @@ async def token(ctx: Context) -> EventTokenOut:
 
 async def _key_or_token(
     ctx: Context,
+    request: Request,
     credentials: BearerCredentials,
     token: Annotated[str | None, Query(max_length=200, description=(
         "from POST /api/events/token, instead of the Authorization header"))] = None,
-) -> None:
-    if not ctx.settings.api_keys:
-        return
+) -> Caller:
     if token is None or credentials is not None:
-        return await require_api_key(ctx, credentials)
-    try:
-        ctx.event_tokens.check(token)
-    except TokenError as e:
-        raise ApiError(401, "unauthorized", f"{e}: ask POST /api/events/token for a new one",
-                       {"WWW-Authenticate": "Bearer"}) from None
+        return authorize(await identify(ctx, request, credentials), "read")
+    # A token stands in for a read key; with no key of either kind the stream is open anyway.
+    if not ctx.settings.api_keys and not await ctx.keys.any_exist():
+        caller = OPEN
+    else:
+        try:
+            ctx.event_tokens.check(token)
+        except TokenError as e:
+            raise ApiError(401, "unauthorized", f"{e}: ask POST /api/events/token for a new one",
+                           {"WWW-Authenticate": "Bearer"}) from None
+        caller = Caller(EVENT_TOKEN, None, ("read",))
+    request.state.caller = caller
+    return caller
 
+
+_key_or_token.required_scope = "read"  # type: ignore[attr-defined]  # shown in the OpenAPI document
 
 async def _patterns(
     types: Annotated[str | None, Query(max_length=1000, description=(
@@ -103,7 +112,7 @@ also across gateway restarts. Event types: """ + ", ".join(f"`{t}`" for t in EVE
 
 @router.get(
     "", response_class=EventSourceResponse, dependencies=[Depends(_key_or_token)],
-    responses={200: {"description": _STREAM_DOC}, **documented(401, 422, 503)},
+    responses={200: {"description": _STREAM_DOC}, **documented(401, 403, 422, 503)},
     summary="Live events (Server-Sent Events)",
 )
 async def stream(

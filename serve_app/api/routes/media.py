@@ -17,6 +17,7 @@ from cluster.storage import ObjectNotFound
 from db import depth as depth_maps
 from db import media, queue, video_renders
 from db.vocabulary import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_PRIORITY, MIN_PRIORITY, Kind, Status
+from serve_app.api.auth import READ, WRITE
 from serve_app.api.deps import Context, Db, Store, upload_rate_limit
 from serve_app.api.errors import ApiError, documented
 from serve_app.api.redirects import signed_redirect
@@ -57,7 +58,7 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-da
 
 
 @router.post(
-    "/upload", response_model=UploadResponse, dependencies=[Depends(upload_rate_limit)],
+    "/upload", response_model=UploadResponse, dependencies=[WRITE, Depends(upload_rate_limit)],
     responses=documented(413, 415, 429, 503, 507), openapi_extra=_UPLOAD_BODY,
     summary="Upload photos and videos (multipart field `files`, repeatable)",
 )
@@ -86,7 +87,7 @@ async def upload(
     return UploadResponse(accepted=len(results) - rejected, rejected=rejected, results=results)
 
 
-@router.get("", response_model=MediaPageOut, responses=documented(400), summary="List media, newest first")
+@router.get("", dependencies=[READ], response_model=MediaPageOut, responses=documented(400), summary="List media, newest first")
 def list_media(
     db: Db,
     storage: Store,
@@ -105,7 +106,7 @@ def list_media(
     return MediaPageOut(items=items, next_cursor=page.next_cursor, total=count)
 
 
-@router.get("/status", response_model=MediaStatusesOut, summary="Latest queue status of several media")
+@router.get("/status", dependencies=[READ], response_model=MediaStatusesOut, summary="Latest queue status of several media")
 def media_statuses(
     db: Db,
     ids: Annotated[str, Query(max_length=MAX_PAGE_SIZE * 40, description="comma-separated media ids")],
@@ -126,7 +127,7 @@ def _url(storage, key: str) -> str | None:
         return None
 
 
-@router.get("/{media_id}", response_model=MediaDetail, responses=documented(404), summary="Metadata, queue status, signed URLs")
+@router.get("/{media_id}", dependencies=[READ], response_model=MediaDetail, responses=documented(404), summary="Metadata, queue status, signed URLs")
 def get_media(media_id: uuid.UUID, db: Db, storage: Store) -> MediaDetail:
     item = db.run(media.get, media_id)
     items = db.run(queue.items_for_media, media_id)
@@ -150,7 +151,7 @@ def get_media(media_id: uuid.UUID, db: Db, storage: Store) -> MediaDetail:
                        stereo_renders=stereo_renders)
 
 
-@router.get("/{media_id}/neighbours", response_model=NeighboursOut, responses=documented(404),
+@router.get("/{media_id}/neighbours", dependencies=[READ], response_model=NeighboursOut, responses=documented(404),
             summary="The items before and after one in the list with the same filters")
 def neighbours(
     media_id: uuid.UUID, db: Db, kind: Kind | None = None, status: Status | None = None,
@@ -160,12 +161,12 @@ def neighbours(
     return NeighboursOut(previous=found.previous, next=found.next)
 
 
-@router.delete("/{media_id}", status_code=204, responses=documented(404), summary="Delete media, its outputs and queue items")
+@router.delete("/{media_id}", dependencies=[WRITE], status_code=204, responses=documented(404), summary="Delete media, its outputs and queue items")
 def delete_media(media_id: uuid.UUID, db: Db, storage: Store) -> None:
     delete_media_and_outputs(db, storage, media_id)
 
 
-@router.get("/{media_id}/depth", summary="Redirect to the depth map's signed URL",
+@router.get("/{media_id}/depth", dependencies=[READ], summary="Redirect to the depth map's signed URL",
             response_class=RedirectResponse, status_code=307, responses=documented(404, 409))
 def depth_redirect(
     media_id: uuid.UUID, db: Db, storage: Store, ctx: Context,

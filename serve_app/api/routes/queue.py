@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 
 from db import queue
 from db.vocabulary import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_PRIORITY, MIN_PRIORITY, Kind, Status
+from serve_app.api.auth import ADMIN, READ, WRITE
 from serve_app.api.deps import Context, Db, SettingsDep
 from serve_app.api.errors import ApiError, documented
 from serve_app.api.schemas import (
@@ -26,13 +27,13 @@ router = APIRouter(prefix="/api/queue", tags=["queue"])
 StatusName = Status
 
 
-@router.get("/status", response_model=QueueStatusOut, summary="waiting, active, completed, failed")
+@router.get("/status", dependencies=[READ], response_model=QueueStatusOut, summary="waiting, active, completed, failed")
 def status(db: Db) -> QueueStatusOut:
     counts = db.run(queue.stats).status_counts()
     return QueueStatusOut(**{k: counts[k] for k in QueueStatusOut.model_fields})
 
 
-@router.get("/stats", response_model=QueueStatsOut,
+@router.get("/stats", dependencies=[READ], response_model=QueueStatsOut,
             summary="Counts by status and kind, throughput and ETA")
 def stats(db: Db) -> QueueStatsOut:
     s = db.run(queue.stats)
@@ -46,12 +47,12 @@ def stats(db: Db) -> QueueStatsOut:
     )
 
 
-@router.get("/summary", response_model=list[SummaryRowOut], summary="One row per status and kind")
+@router.get("/summary", dependencies=[READ], response_model=list[SummaryRowOut], summary="One row per status and kind")
 def summary(db: Db) -> list[SummaryRowOut]:
     return [SummaryRowOut(**row.__dict__) for row in db.run(queue.summary)]
 
 
-@router.get("/items", response_model=QueuePageOut, responses=documented(400), summary="Items in claim order, filtered, paged")
+@router.get("/items", dependencies=[READ], response_model=QueuePageOut, responses=documented(400), summary="Items in claim order, filtered, paged")
 def items(
     db: Db,
     status: Annotated[list[StatusName] | None, Query()] = None,
@@ -65,12 +66,12 @@ def items(
     return QueuePageOut(items=[QueueItemOut.of(i) for i in page.items], next_cursor=page.next_cursor)
 
 
-@router.get("/items/{item_id}", response_model=QueueItemOut, responses=documented(404))
+@router.get("/items/{item_id}", dependencies=[READ], response_model=QueueItemOut, responses=documented(404))
 def item(item_id: uuid.UUID, db: Db) -> QueueItemOut:
     return QueueItemOut.of(db.run(queue.get_item, item_id))
 
 
-@router.post("/enqueue/{media_id}", response_model=QueueItemOut, responses=documented(404),
+@router.post("/enqueue/{media_id}", dependencies=[WRITE], response_model=QueueItemOut, responses=documented(404),
              summary="Queue media for processing (optionally now: priority 0)")
 def enqueue(
     media_id: uuid.UUID, db: Db, settings: SettingsDep,
@@ -80,17 +81,17 @@ def enqueue(
                                   max_attempts=settings.max_attempts))
 
 
-@router.post("/items/{item_id}/cancel", response_model=QueueItemOut, responses=documented(404, 409))
+@router.post("/items/{item_id}/cancel", dependencies=[WRITE], response_model=QueueItemOut, responses=documented(404, 409))
 def cancel(item_id: uuid.UUID, db: Db) -> QueueItemOut:
     return QueueItemOut.of(db.run(queue.cancel, item_id))
 
 
-@router.post("/items/{item_id}/retry", response_model=QueueItemOut, responses=documented(404, 409))
+@router.post("/items/{item_id}/retry", dependencies=[WRITE], response_model=QueueItemOut, responses=documented(404, 409))
 def retry(item_id: uuid.UUID, db: Db) -> QueueItemOut:
     return QueueItemOut.of(db.run(queue.retry, item_id))
 
 
-@router.post("/retry-failed", summary="Queue every failed item again")
+@router.post("/retry-failed", dependencies=[WRITE], summary="Queue every failed item again")
 def retry_failed(db: Db, kind: Kind | None = None) -> dict:
     return {"requeued": db.run(queue.retry_all_failed, kind=kind)}
 
@@ -105,18 +106,18 @@ async def _scheduler_call(ctx, method: str) -> dict:
         raise ApiError(503, "scheduler_unavailable", f"the scheduler did not answer: {e}") from e
 
 
-@router.get("/worker/status", tags=["worker"], response_model=WorkerStatusOut)
+@router.get("/worker/status", dependencies=[READ], tags=["worker"], response_model=WorkerStatusOut)
 async def worker_status(ctx: Context) -> dict:
     return await _scheduler_call(ctx, "status")
 
 
-@router.post("/worker/start", tags=["worker"], response_model=WorkerStatusOut,
+@router.post("/worker/start", dependencies=[ADMIN], tags=["worker"], response_model=WorkerStatusOut,
              summary="Resume claiming")
 async def worker_start(ctx: Context) -> dict:
     return await _scheduler_call(ctx, "resume")
 
 
-@router.post("/worker/stop", tags=["worker"], response_model=WorkerStatusOut,
+@router.post("/worker/stop", dependencies=[ADMIN], tags=["worker"], response_model=WorkerStatusOut,
              summary="Pause claiming; items in flight finish")
 async def worker_stop(ctx: Context) -> dict:
     return await _scheduler_call(ctx, "pause")

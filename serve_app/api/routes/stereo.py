@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Annotated, Literal
 
 import psycopg
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import AfterValidator
 
@@ -25,6 +25,7 @@ from db import media, queue, renders, video_renders
 from db.depth import DepthMap
 from db.media import MediaItem
 from serve_app.api.context import ApiContext
+from serve_app.api.auth import READ, Caller, authorize
 from serve_app.api.deps import Context
 from serve_app.api.errors import ApiError, documented
 from serve_app.api.redirects import signed_redirect
@@ -105,7 +106,7 @@ def serve_render(ctx: ApiContext, media_id: uuid.UUID, key: str, content_type: s
 
 
 @router.get(
-    "/{media_id}/stereo", response_class=RedirectResponse, status_code=307,
+    "/{media_id}/stereo", dependencies=[READ], response_class=RedirectResponse, status_code=307,
     responses={**documented(404, 409, 422), 202: {
         "model": RenderingOut, "description": "a video's render is running: ask again after "
                                               "Retry-After seconds"}},
@@ -117,6 +118,7 @@ def serve_render(ctx: ApiContext, media_id: uuid.UUID, key: str, content_type: s
 def stereo_redirect(
     media_id: uuid.UUID,
     ctx: Context,
+    request: Request,
     layout: Annotated[stereo.Layout, Query(
         description="sbs, sbs-half, tb, tb-half, crosseye (right view first), anaglyph "
                     "(red-cyan), rgbd (colour beside 8-bit depth)")] = "sbs",
@@ -138,7 +140,8 @@ def stereo_redirect(
 ) -> Response:
     item = ctx.db.run(media.get, media_id)
     if item.kind == "video":
-        return video_stereo(ctx, item, layout, divergence, convergence, model)
+        return video_stereo(ctx, item, layout, divergence, convergence, model,
+                            request.state.caller)
     depth_map = _stored_depth(ctx, item, "png16", model)
     divergence, convergence = storage_keys.quantised_stereo(divergence, convergence)
     key = storage_keys.stereo_render(media_id, depth_map.model_id, layout, divergence,
@@ -156,9 +159,10 @@ RENDER_RETRY_AFTER_S = 2
 
 
 def video_stereo(ctx: ApiContext, item: MediaItem, layout: str, divergence: float,
-                 convergence: float, model: str | None) -> Response:
+                 convergence: float, model: str | None, caller: Caller) -> Response:
     """The stereo video: 307 to it when it is ready, else 202 with its progress, starting its
-    render (a background task) when nothing renders it; 409 when it failed every attempt."""
+    render (a background task) when nothing renders it; 409 when it failed every attempt.
+    Watching a render needs ``read``; starting one, like enqueueing an item, ``write``."""
     depth16 = _stored_depth(ctx, item, "video16", model)
     divergence, convergence = storage_keys.quantised_stereo(divergence, convergence)
     stem = exports.clean_stem(item.original_name) or f"video_{exports.short_id(item.id)}"
@@ -168,6 +172,10 @@ def video_stereo(ctx: ApiContext, item: MediaItem, layout: str, divergence: floa
     if row is not None and row.status == "ready":
         if ctx.db.run(renders.touch, key) and ctx.storage.exists(key):
             return signed_redirect(ctx.storage.signed_url(key), ctx.settings)
+    if not caller.may("write"):
+        if row is None or row.status != "rendering":
+            authorize(caller, "write")
+        return _rendering(row)
     row, started = ctx.db.run(
         video_renders.start, key, item.id, depth16.model_id, layout, divergence, convergence,
         stale_s=STALE_S, max_attempts=MAX_ATTEMPTS,
@@ -185,6 +193,10 @@ def video_stereo(ctx: ApiContext, item: MediaItem, layout: str, divergence: floa
         raise ApiError(409, "render_failed",
                        f"the stereo render of media {item.id} failed {row.attempts} times, the "
                        f"last with: {row.last_error}")
+    return _rendering(row)
+
+
+def _rendering(row: video_renders.VideoRender) -> JSONResponse:
     return JSONResponse(RenderingOut(progress=row.progress).model_dump(), status_code=202,
                         headers={"Retry-After": str(RENDER_RETRY_AFTER_S)})
 

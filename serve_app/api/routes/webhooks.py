@@ -20,10 +20,11 @@ from cluster.events.addresses import InvalidUrl, UnsafeDestination, check_url
 from db import webhooks
 from db.vocabulary import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from db.webhooks import Delivery, Webhook
+from serve_app.api.auth import ADMIN
 from serve_app.api.deps import Db, SettingsDep
 from serve_app.api.errors import ApiError, documented
 
-router = APIRouter(prefix="/api/webhooks", tags=["webhooks"])
+router = APIRouter(prefix="/api/webhooks", tags=["webhooks"], dependencies=[ADMIN])
 
 
 # Postgres text holds no NUL; say so as a 422 rather than fail in the database.
