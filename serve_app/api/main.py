@@ -11,7 +11,7 @@ from serve_app.api.body_limit import UploadBodyLimit
 from serve_app.api.deps import require_api_key
 from serve_app.api.event_schemas import install_event_docs
 from serve_app.api.query_guard import RefuseNulInQuery
-from serve_app.api.routes import events, files, health, media, queue, stereo, webhooks
+from serve_app.api.routes import events, files, health, media, models, queue, stereo, webhooks
 from serve_app.web.pages import install_web_app
 
 DESCRIPTION = """Turn photos and videos into depth maps. Upload media, watch the queue, fetch
@@ -31,6 +31,7 @@ def create_api(cors_origins: list[str] | None = None, max_upload_bytes: int | No
     app.include_router(queue.router, dependencies=protected, responses=common)
     app.include_router(stereo.router, dependencies=protected, responses=common)
     app.include_router(webhooks.router, dependencies=protected, responses=common)
+    app.include_router(models.router, dependencies=protected, responses=common)
     # A key or, for the stream only, a token from POST /api/events/token (EventSource sends no
     # headers); each route says which.
     app.include_router(events.router)
