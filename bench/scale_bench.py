@@ -45,12 +45,17 @@ def _replicas() -> tuple[int, int]:
     return sum(states.values()), states.get(ReplicaState.RUNNING, 0)
 
 
-def _deploy(settings):
+def _deploy(settings, replicas: int):
+    """Deploy (or update in place: the replicas that run stay) and wait until exactly
+    ``replicas`` run."""
     from ray import serve
 
     from serve_app.depth_deployment import build_depth_app
 
-    return serve.run(build_depth_app(settings), name=APP, route_prefix=None)
+    handle = serve.run(build_depth_app(settings), name=APP, route_prefix=None)
+    while _replicas() != (replicas, replicas):
+        time.sleep(0.25)
+    return handle
 
 
 async def _callers(handle, ref, callers: int, until) -> int:
@@ -68,10 +73,8 @@ async def _callers(handle, ref, callers: int, until) -> int:
 
 
 def throughput(settings, replicas: int, callers: int, seconds: float, ref) -> dict:
-    from ray import serve
-
     handle = _deploy(settings.model_copy(update={
-        "serve_min_replicas": replicas, "serve_max_replicas": replicas}))
+        "serve_min_replicas": replicas, "serve_max_replicas": replicas}), replicas)
 
     async def warm_then_measure() -> tuple[int, float]:
         # One event loop for both: a handle stays with the loop it was first used on.
@@ -82,16 +85,14 @@ def throughput(settings, replicas: int, callers: int, seconds: float, ref) -> di
         return done, time.perf_counter() - start
 
     done, elapsed = asyncio.run(warm_then_measure())
-    serve.delete(APP)
     return {"replicas": replicas, "images_per_s": done / elapsed, "images": done,
             "seconds": elapsed}
 
 
 def time_to_scale(settings, replicas: int, callers: int, ref, timeout_s: float) -> dict:
-    from ray import serve
-
-    handle = _deploy(settings.model_copy(update={
-        "serve_min_replicas": 1, "serve_max_replicas": replicas}))
+    one = settings.model_copy(update={"serve_min_replicas": 1, "serve_max_replicas": 1})
+    _deploy(one, 1)  # from one running replica
+    handle = _deploy(one.model_copy(update={"serve_max_replicas": replicas}), 1)
     start = time.perf_counter()
     seen: dict[str, float | None] = {"decided_s": None, "running_s": None}
 
@@ -117,7 +118,6 @@ def time_to_scale(settings, replicas: int, callers: int, ref, timeout_s: float) 
         asyncio.run(_callers(handle, ref, callers, until))
     else:
         seen = {"decided_s": 0.0, "running_s": 0.0}
-    serve.delete(APP)
     return {"replicas": replicas, **seen}
 
 
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         image = np.random.default_rng(0).integers(0, 255, (750, 1000, 3), np.uint8)
         ref = ray.put(image)
         results: dict = {
-            "model": args.model, "cores": os.cpu_count(), "callers": args.callers,
+            "model": args.model, "cores": os.cpu_count(), "load_average_at_start": os.getloadavg(), "callers": args.callers,
             "input": "1000x750 (4:3)", "num_cpus_per_replica": args.num_cpus,
             "target_ongoing_requests": args.target, "upscale_delay_s": args.upscale_delay,
             "throughput": [], "time_to_scale": [],
@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             row = time_to_scale(settings, n, args.callers, ref, args.scale_timeout)
             print(f"  1 → {n} replica(s): {row}", file=sys.stderr)
             results["time_to_scale"].append(row)
+        serve.delete(APP)
         serve.shutdown()
         ray.shutdown()
 
