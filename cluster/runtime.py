@@ -22,6 +22,7 @@ from ray import serve
 from cluster.config.worker_env import FOREGROUND_ENV
 from cluster.events.delivery import get_deliverer, get_or_start_deliverer
 from cluster.work.scheduler import get_or_start_scheduler, get_scheduler
+from cluster.config.models import ModelNotAllowed, check_licence
 from cluster.config.settings import Settings
 from cluster.config.names import APP_NAME, NAMESPACE
 from db.embedded import EmbeddedPostgres, resolve_database_url
@@ -167,7 +168,17 @@ def check_no_other_model(model: str) -> None:
         )
 
 
+def check_licence_allows(settings: Settings) -> None:
+    """The licence gate again: a model set with ``--model`` (``model_copy``) skipped the
+    settings' validation."""
+    try:
+        check_licence(settings.model, settings.allow_noncommercial_models)
+    except ModelNotAllowed as e:
+        raise ModelUnavailable(str(e)) from None
+
+
 def up(settings: Settings, *, port: int | None = None, keep_postgres: bool = True) -> Running:
+    check_licence_allows(settings)
     # First, before anything is started or redeployed: a refusal leaves what runs untouched.
     if cluster_address() is not None:
         connect_ray(settings, start=False)
@@ -216,6 +227,7 @@ def check_model_loads(settings: Settings) -> None:
     """Before starting anything on this machine: can the model be loaded here (``tiny``, a
     local directory with a config, or a Hugging Face id that is cached or downloadable)?
     Raises ModelUnavailable with one sentence saying why not."""
+    check_licence_allows(settings)
     model = settings.model
     if model == "tiny":
         return

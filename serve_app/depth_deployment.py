@@ -87,12 +87,11 @@ def _cluster_has_gpu() -> bool:
     return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
 
 
-def depth_deployment(settings: Settings):
-    """The deployment with replicas, resources and batching taken from settings."""
-    num_gpus = settings.serve_num_gpus
-    if num_gpus is None:
-        num_gpus = 1 if _cluster_has_gpu() else 0
-    autoscaling = {
+def autoscaling_config(settings: Settings) -> dict[str, Any]:
+    """Serve's autoscaling for the depth replicas. Serve's own metrics window (pushed every
+    10 s, averaged over 30 s) is left at its default: it sets how fast a change in load is seen,
+    on top of the delays."""
+    return {
         "min_replicas": settings.serve_min_replicas,
         "initial_replicas": max(1, settings.serve_min_replicas),
         "max_replicas": max(settings.serve_max_replicas, settings.serve_min_replicas, 1),
@@ -100,8 +99,15 @@ def depth_deployment(settings: Settings):
         "upscale_delay_s": settings.serve_upscale_delay_s,
         "downscale_delay_s": settings.serve_downscale_delay_s,
     }
+
+
+def depth_deployment(settings: Settings):
+    """The deployment with replicas, resources and batching taken from settings."""
+    num_gpus = settings.serve_num_gpus
+    if num_gpus is None:
+        num_gpus = 1 if _cluster_has_gpu() else 0
     return DepthDeployment.options(
-        autoscaling_config=autoscaling,
+        autoscaling_config=autoscaling_config(settings),
         # Room for a full batch on every replica plus the next one filling: a lower cap would
         # silently shrink the batches.
         max_ongoing_requests=max(2 * settings.serve_max_batch_size, 8),

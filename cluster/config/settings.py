@@ -15,6 +15,8 @@ import platformdirs
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from cluster.config.models import check_licence
+
 DEFAULT_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
 # Where a Ray job finds the settings of the command that submitted it.
 JOB_SETTINGS_ENV = "DEPTHMILL_JOB_SETTINGS"
@@ -75,6 +77,10 @@ class Settings(BaseSettings):
         description="Hugging Face model id, a local directory, or `tiny` (random weights, tests).",
     )
     model_revision: str | None = Field(default=None, description="Pin a model revision.")
+    allow_noncommercial_models: bool = Field(
+        default=False, description="Serve models licensed for non-commercial use only "
+        "(Depth Anything V2 Base and Large are CC-BY-NC-4.0).",
+    )
     device: str = Field(default="auto", description="Torch device for the model: auto, cpu, cuda, cuda:1.")
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
         default="auto", description="Model dtype; auto is float16 on CUDA, float32 on CPU."
@@ -285,6 +291,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _licence_allows_the_model(self) -> Settings:
+        check_licence(self.model, self.allow_noncommercial_models)
+        return self
 
     def to_json(self) -> str:
         """Every setting, the secret included, for a process this one starts elsewhere in the

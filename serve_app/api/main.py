@@ -13,7 +13,7 @@ from serve_app.api.body_limit import UploadBodyLimit
 from serve_app.api.event_schemas import install_event_docs
 from serve_app.api.query_guard import RefuseNulInQuery
 from serve_app.api.routes import (
-    audit, events, files, health, keys, media, queue, stereo, webhooks,
+    audit, events, files, health, keys, media, models, queue, stereo, webhooks,
 )
 from serve_app.web.pages import connect, install_web_app
 
@@ -34,8 +34,8 @@ def create_api(cors_origins: list[str] | None = None, max_upload_bytes: int | No
     # Each route declares the scope it needs (serve_app/api/auth.py); every protected one can
     # answer a bad key, a key without that scope, bad parameters and a database outage.
     common = errors.documented(401, 403, 422, 503)
-    keyed = [media.router, queue.router, stereo.router, webhooks.router, keys.router,
-             audit.router]
+    keyed = [media.router, queue.router, stereo.router, webhooks.router, models.router,
+             keys.router, audit.router]
     for router in keyed:
         app.include_router(router, responses=common)
     # A key or, for the stream only, a token from POST /api/events/token (EventSource sends no

@@ -206,3 +206,17 @@ class WorkerStatusOut(BaseModel):
     last_error: str | None
     counts: dict[str, int]
     model: str
+
+
+class ModelOut(BaseModel):
+    """A depth model this deployment serves."""
+
+    id: str
+    licence: str | None  # None: not one depthmill knows; its model card says
+    loaded: bool  # a depth replica has it loaded and answers
+    replicas: int | None  # running depth replicas (None: Serve's status unavailable)
+    device: str | None
+
+
+class ModelsOut(BaseModel):
+    models: list[ModelOut]

@@ -8,6 +8,7 @@ import ray
 
 from cluster import runtime
 from cluster.cli import main
+from tests.utils import media_files
 
 
 @pytest.fixture
@@ -40,6 +41,25 @@ def test_up_for_another_model_is_refused_and_leaves_the_running_one(
     assert "already running for model 'model-a'" in out and "depthmill down" in out
     assert len(out.strip().splitlines()) == 1
     assert started == []  # nothing started, redeployed or stopped
+
+
+def test_a_noncommercial_model_is_refused_before_anything_starts(
+    a_running_scheduler_for, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("DEPTHMILL_HOME", str(tmp_path))
+    started = a_running_scheduler_for("depth-anything/Depth-Anything-V2-Large-hf")
+    large = "depth-anything/Depth-Anything-V2-Large-hf"
+    photo = tmp_path / "in" / "a.jpg"
+    photo.parent.mkdir()
+    photo.write_bytes(media_files.jpeg_bytes(media_files.photo("coffee")))
+    for argv in (["up", "--model", large, "--detach"], ["process", "--model", large, str(photo)]):
+        assert main(argv) == 1
+        out = capsys.readouterr().out
+        assert "CC-BY-NC-4.0" in out and "DEPTHMILL_ALLOW_NONCOMMERCIAL_MODELS=true" in out, out
+    monkeypatch.setenv("DEPTHMILL_MODEL", large)  # through the environment: invalid settings
+    assert main(["up", "--detach"]) == 2
+    assert "DEPTHMILL_ALLOW_NONCOMMERCIAL_MODELS=true" in capsys.readouterr().out
+    assert started == []
 
 
 def test_reprocess_for_a_model_nothing_serves_is_refused_before_submitting(

@@ -139,12 +139,22 @@ async def ai_info(ctx: Context) -> JSONResponse:
 
 
 def _replica_count() -> int | None:
+    return _replicas(running_only=False)
+
+
+def _running_replicas() -> int | None:
+    return _replicas(running_only=True)
+
+
+def _replicas(*, running_only: bool) -> int | None:
     try:
         from ray import serve
+        from ray.serve.schema import ReplicaState
 
         for app in serve.status().applications.values():
             if DEPTH_DEPLOYMENT in app.deployments:
-                return sum(app.deployments[DEPTH_DEPLOYMENT].replica_states.values())
+                states = app.deployments[DEPTH_DEPLOYMENT].replica_states
+                return states.get(ReplicaState.RUNNING, 0) if running_only else sum(states.values())
     except Exception:
         return None
     return None

@@ -23,6 +23,7 @@ from serve_app.api.errors import ApiError, documented
 from serve_app.api.redirects import signed_redirect
 from serve_app.api.multipart import received_files
 from serve_app.api.routes import stereo as stereo_routes
+from serve_app.api.routes.models import requested_model
 from serve_app.api.schemas import (
     DepthOut,
     MediaDetail,
@@ -65,17 +66,21 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-da
 async def upload(
     ctx: Context,
     request: Request,
+    model: Annotated[str, Depends(requested_model)],  # refused before the body is read
     priority: Annotated[
         int | None, Query(ge=MIN_PRIORITY, le=MAX_PRIORITY, description="override the priority")
     ] = None,
 ) -> UploadResponse:
+    settings = ctx.settings
+    if model != settings.model:
+        settings = settings.model_copy(update={"model": model})
     results = []
     async with received_files(request, field_name="files", max_files=ctx.settings.max_files_per_request,
                               max_bytes=ctx.limits.max_bytes) as files:
         for received in files:
             outcome = await asyncio.get_running_loop().run_in_executor(ctx.ingest_pool, partial(
                 ingest_spool, received, db=ctx.db, storage=ctx.storage,
-                settings=ctx.settings, limits=ctx.limits, priority=priority,
+                settings=settings, limits=ctx.limits, priority=priority,
             ))
             results.append(_result(outcome))
     rejected = sum(r.status == "rejected" for r in results)

@@ -6,13 +6,14 @@ import asyncio
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from db import queue
 from db.vocabulary import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_PRIORITY, MIN_PRIORITY, Kind, Status
 from serve_app.api.auth import ADMIN, READ, WRITE
 from serve_app.api.deps import Context, Db, SettingsDep
 from serve_app.api.errors import ApiError, documented
+from serve_app.api.routes.models import requested_model
 from serve_app.api.schemas import (
     QueueItemOut,
     QueuePageOut,
@@ -75,9 +76,10 @@ def item(item_id: uuid.UUID, db: Db) -> QueueItemOut:
              summary="Queue media for processing (optionally now: priority 0)")
 def enqueue(
     media_id: uuid.UUID, db: Db, settings: SettingsDep,
+    model: Annotated[str, Depends(requested_model)],
     priority: Annotated[int | None, Query(ge=MIN_PRIORITY, le=MAX_PRIORITY)] = None,
 ) -> QueueItemOut:
-    return QueueItemOut.of(db.run(queue.enqueue, media_id, settings.model, priority=priority,
+    return QueueItemOut.of(db.run(queue.enqueue, media_id, model, priority=priority,
                                   max_attempts=settings.max_attempts))
 
 

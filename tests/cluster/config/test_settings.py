@@ -25,3 +25,22 @@ def test_a_job_run_by_hand_reads_its_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("DEPTHMILL_HOME", str(tmp_path))
     monkeypatch.setenv("DEPTHMILL_MODEL", "tiny")
     assert Settings.for_job().model == "tiny"
+
+
+def test_noncommercial_models_need_consent_and_the_refusal_says_why(tmp_path, monkeypatch):
+    import pytest
+
+    for model in ("depth-anything/Depth-Anything-V2-Base-hf",
+                  "depth-anything/Depth-Anything-V2-Large-hf"):
+        with pytest.raises(ValueError) as refused:
+            Settings(home=tmp_path, model=model)
+        message = str(refused.value)
+        assert "CC-BY-NC-4.0" in message and "non-commercial" in message
+        assert "DEPTHMILL_ALLOW_NONCOMMERCIAL_MODELS=true" in message
+        assert Settings(home=tmp_path, model=model, allow_noncommercial_models=True).model == model
+    monkeypatch.setenv("DEPTHMILL_MODEL", "depth-anything/Depth-Anything-V2-Large-hf")
+    monkeypatch.setenv("DEPTHMILL_ALLOW_NONCOMMERCIAL_MODELS", "true")
+    assert Settings(home=tmp_path).allow_noncommercial_models
+    # Small (Apache-2.0), tiny and models depthmill knows nothing of need no consent.
+    for model in ("depth-anything/Depth-Anything-V2-Small-hf", "tiny", "someone/else"):
+        assert Settings(home=tmp_path, model=model).model == model

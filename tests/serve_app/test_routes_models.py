@@ -1,0 +1,60 @@
+"""/api/ai/models, and every request that names a model: one not served here is refused with a
+422 naming the served ones, before anything is stored or queued. Without Ray: the database and
+local storage are real; the depth deployment's answer is the health tests' stand-in."""
+
+from __future__ import annotations
+
+from cluster.config.models import TINY_LICENCE
+from db import queue
+from serve_app.api.routes import health as health_routes
+from tests.serve_app.test_routes_health import INFO, FakeDepth
+from tests.serve_app.test_routes_media import distinct_photo
+from tests.utils.factories import insert_media
+
+
+def assert_refused(r, model: str) -> None:
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "model_not_served"
+    assert repr(model) in error["message"] and "served: 'tiny'" in error["message"]
+
+
+def test_models_lists_the_served_model_with_its_licence_and_whether_it_is_loaded(make_api, monkeypatch):
+    monkeypatch.setattr(health_routes, "_running_replicas", lambda: 2)
+    loaded = make_api(depth=FakeDepth()).get("/api/ai/models")
+    assert loaded.status_code == 200
+    assert loaded.json() == {"models": [{"id": "tiny", "licence": TINY_LICENCE, "loaded": True,
+                                         "replicas": 2, "device": INFO["device"]}]}
+
+    down = make_api(depth=FakeDepth(RuntimeError("replica died"))).get("/api/ai/models")
+    assert down.json()["models"] == [{"id": "tiny", "licence": TINY_LICENCE, "loaded": False,
+                                      "replicas": None, "device": None}]
+
+
+def test_models_needs_an_api_key_when_keys_are_set(make_api):
+    api = make_api(api_keys="secret-key", depth=FakeDepth())
+    assert api.get("/api/ai/models").status_code == 401
+    ok = api.get("/api/ai/models", headers={"Authorization": "Bearer secret-key"})
+    assert ok.status_code == 200
+
+
+def test_enqueue_for_an_unserved_model_is_refused_and_queues_nothing(api):
+    with api.ctx.db.connection() as conn:
+        m = insert_media(conn, "photo")
+    assert_refused(api.post(f"/api/queue/enqueue/{m.id}", params={"model": "other/model"}),
+                   "other/model")
+    assert api.ctx.db.run(queue.items_for_media, m.id) == []
+
+    served = api.post(f"/api/queue/enqueue/{m.id}", params={"model": "tiny"})
+    assert served.status_code == 200 and served.json()["model_id"] == "tiny"
+
+
+def test_upload_for_an_unserved_model_is_refused_and_stores_nothing(api):
+    r = api.post("/api/media/upload", params={"model": "depth-anything/Depth-Anything-V2-Large-hf"},
+                 files=[("files", ("a.jpg", distinct_photo(7)))])
+    assert_refused(r, "depth-anything/Depth-Anything-V2-Large-hf")
+    assert api.get("/api/media").json()["items"] == []
+
+    served = api.post("/api/media/upload", params={"model": "tiny"},
+                      files=[("files", ("a.jpg", distinct_photo(7)))])
+    assert served.status_code == 200 and served.json()["accepted"] == 1
