@@ -38,8 +38,7 @@ from cluster.model.contract import DepthResult, target_size
 from cluster.media.decode import (
     MODEL_SHORT_SIDE,
     VideoFrame,
-    decode_for_model,
-    gallery_image,
+    decode_photo,
     poster_frame,
     preview_jpeg,
     sample_video_frames,
@@ -67,6 +66,8 @@ class PermanentError(RuntimeError):
 
 
 # The stages a photo's time is reported in (Outcome.stages); "record" is the scheduler's.
+# "depth" is the time spent waiting for the answer beyond the encodes overlapped with it;
+# "depth_call", the whole call, overlaps the others and is not summed with them.
 STAGES = ("fetch", "decode", "depth", "encode", "store")
 
 
@@ -96,7 +97,7 @@ class Outcome:
     error: str | None = None
     seconds: float = 0.0
     dependency: str | None = None  # for "unavailable": which service was down (depth | storage)
-    stages: dict[str, float] = field(default_factory=dict)  # photos: seconds per STAGES entry
+    stages: dict[str, float] = field(default_factory=dict)  # photos: STAGES and "depth_call"
 
     @classmethod
     def of(cls, item: ClaimedItem, status: str, **fields) -> Outcome:
@@ -176,34 +177,48 @@ def store_depth_outputs(
     ]
 
 
-def _store_renditions(item: ClaimedItem, storage: Storage, source,
-                      stages: Stages | None = None) -> None:
-    """Thumbnail and preview for a gallery (Immich's sizes), made on the way through from one
-    decode: the thumbnail is cut from the preview-sized image."""
-    stages = stages or Stages()
-    with stages.timed("decode"):
-        image = source if isinstance(source, Image.Image) else gallery_image(source)
-    with stages.timed("encode"):
-        thumbnail, preview = thumbnail_webp(image), preview_jpeg(image)
+def _store_renditions(item: ClaimedItem, storage: Storage, image: Image.Image) -> None:
+    """Thumbnail and preview for a gallery (Immich's sizes) from the preview-sized image: the
+    thumbnail is cut from it."""
+    _put_renditions(item, storage, _encode_renditions(image), Stages())
+
+
+def _encode_renditions(image: Image.Image) -> tuple[bytes, bytes]:
+    return thumbnail_webp(image), preview_jpeg(image)
+
+
+def _put_renditions(item: ClaimedItem, storage: Storage, encoded: tuple[bytes, bytes],
+                   stages: Stages) -> None:
+    thumbnail, preview = encoded
     with stages.timed("store"):
         storage.put_bytes(storage_keys.thumbnail(item.media_id), thumbnail, "image/webp")
         storage.put_bytes(storage_keys.preview(item.media_id), preview, "image/jpeg")
 
 
 def _process_photo(item, settings, storage, depth, revision, stages: Stages) -> list[NewDepthMap]:
+    """One decode feeds the model and the renditions, and the renditions are encoded while the
+    depth call is out: the task's core does that work instead of waiting on the deployment. They
+    are stored only once the depth answer is in, so an item the model rejects leaves none."""
     with stages.timed("fetch"):
         content = storage.get_bytes(item.storage_key)
     with stages.timed("decode"):
         try:
-            rgb = decode_for_model(content)
+            photo = decode_photo(content)
         except (OSError, SyntaxError, ValueError) as e:
             raise PermanentError(f"cannot decode the photo: {e}") from None
-    with stages.timed("depth"):
-        (result,) = _checked(depth([rgb], [_output_size(rgb, settings)]))
+    with ThreadPoolExecutor(1, thread_name_prefix="depthmill-depth") as pool:
+        asked = time.perf_counter()
+        answer = pool.submit(depth, [photo.model], [_output_size(photo.model, settings)])
+        with stages.timed("encode"):
+            renditions = _encode_renditions(photo.gallery)
+        # Only the wait beyond the encode counts as the depth stage: the time the core idled.
+        with stages.timed("depth"):
+            (result,) = _checked(answer.result())
+        stages.seconds["depth_call"] = time.perf_counter() - asked
     revision = revision or result.revision
     outputs = store_depth_outputs(storage, item.media_id, item.model_id, revision, result.depth,
                                   stages=stages)
-    _store_renditions(item, storage, content, stages)
+    _put_renditions(item, storage, renditions, stages)
     return outputs
 
 
