@@ -47,7 +47,12 @@ class DepthDeployment:
         if "batch_wait_timeout_s" in config:
             self.predict_batch.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
+    # Two batches at once: each runs in its own thread (torch on one intra-op thread per replica
+    # of under a CPU, as Ray sets it), so on a CPU the model gets two cores rather than one while
+    # the processing tasks wait on it, where one batch at a time made the replica the machine's
+    # bottleneck; on a GPU one batch's host work (copies, postprocess) overlaps the other's
+    # forward pass. max_ongoing_requests (2 × the batch size) leaves room for both.
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01, max_concurrent_batches=2)
     async def predict_batch(
         self, images: list[np.ndarray], output_sizes: list[tuple[int, int] | None]
     ) -> list[DepthResult]:
@@ -106,8 +111,16 @@ def depth_deployment(settings: Settings):
     num_gpus = settings.serve_num_gpus
     if num_gpus is None:
         num_gpus = 1 if _cluster_has_gpu() else 0
+    low, high = settings.serve_min_replicas, settings.serve_max_replicas
+    if low >= 1 and high <= low:
+        # Nothing to scale (the default, one replica): a fixed count spares the controller its
+        # autoscaling decisions and every handle and replica their metrics pushes to it, CPU
+        # that, on a small machine, came out of the depth work.
+        replicas: dict[str, Any] = {"num_replicas": low}
+    else:
+        replicas = {"autoscaling_config": autoscaling_config(settings)}
     return DepthDeployment.options(
-        autoscaling_config=autoscaling_config(settings),
+        **replicas,
         # Room for a full batch on every replica plus the next one filling: a lower cap would
         # silently shrink the batches.
         max_ongoing_requests=max(2 * settings.serve_max_batch_size, 8),

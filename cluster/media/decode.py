@@ -65,6 +65,34 @@ def decode_for_model(source: Source, short_side: int = MODEL_SHORT_SIDE) -> np.n
         return np.asarray(to_rgb(upright))
 
 
+@dataclass(frozen=True)
+class DecodedPhoto:
+    """One decode of a photo, feeding both its consumers."""
+
+    model: np.ndarray  # H×W×3 uint8, upright, short side at least the model's (as decode_for_model)
+    gallery: Image.Image  # upright RGB at preview size at most, for thumbnail_webp and preview_jpeg
+
+
+def decode_photo(source: Source, short_side: int = MODEL_SHORT_SIDE) -> DecodedPhoto:
+    """The model's input and the gallery image from one decode. A JPEG decodes at the reduced
+    DCT scale the preview needs (at least PREVIEW_SIZE on both sides, more than the model needs);
+    the model's array is that image reduced by the largest whole factor that keeps its short side
+    at least ``short_side`` (a 12 MP photo: decoded at 2000×1500, reduced to 1000×750, the size
+    decode_for_model's own DCT scale gives). Decoding twice, once per consumer, cost a second
+    entropy decode of every photo."""
+    with _open(source) as img:
+        if img.format == "JPEG":
+            img.draft("RGB", (PREVIEW_SIZE, PREVIEW_SIZE))
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)  # GIF and multi-page TIFF: the first frame
+        img.load()
+        upright = to_rgb(ImageOps.exif_transpose(img))
+    factor = max(1, min(upright.size) // short_side)
+    model = np.asarray(upright.reduce(factor) if factor > 1 else upright)  # a copy of the pixels
+    upright.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE), Image.Resampling.LANCZOS)
+    return DecodedPhoto(model, upright)
+
+
 def _rendition(source: Source, size: int) -> Image.Image:
     with _open(source) as img:
         if img.format == "JPEG":

@@ -65,6 +65,10 @@ class Scheduler:
         self.last_error: str | None = None
         self.counts = {"claimed": 0, "completed": 0, "failed": 0, "retried": 0, "given_back": 0,
                        "discarded": 0}
+        # Seconds per stage summed over the photos completed (their Outcome.stages) and the
+        # scheduler's own share of recording them: where an item's time goes (bench.e2e_bench).
+        self.stage_seconds: dict[str, float] = {}
+        self.staged_photos = 0
         self.wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         # The tasks awaiting items in flight: the event loop holds tasks only weakly, so one no
@@ -127,6 +131,7 @@ class Scheduler:
             "storage_error": self.deps["storage"].error,
             "last_error": self.last_error,
             "counts": dict(self.counts),
+            "stages": {"photos": self.staged_photos, "seconds": dict(self.stage_seconds)},
             "model": self.settings.model,
         }
 
@@ -193,15 +198,29 @@ class Scheduler:
             await self._check_dependencies()  # after the sort, which marks services down
             free = decide.free_slots(self.max_in_flight, len(self.in_flight), len(batch))
             wanted = decide.wanted(free, paused=self.paused, deps=self.deps)
+            recording = time.perf_counter()
             items = await asyncio.to_thread(self._record, outcomes, wanted)
+            recorded = time.perf_counter() - recording
         except Exception:
             self.finished = batch + self.finished  # keep them; the next pass tries again
             raise
+        self._add_stages(batch, recorded)
         for outcome in batch:
             self.in_flight.pop(outcome.lease.item_id, None)
         if batch and not items and not self.in_flight:
             await self._report_if_drained()
         return items, wanted
+
+    def _add_stages(self, batch: list[Outcome], recorded: float) -> None:
+        photos = [o for o in batch if o.status == "completed" and o.stages]
+        for o in photos:
+            for stage, seconds in o.stages.items():
+                self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
+        if photos:
+            # The cycle's statement serves every outcome in it (and the claim); the photos' share.
+            share = recorded * len(photos) / len(batch)
+            self.stage_seconds["record"] = self.stage_seconds.get("record", 0.0) + share
+        self.staged_photos += len(photos)
 
     async def _report_if_drained(self) -> None:
         """The last item in flight finished and nothing was claimed: if the queue holds nothing

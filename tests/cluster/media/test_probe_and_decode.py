@@ -11,6 +11,7 @@ from PIL import Image
 
 from cluster.media.decode import (
     decode_for_model,
+    decode_photo,
     poster_frame,
     preview_jpeg,
     sample_video_frames,
@@ -73,6 +74,28 @@ def test_large_jpegs_decode_at_reduced_size_just_above_the_model_input():
     assert rgb.shape == (750, 1000, 3)
     small = media_files.jpeg_bytes(media_files.photo("chelsea"))
     assert decode_for_model(small).shape == (300, 451, 3)  # never upscaled here
+
+
+def test_one_decode_feeds_the_model_and_the_renditions():
+    big = media_files.jpeg_bytes(media_files.large_photo(4000, 3000))
+    photo = decode_photo(big)
+    # The model gets what its own decode would give; the gallery image is preview-sized.
+    assert photo.model.shape == decode_for_model(big).shape == (750, 1000, 3)
+    assert photo.gallery.size == (1440, 1080)
+    assert Image.open(io.BytesIO(preview_jpeg(photo.gallery))).size == (1440, 1080)
+    assert Image.open(io.BytesIO(thumbnail_webp(photo.gallery))).size == (250, 188)
+    reduced = np.asarray(Image.fromarray(decode_for_model(big)), dtype=int)
+    assert np.abs(photo.model.astype(int) - reduced).mean() < 3  # box reduce ≈ DCT scaling
+
+
+def test_one_decode_is_upright_and_reduces_any_format():
+    rotated = decode_photo(VARIANTS["rotated.jpg"])
+    assert rotated.model.shape == decode_for_model(VARIANTS["rotated.jpg"]).shape
+    assert rotated.gallery.size == (rotated.model.shape[1], rotated.model.shape[0])
+    png = media_files.encoded(media_files.large_photo(2100, 1600), "PNG")
+    photo = decode_photo(png)
+    assert photo.model.shape == (534, 700, 3)  # reduced 3×, the short side still ≥ 518
+    assert photo.gallery.size == (1440, 1097)
 
 
 @pytest.mark.parametrize("name", sorted(BAD))

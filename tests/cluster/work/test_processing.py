@@ -23,7 +23,12 @@ from cluster.model.contract import DepthResult, target_size
 from cluster.storage import LocalStorage, StorageFull, StorageUnavailable
 from cluster.storage import keys as storage_keys
 from cluster.storage.signing import UrlSigner
-from cluster.work.processing import DepthUnavailable, encode_video_depth, process_item
+from cluster.work.processing import (
+    STAGES,
+    DepthUnavailable,
+    encode_video_depth,
+    process_item,
+)
 from db.queue import ClaimedItem
 from tests.utils import media_files
 
@@ -134,6 +139,15 @@ def test_a_photo_completes_with_its_depth_map_preview_and_renditions(storage, se
         storage_keys.thumbnail(item.media_id), storage_keys.preview(item.media_id),
         storage_keys.depth(item.media_id, MODEL, "png16"),
         storage_keys.depth(item.media_id, MODEL, "preview")}
+
+
+def test_a_photo_reports_the_time_of_each_stage(storage, settings, photo_bytes):
+    outcome = process_item(stored_item(storage, "photo", photo_bytes), settings, storage,
+                           FakeDepth())
+    assert set(outcome.stages) == {*STAGES, "depth_call"}
+    assert all(s > 0 for s in outcome.stages.values())
+    assert sum(outcome.stages[s] for s in STAGES) <= outcome.seconds
+    assert outcome.stages["depth"] <= outcome.stages["depth_call"]
 
 
 def test_a_photo_at_original_resolution_asks_for_its_own_size(storage, photo_bytes, tmp_path):
