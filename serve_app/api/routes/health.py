@@ -38,28 +38,27 @@ def _check(fn) -> dict:
         return {"status": "unhealthy", "error": f"{type(e).__name__}: {e}"[:300]}
 
 
-async def _scheduler_status(ctx) -> dict:
-    scheduler = ctx.scheduler() if ctx.scheduler else None
-    if scheduler is None:
-        return {"status": "unhealthy", "error": "scheduler not running"}
+async def _actor_status(handle, name: str, ok) -> dict:
+    """An actor's ``status()``, healthy when ``ok(status)``, degraded when not, unhealthy when it
+    is not running or does not answer."""
+    if handle is None:
+        return {"status": "unhealthy", "error": f"{name} not running"}
     try:
-        st = await asyncio.wait_for(scheduler.status.remote(), timeout=5)
+        st = await asyncio.wait_for(handle.status.remote(), timeout=5)
     except Exception as e:
         return {"status": "unhealthy", "error": str(e)[:300]}
-    ok = st["depth_available"] and st["storage_available"] and not st["last_error"]
-    return {"status": "healthy" if ok else "degraded", **st}
+    return {"status": "healthy" if ok(st) else "degraded", **st}
+
+
+async def _scheduler_status(ctx) -> dict:
+    return await _actor_status(
+        ctx.scheduler() if ctx.scheduler else None, "scheduler",
+        lambda st: st["depth_available"] and st["storage_available"] and not st["last_error"])
 
 
 async def _deliverer_status(ctx) -> dict:
-    deliverer = ctx.deliverer()
-    if deliverer is None:
-        return {"status": "unhealthy", "error": "webhook deliverer not running"}
-    try:
-        st = await asyncio.wait_for(deliverer.status.remote(), timeout=5)
-    except Exception as e:
-        return {"status": "unhealthy", "error": str(e)[:300]}
-    ok = st["running"] and not st["last_error"]
-    return {"status": "healthy" if ok else "degraded", **st}
+    return await _actor_status(ctx.deliverer(), "webhook deliverer",
+                               lambda st: st["running"] and not st["last_error"])
 
 
 async def _webhooks_latest(ctx) -> tuple[dict, float] | None:
