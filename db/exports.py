@@ -16,13 +16,13 @@ def build_selection(
     since: datetime | None = None,
 ) -> tuple[sql.Composed, dict]:
     """Media with the model's outputs to export (a depth map for a photo, a depth video for a
-    video), their names, the keys of those outputs and a ``shard`` column for Ray Data."""
+    video, with its 16-bit one for stereo renders), their names, the keys of those outputs and a ``shard`` column for Ray Data."""
     where, params = selection_filters(model_id=model_id, kind=kind, status=status, since=since)
     query = sql.SQL(
         """
         SELECT m.id::text AS media_id, m.kind, m.original_name, m.storage_key, m.created_at,
                png.storage_key AS png16_key, pv.storage_key AS preview_key,
-               vid.storage_key AS video_key,
+               vid.storage_key AS video_key, v16.storage_key AS video16_key,
                abs(hashtext(m.id::text)::bigint) AS shard
         FROM media_items m
         LEFT JOIN depth_maps png
@@ -31,6 +31,8 @@ def build_selection(
                ON pv.media_id = m.id AND pv.model_id = %(model_id)s AND pv.format = 'preview'
         LEFT JOIN depth_maps vid
                ON vid.media_id = m.id AND vid.model_id = %(model_id)s AND vid.format = 'video'
+        LEFT JOIN depth_maps v16
+               ON v16.media_id = m.id AND v16.model_id = %(model_id)s AND v16.format = 'video16'
         WHERE {where}
           AND CASE WHEN m.kind = 'video' THEN vid.id IS NOT NULL ELSE png.id IS NOT NULL END
         """

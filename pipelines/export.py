@@ -30,6 +30,7 @@ from cluster.config.settings import Settings
 from cluster.config.worker_env import yield_cpu_to_foreground
 from cluster.media import configure_pillow, exports
 from cluster.storage import S3Storage, storage_from_settings
+from cluster.work.exports import FORMATS as EXPORTED_FORMATS
 from cluster.work.exports import export_stored
 from db import exports as selection
 from db.embedded import resolve_database_url
@@ -127,7 +128,7 @@ class Export:
         out: dict[str, list] = {"media_id": [], "written": [], "present": [], "error": []}
         for i, media_id in enumerate(batch["media_id"]):
             media_id = str(media_id)
-            keys = {fmt: batch[f"{fmt}_key"][i] for fmt in ("png16", "preview", "video")
+            keys = {fmt: batch[f"{fmt}_key"][i] for fmt in EXPORTED_FORMATS
                     if batch[f"{fmt}_key"][i]}
             name = batch["original_name"][i] or None
             stem = exports.stem_for(name, media_id, disambiguate=media_id in self.suffixed)
