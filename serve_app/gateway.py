@@ -42,7 +42,7 @@ def build_context(
     signer = storage.signer if isinstance(storage, LocalStorage) else None
     # Event tokens use the signing secret whichever storage there is (S3 signs its own URLs).
     token_signer = signer or server_signer(settings)
-    key_secret = token_signer.derive("api keys")
+    key_secret = token_signer.api_key_secret()
     # Short waits: during an outage a request should get its 503 in seconds, not minutes.
     db = Database(settings.database_url, max_size=settings.db_pool_size, name="gateway",
                   timeout=3, retries=2).open()

@@ -53,7 +53,7 @@ def run(settings: Settings, args: argparse.Namespace, console: Console) -> int:
 
 def _create(settings: Settings, db: Database, args: argparse.Namespace, console: Console) -> int:
     expires = datetime.now(UTC) + args.expires if args.expires else None
-    secret = server_signer(settings).derive("api keys")
+    secret = server_signer(settings).api_key_secret()
     made, key = db.run(keys.create, secret, args.name, args.scope, expires)
     until = f", expires {made.expires_at:%Y-%m-%d %H:%M} UTC" if made.expires_at else ""
     console.print(f"made key [bold]{made.name}[/bold] ({', '.join(made.scopes)}{until}); "

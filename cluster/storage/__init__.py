@@ -7,8 +7,12 @@ and the :class:`Storage` interface; nothing else touches files or boto3. Keys co
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 from cluster.config.settings import Settings
 from cluster.storage.base import (
+    CHUNK,
     ObjectNotFound,
     Storage,
     StorageFull,
@@ -22,8 +26,16 @@ from cluster.storage.signing import UrlSigner
 
 __all__ = [
     "LocalStorage", "ObjectNotFound", "S3Storage", "Storage", "StorageFull", "StorageUnavailable",
-    "StoredObject", "check_key", "server_signer", "storage_from_settings",
+    "StoredObject", "check_key", "download", "server_signer", "storage_from_settings",
 ]
+
+
+def download(storage: Storage, key: str, path: Path) -> Path:
+    """Copy the object at ``key`` to the local file ``path`` (for readers that need a file, as
+    PyAV does to seek in a video), a chunk at a time."""
+    with storage.open(key) as src, path.open("wb") as dst:
+        shutil.copyfileobj(src, dst, CHUNK)
+    return path
 
 
 def server_signer(settings: Settings) -> UrlSigner:

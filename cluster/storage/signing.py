@@ -47,6 +47,11 @@ class UrlSigner:
         no value made for one use is ever valid for another."""
         return hmac.new(self._secret, f"depthmill {purpose}".encode(), hashlib.sha256).digest()
 
+    def api_key_secret(self) -> bytes:
+        """What API key hashes are made with: the gateway that checks keys and the command that
+        makes them must agree."""
+        return self.derive("api keys")
+
     def _mac(self, key: str, expires: int) -> str:
         message = f"{key}\n{expires}".encode()
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()

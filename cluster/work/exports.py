@@ -4,13 +4,12 @@ bulk export job."""
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 from cluster.media.exports import Exported, Sources, Target, export_item
-from cluster.storage import Storage
+from cluster.storage import Storage, download
 from cluster.storage import keys as storage_keys
 from db.depth import DepthMap
 
@@ -33,11 +32,8 @@ def sources_for(storage: Storage, media_id: uuid.UUID | str, original_key: str |
         return None if key is None else (lambda: storage.get_bytes(key))
 
     def video_files(directory: Path) -> tuple[Path, Path]:
-        paths = directory / "source", directory / "depth16.mkv"
-        for key, path in zip((original_key, keys["video16"]), paths):
-            with storage.open(key) as src, path.open("wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-        return paths
+        return (download(storage, original_key, directory / "source"),
+                download(storage, keys["video16"], directory / "depth16.mkv"))
 
     return Sources(
         depth_png=loader(keys.get("png16")), depth_preview=loader(keys.get("preview")),

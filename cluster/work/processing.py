@@ -47,7 +47,7 @@ from cluster.media.decode import (
 )
 from cluster.media.probe import MediaRejected
 from cluster.config.settings import Settings
-from cluster.storage import ObjectNotFound, Storage, StorageFull, StorageUnavailable
+from cluster.storage import ObjectNotFound, Storage, StorageFull, StorageUnavailable, download
 from db.depth import NewDepthMap
 from db.queue import ClaimedItem, Lease
 
@@ -452,9 +452,7 @@ def _process_video(item, settings, storage, depth, revision) -> list[NewDepthMap
     work, but writes the same outputs."""
     with tempfile.TemporaryDirectory(prefix="depthmill-") as tmp:
         original = Path(tmp) / "original"
-        with storage.open(item.storage_key) as src, original.open("wb") as dst:
-            while chunk := src.read(1024 * 1024):
-                dst.write(chunk)
+        download(storage, item.storage_key, original)
         try:
             poster = poster_frame(original)
             source_fps = video_frame_rate(original)

@@ -10,7 +10,6 @@ render stops making progress and the next request after ``STALE_S`` starts it ag
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 import time
 import uuid
@@ -22,7 +21,7 @@ import ray
 from cluster.config.settings import Settings
 from cluster.config.worker_env import ARRAYS_MALLOC_ENV, BACKGROUND_ENV, yield_cpu_to_foreground
 from cluster.media.stereo_video import render_stereo_video
-from cluster.storage import Storage, storage_from_settings
+from cluster.storage import Storage, download, storage_from_settings
 from db import renders, video_renders
 from db.connection import Database
 
@@ -55,9 +54,8 @@ def run_render(job: VideoRenderJob, settings: Settings, db: Database, storage: S
     try:
         with tempfile.TemporaryDirectory(prefix="depthmill-stereo-") as tmp:
             source, depth16, out = Path(tmp) / "source", Path(tmp) / "depth16.mkv", Path(tmp) / "out.mp4"
-            for key, path in ((job.original_key, source), (job.depth16_key, depth16)):
-                with storage.open(key) as src, path.open("wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+            download(storage, job.original_key, source)
+            download(storage, job.depth16_key, depth16)
             render_stereo_video(source, depth16, out, job.layout,  # type: ignore[arg-type]
                                 divergence=job.divergence, convergence=job.convergence,
                                 progress=_reporter(job, db))
