@@ -4,11 +4,13 @@ statement on ``audit_log`` lives here."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import astuple, dataclass, fields
 from datetime import datetime
 
 import psycopg
-from psycopg.rows import class_row
+from psycopg.pq import TransactionStatus
+from psycopg.rows import class_row, tuple_row
 
 from db import cursor as cursor_key
 from db.errors import InvalidCursor
@@ -43,9 +45,47 @@ _NEW = ", ".join(f.name for f in fields(NewEntry))
 _COLUMNS = _NEW + ", id, at"
 
 
+_INSERT = f"INSERT INTO audit_log ({_NEW}) VALUES ({', '.join(['%s'] * len(fields(NewEntry)))})"
+
+
 def record(conn: psycopg.Connection, entry: NewEntry) -> None:
-    conn.execute(f"INSERT INTO audit_log ({_NEW}) VALUES ({', '.join(['%s'] * len(fields(NewEntry)))})",
-                 astuple(entry))
+    conn.execute(_INSERT, astuple(entry))
+
+
+def set_status(conn: psycopg.Connection, entry_id: int, status: int) -> None:
+    conn.execute("UPDATE audit_log SET status = %s WHERE id = %s", (status, entry_id))
+
+
+class RecordWithChange:
+    """A request's entry, written in the first of its transactions that changes something (one
+    that holds a transaction id), so the change and its record commit or roll back together.
+    ``make_entry`` is asked then, once the request knows its caller; the status is the route's
+    usual answer, and ``recorded_id`` says where to correct it if the answer differs."""
+
+    def __init__(self, make_entry: Callable[[], NewEntry]) -> None:
+        self.make_entry = make_entry
+        self.recorded: tuple[int, NewEntry] | None = None
+        self._pending: tuple[int, NewEntry] | None = None
+        self._closed = False
+
+    def close(self) -> None:
+        """No later transaction joins: the request has answered."""
+        self._closed = True
+
+    def before_commit(self, conn: psycopg.Connection) -> None:
+        if (self.recorded is not None or self._closed
+                or conn.info.transaction_status != TransactionStatus.INTRANS):
+            return  # recorded, answered, or nothing open to join (idle, or aborted)
+        with conn.cursor(row_factory=tuple_row) as cur:
+            if cur.execute("SELECT pg_current_xact_id_if_assigned()").fetchone()[0] is None:
+                return  # this transaction only read
+            entry = self.make_entry()
+            (entry_id,) = cur.execute(_INSERT + " RETURNING id", astuple(entry)).fetchone()
+        self._pending = (entry_id, entry)
+
+    def committed(self) -> None:
+        if self.recorded is None and self._pending is not None:
+            self.recorded = self._pending
 
 
 def page(

@@ -13,7 +13,8 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Concatenate, ParamSpec, TypeVar
+from contextvars import ContextVar
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
@@ -27,6 +28,28 @@ T = TypeVar("T")
 
 class DatabaseUnavailable(RuntimeError):
     """Postgres could not be reached after retrying."""
+
+
+class TransactionHook(Protocol):
+    """Work that joins the transactions ``Database.run`` runs in its context (the API's audit
+    log, which writes a request's entry in the transaction that makes its change)."""
+
+    def before_commit(self, conn: psycopg.Connection) -> None: ...
+
+    def committed(self) -> None: ...
+
+
+transaction_hook: ContextVar[TransactionHook | None] = ContextVar("transaction_hook", default=None)
+
+
+@contextmanager
+def unhooked() -> Iterator[None]:
+    """Transactions started in this block (and threads it starts) leave the hook out."""
+    token = transaction_hook.set(None)
+    try:
+        yield
+    finally:
+        transaction_hook.reset(token)
 
 
 def _is_connection_loss(exc: BaseException) -> bool:
@@ -112,10 +135,16 @@ class Database:
         Operations passed here must be safe to repeat: the queue's are (enqueue is idempotent,
         completion is fenced by the lease, a repeated claim only leases items that expire back).
         """
+        hook = transaction_hook.get()
         for attempt in range(1, self.retries + 2):
             try:
                 with self.pool.connection() as conn:
-                    return operation(conn, *args, **kwargs)
+                    result = operation(conn, *args, **kwargs)
+                    if hook is not None:
+                        hook.before_commit(conn)
+                if hook is not None:
+                    hook.committed()
+                return result
             except Exception as exc:
                 if not _is_connection_loss(exc):
                     raise

@@ -9,7 +9,7 @@ import psycopg
 from starlette.concurrency import run_in_threadpool
 
 from db import keys
-from db.connection import Database
+from db.connection import Database, unhooked
 
 # Entries a replica keeps before it forgets them all (a flood of made-up keys is cached too, so
 # it costs one query each per TTL at most, not one per request).
@@ -37,7 +37,8 @@ class KeyCache:
         cached = self._keys.get(digest)
         if cached is not None and time.monotonic() - cached[1] < self.ttl_s:
             return cached[0]
-        found = await run_in_threadpool(self.db.run, _find_and_touch, self.secret, presented)
+        with unhooked():  # touching a key is not the request's change
+            found = await run_in_threadpool(self.db.run, _find_and_touch, self.secret, presented)
         if len(self._keys) >= _CACHE_ENTRIES:
             self._keys.clear()
         self._keys[digest] = (found, time.monotonic())

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from db import audit
+from db.connection import transaction_hook, unhooked
 from db.errors import InvalidCursor
 
 
@@ -40,3 +41,38 @@ def test_pages_filters_and_pruning(conn):
     assert audit.prune(conn, 90) == 2
     assert [e.status for e in audit.page(conn).items] == [204, 403]
     assert audit.prune(conn, 90) == 0
+
+
+def test_an_entry_joins_the_first_transaction_that_changes_something(db):
+    def xmin_of_entries(conn):
+        return [r["xmin"] for r in conn.execute("SELECT xmin::text FROM audit_log ORDER BY id")]
+
+    def change(conn):
+        conn.execute("CREATE TABLE IF NOT EXISTS t (x int)")
+        return conn.execute("INSERT INTO t VALUES (1) RETURNING xmin::text").fetchone()["xmin"]
+
+    def fail(conn):
+        change(conn)
+        raise RuntimeError("the change fails")
+
+    hook = audit.RecordWithChange(lambda: entry(201))
+    token = transaction_hook.set(hook)
+    try:
+        db.run(lambda conn: conn.execute("SELECT 1"))  # a read: nothing recorded
+        assert db.run(xmin_of_entries) == [] and hook.recorded is None
+        with pytest.raises(RuntimeError):
+            db.run(fail)  # rolled back, its entry with it
+        assert db.run(xmin_of_entries) == [] and hook.recorded is None
+        changed_in = db.run(change)
+        assert db.run(xmin_of_entries) == [changed_in]
+        assert hook.recorded is not None and hook.recorded[1].status == 201
+        db.run(change)  # the request's later changes do not add entries
+        with unhooked():
+            db.run(change)
+        hook = audit.RecordWithChange(lambda: entry(201))
+        hook.close()  # the request has answered: what runs after is not its change
+        transaction_hook.set(hook)
+        db.run(change)
+    finally:
+        transaction_hook.reset(token)
+    assert db.run(xmin_of_entries) == [changed_in]

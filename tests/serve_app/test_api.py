@@ -265,6 +265,37 @@ def test_changes_and_refusals_are_in_the_audit_log_without_secrets(database_url,
     assert ask(key_name="uploader", status=403) == [("uploader", 403)]
 
 
+def test_a_change_and_its_audit_entry_commit_together(database_url, tmp_path):
+    client = make_client(database_url, tmp_path, api_keys="env-secret-key", api_key_cache_s=0,
+                         webhook_allow_private=True)
+    ctx = client.app.state.ctx
+    writer = {"Authorization": f"Bearer {ctx.db.run(keys.create, ctx.key_secret, 'w', ['write'])[1]}"}
+    admin = {"Authorization": "Bearer env-secret-key"}
+    photo = media_files.jpeg_bytes(media_files.photo("coffee"))
+    media_id = client.post("/api/media/upload", files=[("files", ("a.jpg", photo))],
+                           headers=writer).json()["results"][0]["media_id"]
+    hook = client.post("/api/webhooks", json={"url": "http://127.0.0.1:9/x", "events": ["item.completed"]},
+                       headers=admin)
+    assert hook.status_code == 201
+
+    def xmins(conn):
+        return conn.execute(
+            """SELECT (SELECT xmin::text FROM media_items WHERE id = %s) AS media,
+                      (SELECT xmin::text FROM webhooks WHERE id = %s) AS webhook,
+                      (SELECT xmin::text FROM audit_log WHERE route = '/api/media/upload') AS upload,
+                      (SELECT xmin::text FROM audit_log WHERE route = '/api/webhooks') AS created""",
+            (media_id, hook.json()["id"])).fetchone()
+
+    found = ctx.db.run(xmins)
+    assert found["media"] == found["upload"] and found["webhook"] == found["created"], found
+    # The same upload again changes nothing: its entry is a transaction of its own.
+    assert client.post("/api/media/upload", files=[("files", ("a.jpg", photo))],
+                       headers=writer).json()["results"][0]["status"] == "duplicate"
+    entries = ctx.db.run(lambda conn: conn.execute(
+        "SELECT xmin::text, status FROM audit_log WHERE route = '/api/media/upload' ORDER BY id").fetchall())
+    assert [e["status"] for e in entries] == [200, 200] and entries[1]["xmin"] != found["media"]
+
+
 def test_a_change_on_a_path_with_a_nul_is_still_recorded(database_url, tmp_path):
     client = make_client(database_url, tmp_path)
     assert client.delete("/api/nowhere%00x").status_code == 404

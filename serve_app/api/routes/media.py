@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import uuid
 from functools import partial
 from typing import Annotated, Literal
@@ -78,10 +79,11 @@ async def upload(
     async with received_files(request, field_name="files", max_files=ctx.settings.max_files_per_request,
                               max_bytes=ctx.limits.max_bytes) as files:
         for received in files:
-            outcome = await asyncio.get_running_loop().run_in_executor(ctx.ingest_pool, partial(
-                ingest_spool, received, db=ctx.db, storage=ctx.storage,
-                settings=settings, limits=ctx.limits, priority=priority,
-            ))
+            # In this request's context, so its audit entry joins the transaction that stores it.
+            ingest = partial(ingest_spool, received, db=ctx.db, storage=ctx.storage,
+                             settings=settings, limits=ctx.limits, priority=priority)
+            outcome = await asyncio.get_running_loop().run_in_executor(
+                ctx.ingest_pool, contextvars.copy_context().run, ingest)
             results.append(_result(outcome))
     rejected = sum(r.status == "rejected" for r in results)
     if rejected == len(results):
