@@ -31,7 +31,7 @@ from serve_app.api.main import configure_api, create_api
 log = logging.getLogger("depthmill.gateway")
 
 # Routes only: what depends on settings is added when a replica is built with them (Gateway).
-api = create_api()
+api = create_api(configure=False)
 
 
 def build_context(

@@ -25,12 +25,14 @@ events: GET /api/events (Server-Sent Events); each event type's body is in the `
 section."""
 
 
-def create_api(cors_origins: list[str] | None = None, max_upload_bytes: int | None = None) -> FastAPI:
+def create_api(cors_origins: list[str] | None = None, max_upload_bytes: int | None = None, *,
+               configure: bool = True) -> FastAPI:
+    """The API; with ``configure=False`` its middleware waits for ``configure_api``."""
     app = FastAPI(title="depthmill", version="0.1.0", description=DESCRIPTION)
     errors.install(app)
     app.add_middleware(RefuseNulInQuery)
-    app.add_middleware(AuditLog)  # outside the query guard: a refused change is recorded too
-    configure_api(app, cors_origins, max_upload_bytes)
+    if configure:
+        configure_api(app, cors_origins, max_upload_bytes)
     # Each route declares the scope it needs (serve_app/api/auth.py); every protected one can
     # answer a bad key, a key without that scope, bad parameters and a database outage.
     common = errors.documented(401, 403, 422, 503)
@@ -93,9 +95,12 @@ def configure_api(
 ) -> None:
     """The parts of the app that depend on settings. Separate from create_api because the gateway
     must define its app at import (``serve.ingress``) but gets its settings only when a replica
-    is constructed; middleware can be added until the app serves its first request."""
+    is constructed; middleware can be added until the app serves its first request. Call it
+    once per app."""
     if max_upload_bytes:
         app.add_middleware(UploadBodyLimit, path="/api/media/upload", max_bytes=max_upload_bytes)
+    # Outside the query guard and the body limit: a refused change is recorded too.
+    app.add_middleware(AuditLog)
     if cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=cors_origins, allow_methods=["*"],

@@ -161,6 +161,10 @@ def test_oversized_uploads_are_refused_before_the_body_is_read(database_url, tmp
     one_file_too_big = client.post("/api/media/upload", files=[("files", ("big.jpg", b"z" * 200_000))])
     assert one_file_too_big.status_code == 413
     assert one_file_too_big.json()["error"]["code"] == "file_too_large"
+    # Each refusal is a change that was asked for: the audit log has all three.
+    entries = client.get("/api/audit").json()["items"]
+    assert [(e["method"], e["route"], e["status"]) for e in entries] == [
+        ("POST", "/api/media/upload", 413)] * 3
 
 
 @pytest.mark.parametrize("query", ["/api/queue/items?model_id=a%00b", "/api/media?cursor=%00",
