@@ -116,6 +116,14 @@ def find(conn: psycopg.Connection, server_secret: bytes, key: str) -> ApiKey | N
                            (hash_key(server_secret, key),)).fetchone()
 
 
+def usable(conn: psycopg.Connection, key_id: uuid.UUID) -> bool:
+    """Whether the key exists and is neither revoked nor expired."""
+    return conn.execute(
+        """SELECT EXISTS (SELECT FROM api_keys WHERE id = %s AND revoked_at IS NULL
+                                AND (expires_at IS NULL OR expires_at > now())) AS usable""",
+        (key_id,)).fetchone()["usable"]
+
+
 def touch(conn: psycopg.Connection, key_id: uuid.UUID) -> None:
     """Record a use, unless one was recorded within ``TOUCH_EVERY_S`` (then nothing is written)."""
     conn.execute(

@@ -19,7 +19,7 @@ import pytest
 import uvicorn
 
 from cluster.runtime import free_port
-from db import events, media, queue, webhooks
+from db import events, keys, media, queue, webhooks
 from serve_app.api.event_schemas import EVENT_MODELS, body
 from tests.utils.factories import insert_media
 
@@ -272,10 +272,12 @@ def test_a_key_or_a_token_opens_the_stream(serve_api, open_stream):
         insert_media(conn)
     assert stream.events(1)[0].event == "media.created"
 
-    expired, _ = api.ctx.event_tokens.issue(now=time.time() - 3600)
-    expires, signature = issued["token"].split(".")
-    forged = f"{int(expires) + 1000}.{signature}"
-    for bad in (expired, forged, "nonsense", "123.", "." + signature):
+    expired, _ = api.ctx.event_tokens.issue(None, now=time.time() - 3600)
+    subject, expires, signature = issued["token"].split(".")
+    forged = f"{subject}.{int(expires) + 1000}.{signature}"
+    other_key = f"{'0' * 32}.{expires}.{signature}"
+    for bad in (expired, forged, other_key, "nonsense", "env.123.", f"env.{expires}.",
+                f"{expires}.{signature}", "." + signature):
         r = httpx.get(served.url + "/api/events", params={"token": bad})
         assert r.status_code == 401, bad
         assert r.json()["error"]["code"] == "unauthorized"
@@ -287,6 +289,19 @@ def test_a_key_or_a_token_opens_the_stream(serve_api, open_stream):
     file_expires, file_signature = api.ctx.signer.sign("originals/x", 60)
     r = httpx.get(served.url + "/api/events", params={"token": f"{file_expires}.{file_signature}"})
     assert r.status_code == 401
+
+
+def test_a_token_ends_with_the_key_it_was_issued_for(serve_api, open_stream):
+    api, served = serve_api(api_keys=[KEY], api_key_cache_s=0)
+    ctx = api.ctx
+    stored, secret = ctx.db.run(keys.create, ctx.key_secret, "viewer", ["read"])
+    token = httpx.post(served.url + "/api/events/token",
+                       headers={"Authorization": f"Bearer {secret}"}).json()["token"]
+    assert token.startswith(stored.id.hex + ".")
+    open_stream(served.url, params={"token": token}).response.close()
+    ctx.db.run(keys.revoke, "viewer")
+    refused = httpx.get(served.url + "/api/events", params={"token": token})
+    assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
 
 
 def test_the_token_never_reaches_the_access_log(serve_api, open_stream, caplog):

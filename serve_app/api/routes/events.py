@@ -18,7 +18,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from db import events
+from db import events, keys
 from db.connection import DatabaseUnavailable
 from serve_app.api.auth import EVENT_TOKEN, OPEN, READ, Caller, authorize, identify
 from serve_app.api.deps import BearerCredentials, Context
@@ -39,10 +39,10 @@ class EventTokenOut(BaseModel):
 
 @router.post("/token", response_model=EventTokenOut, dependencies=[READ],
              responses=documented(401, 403), summary="A short-lived token to open the event stream")
-async def token(ctx: Context) -> EventTokenOut:
+async def token(ctx: Context, request: Request) -> EventTokenOut:
     """For clients that cannot send a header (a browser's EventSource): trade the API key for a
     token valid `DEPTHMILL_EVENTS_TOKEN_SECONDS`, and open `/api/events?token=…` with it."""
-    value, expires = ctx.event_tokens.issue()
+    value, expires = ctx.event_tokens.issue(request.state.caller.key_id)
     return EventTokenOut(token=value, expires_at=expires)
 
 
@@ -60,11 +60,15 @@ async def _key_or_token(
         caller = OPEN
     else:
         try:
-            ctx.event_tokens.check(token)
+            key_id = ctx.event_tokens.check(token)
         except TokenError as e:
             raise ApiError(401, "unauthorized", f"{e}: ask POST /api/events/token for a new one",
                            {"WWW-Authenticate": "Bearer"}) from None
-        caller = Caller(EVENT_TOKEN, None, ("read",))
+        if key_id is not None and not await run_in_threadpool(ctx.db.run, keys.usable, key_id):
+            raise ApiError(401, "unauthorized", "the key this token was issued for is revoked "
+                           "or expired: ask POST /api/events/token with a live key",
+                           {"WWW-Authenticate": "Bearer"})
+        caller = Caller(EVENT_TOKEN, key_id, ("read",))
     request.state.caller = caller
     return caller
 
