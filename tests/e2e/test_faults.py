@@ -30,10 +30,10 @@ from tests.utils.system import pids_of, running_system, system_settings
 
 pytestmark = pytest.mark.slow
 
-# 200 items accepted and unfinished when the fault lands (6 of them leased at a time): every
-# fault meets items queued, leased and being written at once, and the five tests still fit the
-# CI budget on two cores.
-ITEMS = 200
+# 60 items accepted and unfinished when the fault lands (6 of them leased at a time): every
+# fault meets items queued, leased and being written at once, and the five tests fit the CI
+# budget on two cores.
+ITEMS = 60
 
 
 def seed(settings: Settings, db: Database, tmp_path: Path, n: int) -> None:
