@@ -39,3 +39,36 @@ def test_a_wrong_key_is_refused_with_a_message_and_the_right_one_works(keyed_sys
     page.reload()
     page.locator("#count", has_text="items").wait_for()
     assert not dialog.is_visible()
+
+
+def test_a_key_that_may_not_act_is_told_so_and_may_be_kept_or_changed(keyed_system, new_page):
+    client, base = keyed_system
+    admin = {"Authorization": f"Bearer {KEY}"}
+    reader = client.post("/api/keys", json={"name": "viewer", "scopes": ["read"]},
+                         headers=admin).json()["key"]
+    new_page.expect_error("status of 401")
+    new_page.expect_error("status of 403")
+    page = new_page()
+    page.goto(base + "/")
+    page.locator("#key-dialog").wait_for()
+    page.fill("#key-input", reader)
+    page.click("#key-dialog button[type=submit]")
+    page.locator("#count", has_text="items").wait_for()  # reading is what this key may do
+    page.click("#queue-button")
+    page.locator("#queue-panel [data-part=toggle]", has_text="Pause").wait_for()
+
+    page.click("#queue-panel [data-part=toggle]")
+    reason = page.locator("#key-reason", has_text="may not do this")
+    reason.wait_for()
+    assert "scope 'admin'" in reason.inner_text()
+    page.click("#key-keep")  # keep the reader: the action is dropped and said so
+    page.locator("#toast", has_text="scope 'admin'").wait_for()
+    assert client.get("/api/queue/worker/status", headers=admin).json()["paused"] is False
+
+    page.click("#queue-panel [data-part=toggle]")
+    reason.wait_for()
+    page.fill("#key-input", KEY)
+    page.click("#key-dialog button[type=submit]:not(#key-keep)")
+    page.locator("#toast", has_text="worker paused").wait_for()
+    assert client.get("/api/queue/worker/status", headers=admin).json()["paused"] is True
+    client.post("/api/queue/worker/start", headers=admin)

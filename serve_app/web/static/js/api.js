@@ -1,5 +1,6 @@
 // The page's one way to the API: the session's key on every request, JSON errors as ApiError,
-// and one prompt for a key when the server asks for one.
+// and one prompt for a key when the server asks for one (401) or refuses this one the action
+// (403: another key may do it; the user may keep the current one and drop the action).
 
 const KEY = "depthmill.apiKey";
 
@@ -11,7 +12,7 @@ export class ApiError extends Error {
   }
 }
 
-let askForKey = null; // (reason) => Promise<void>, set by the page
+let askForKey = null; // (reason, { mayKeep }) => Promise<string> (the key entered, or ""), set by the page
 let asking = null;
 
 export function onKeyNeeded(prompt) { askForKey = prompt; }
@@ -33,14 +34,23 @@ export async function errorOf(status, text) {
   return new ApiError(status, `http_${status}`, `the server answered ${status}`);
 }
 
-// Waits for a key when the server refuses the request for want of one; one prompt at a time.
+export const refusesKey = (status) => status === 401 || status === 403;
+
+// Waits for a key when the server refuses the request for want of one (or of a key that may do
+// it); one prompt at a time. Throws the error when the user keeps a key that may not.
 export async function keyRefused(error) {
   if (!askForKey) throw error;
   if (!asking) {
-    const reason = apiKey() ? `That key was refused (${error.message}).` : "This depthmill needs an API key.";
-    asking = askForKey(reason).finally(() => { asking = null; });
+    const forbidden = error.status === 403;
+    const reason = forbidden ? `That key may not do this (${error.message}). Enter one that may.`
+      : apiKey() ? `That key was refused (${error.message}).` : "This depthmill needs an API key.";
+    asking = askForKey(reason, { mayKeep: forbidden }).then((entered) => {
+      if (!entered && forbidden) return false;
+      setApiKey(entered);
+      return true;
+    }).finally(() => { asking = null; });
   }
-  await asking;
+  if (!(await asking)) throw error;
 }
 
 export async function api(path, { method = "GET", json } = {}) {
@@ -54,7 +64,7 @@ export async function api(path, { method = "GET", json } = {}) {
     const res = await fetch(path, { method, headers, body });
     if (res.ok) return res.status === 204 ? null : res.json();
     const error = await errorOf(res.status, await res.text());
-    if (res.status !== 401) throw error;
+    if (!refusesKey(res.status)) throw error;
     await keyRefused(error);
   }
 }

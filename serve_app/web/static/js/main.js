@@ -1,7 +1,7 @@
 // The page: the library at /, the viewer at /view/{id} (a deep link that works in a new tab),
 // uploads anywhere, the queue panel, the key prompt and the headset QR code.
 
-import { api, onKeyNeeded, query, setApiKey } from "./api.js";
+import { api, onKeyNeeded, query } from "./api.js";
 import { LiveEvents } from "./events.js";
 import { Library } from "./library.js";
 import { QueuePanel } from "./queue.js";
@@ -20,14 +20,13 @@ function notify(text, isError = false) {
   notify.timer = setTimeout(() => { toast.hidden = true; }, 4000);
 }
 
-onKeyNeeded((reason) => new Promise((resolve) => {
+onKeyNeeded((reason, { mayKeep }) => new Promise((resolve) => {
   const dialog = $("key-dialog");
   $("key-reason").textContent = reason;
   $("key-input").value = "";
-  dialog.onclose = () => {
-    setApiKey($("key-input").value.trim());
-    resolve();
-  };
+  $("key-keep").hidden = !mayKeep;
+  dialog.onclose = () => resolve(dialog.returnValue === "keep" ? "" : $("key-input").value.trim());
+  dialog.returnValue = "";
   if (!dialog.open) dialog.showModal();
 }));
 

@@ -1,7 +1,7 @@
 // Uploads: files or whole folders, dropped anywhere on the page or picked, each with its progress
 // and the server's verdict. XMLHttpRequest, not fetch, because only it reports upload progress.
 
-import { authHeaders, errorOf, keyRefused } from "./api.js";
+import { authHeaders, errorOf, keyRefused, refusesKey } from "./api.js";
 
 const PARALLEL = 3;
 
@@ -66,8 +66,13 @@ export class Uploader {
     row.outcome.textContent = "uploading";
     for (;;) {
       const { status, text } = await post(file, (done) => { row.progress.value = done; });
-      if (status === 401) {
-        await keyRefused(await errorOf(status, text));
+      if (refusesKey(status)) {
+        const error = await errorOf(status, text);
+        try {
+          await keyRefused(error);
+        } catch {
+          return this.verdict(row, "rejected", error.message);
+        }
         continue;
       }
       return this.show(row, status, text);
