@@ -26,6 +26,7 @@ class VideoRender:
     layout: str
     divergence: float
     convergence: float
+    codec: str
     status: str
     progress: float
     attempts: int
@@ -34,8 +35,8 @@ class VideoRender:
     updated_at: datetime
 
 
-_COLUMNS = ("storage_key, media_id, model_id, layout, divergence, convergence, status, progress, "
-            "attempts, last_error, started_at, updated_at")
+_COLUMNS = ("storage_key, media_id, model_id, layout, divergence, convergence, codec, status, "
+            "progress, attempts, last_error, started_at, updated_at")
 
 
 def get(conn: psycopg.Connection, storage_key: str) -> VideoRender | None:
@@ -46,8 +47,8 @@ def get(conn: psycopg.Connection, storage_key: str) -> VideoRender | None:
 
 def start(
     conn: psycopg.Connection, storage_key: str, media_id: uuid.UUID, model_id: str, layout: str,
-    divergence: float, convergence: float, *, stale_s: float, max_attempts: int,
-    evicted: bool = False,
+    divergence: float, convergence: float, codec: str = "h264", *, stale_s: float,
+    max_attempts: int, evicted: bool = False,
 ) -> tuple[VideoRender, bool]:
     """The render's row and whether this call started it (the caller then starts its task).
     ``evicted``: the caller found the row ready but its file gone from the cache."""
@@ -55,8 +56,9 @@ def start(
         started = cur.execute(
             f"""
             INSERT INTO stereo_video_renders AS r
-                (storage_key, media_id, model_id, layout, divergence, convergence, status)
-            VALUES (%(key)s, %(media)s, %(model)s, %(layout)s, %(div)s, %(conv)s, 'rendering')
+                (storage_key, media_id, model_id, layout, divergence, convergence, codec, status)
+            VALUES (%(key)s, %(media)s, %(model)s, %(layout)s, %(div)s, %(conv)s, %(codec)s,
+                    'rendering')
             ON CONFLICT (storage_key) DO UPDATE
             SET status = 'rendering', progress = 0, last_error = NULL,
                 attempts = r.attempts + 1,
@@ -68,7 +70,7 @@ def start(
             RETURNING {_COLUMNS}
             """,
             {"key": storage_key, "media": media_id, "model": model_id, "layout": layout,
-             "div": divergence, "conv": convergence, "stale": stale_s, "max": max_attempts,
+             "div": divergence, "conv": convergence, "codec": codec, "stale": stale_s, "max": max_attempts,
              "evicted": evicted},
         ).fetchone()
     if started is not None:

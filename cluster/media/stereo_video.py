@@ -19,7 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cache
 from pathlib import Path
+from typing import Literal, get_args
 
 import av
 import numpy as np
@@ -31,12 +33,44 @@ from cluster.media.depth_encode import read_depth16_video
 MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "flac", "opus"})
 _MS = Fraction(1, 1000)
 
+Codec = Literal["h264", "hevc"]
+CODECS: tuple[Codec, ...] = get_args(Codec)
+_ENCODERS = {"h264": "libx264", "hevc": "libx265"}
+# Headset and phone decoders take H.264 up to 4096 pixels wide; a full side-by-side of a 4K
+# video is 7680. HEVC goes to 8192.
+H264_MAX_WIDTH = 4096
+
+
+class CodecUnavailable(ValueError):
+    """The encoder for a codec asked for is not in this PyAV's FFmpeg."""
+
+
+@cache
+def encoder_present(codec: Codec) -> bool:
+    try:
+        av.codec.Codec(_ENCODERS[codec], "w")
+    except ValueError:  # UnknownCodecError
+        return False
+    return True
+
+
+def choose_codec(requested: Codec | None, width: int) -> Codec:
+    """``requested``, or H.264 (which every player decodes) unless the frame is too wide for
+    it and HEVC can be encoded here."""
+    if requested is not None:
+        if not encoder_present(requested):
+            raise CodecUnavailable(f"this depthmill cannot encode {requested} "
+                                   f"({_ENCODERS[requested]} is not in its FFmpeg); use h264")
+        return requested
+    return "hevc" if width > H264_MAX_WIDTH and encoder_present("hevc") else "h264"
+
 
 @dataclass(frozen=True)
 class StereoVideo:
     frames: int
     width: int
     height: int
+    codec: Codec
     audio: str | None  # "copied", "aac" (re-encoded) or None (the source has none)
 
 
@@ -59,10 +93,11 @@ class _DepthAt:
 def render_stereo_video(
     source: Path, depth16: Path, out: Path, layout: stereo.Layout = "sbs", *,
     divergence: float = stereo.DEFAULT_DIVERGENCE, convergence: float = stereo.DEFAULT_CONVERGENCE,
-    progress: Callable[[float], None] | None = None,
+    codec: Codec | None = None, progress: Callable[[float], None] | None = None,
 ) -> StereoVideo:
-    """Render ``source`` in ``layout`` to the MP4 ``out``. ``progress`` gets the share of the
-    source's duration done (0..1) after each frame, for the caller to report as it sees fit."""
+    """Render ``source`` in ``layout`` to the MP4 ``out``, in ``codec`` (None: see
+    :func:`choose_codec`). ``progress`` gets the share of the source's duration done (0..1)
+    after each frame, for the caller to report as it sees fit."""
     depth_at = _DepthAt(read_depth16_video(depth16))
     level = 1.0 - convergence  # on the stabilised range: 0 nearest (1.0) … 1 farthest (0.0)
     with av.open(str(source)) as src, av.open(str(out), mode="w", format="mp4") as dst:
@@ -71,9 +106,10 @@ def render_stereo_video(
         audio_in = src.streams.audio[0] if src.streams.audio else None
         duration = _duration_s(src, video_in)
         # Every stream before the first packet: the muxer writes its header then.
-        video_out = _video_stream(dst, stereo.frame_size(layout, video_in.codec_context.width,
-                                                          video_in.codec_context.height),
-                                  video_in)
+        size = stereo.frame_size(layout, video_in.codec_context.width,
+                                 video_in.codec_context.height)
+        codec = choose_codec(codec, size[0])
+        video_out = _video_stream(dst, size, video_in, codec)
         audio_out, audio_mode = _audio_stream(dst, audio_in)
         frames = 0
         streams = [video_in] + ([audio_in] if audio_in is not None else [])
@@ -98,7 +134,7 @@ def render_stereo_video(
         if audio_mode == "aac":
             for packet in audio_out.encode():
                 dst.mux(packet)
-        return StereoVideo(frames, video_out.width, video_out.height, audio_mode)
+        return StereoVideo(frames, video_out.width, video_out.height, codec, audio_mode)
 
 
 def _duration_s(container, stream) -> float | None:
@@ -107,14 +143,19 @@ def _duration_s(container, stream) -> float | None:
     return container.duration / av.time_base if container.duration else None
 
 
-def _video_stream(dst, size: tuple[int, int], video_in):
-    stream = dst.add_stream("libx264", rate=video_in.average_rate or 30)
+def _video_stream(dst, size: tuple[int, int], video_in, codec: Codec):
+    stream = dst.add_stream(_ENCODERS[codec], rate=video_in.average_rate or 30)
     w, h = size
     stream.width, stream.height = w - w % 2, h - h % 2  # yuv420p
     stream.pix_fmt = "yuv420p"
     stream.time_base = _MS
-    # Stereo players magnify each half: a little above the usual quality.
-    stream.options = {"crf": "18", "preset": "veryfast"}
+    # Stereo players magnify each half: a little above each encoder's usual quality.
+    if codec == "hevc":
+        # hvc1, not hev1: the tag Apple's and the Quest's players require in MP4.
+        stream.codec_tag = "hvc1"
+        stream.options = {"crf": "22", "preset": "veryfast", "x265-params": "log-level=error"}
+    else:
+        stream.options = {"crf": "18", "preset": "veryfast"}
     return stream
 
 

@@ -75,11 +75,12 @@ def stereo_render(media_id: uuid.UUID, model_id: str, layout: str, divergence: f
 
 
 def stereo_video_render(media_id: uuid.UUID, model_id: str, layout: str, divergence: float,
-                        convergence: float, name: str) -> str:
+                        convergence: float, codec: str, name: str) -> str:
     """A stereo video render, its file name ending as the layout's players look for
     (``name``: e.g. ``beach_SBS.mp4``)."""
     div, conv = quantised_stereo(divergence, convergence)
-    return f"{renders_of(media_id)}{model_slug(model_id)}/{layout}_d{div:.1f}_c{conv:.2f}_{name}"
+    return (f"{renders_of(media_id)}{model_slug(model_id)}/"
+            f"{layout}_d{div:.1f}_c{conv:.2f}_{codec}_{name}")
 
 
 def gdepth_render(media_id: uuid.UUID, model_id: str, size: str) -> str:

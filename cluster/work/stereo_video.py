@@ -43,6 +43,7 @@ class VideoRenderJob:
     layout: str
     divergence: float
     convergence: float
+    codec: str = "h264"
 
 
 class RenderTakenOver(Exception):
@@ -58,6 +59,7 @@ def run_render(job: VideoRenderJob, settings: Settings, db: Database, storage: S
             download(storage, job.depth16_key, depth16)
             render_stereo_video(source, depth16, out, job.layout,  # type: ignore[arg-type]
                                 divergence=job.divergence, convergence=job.convergence,
+                                codec=job.codec,  # type: ignore[arg-type]
                                 progress=_reporter(job, db))
             with out.open("rb") as f:
                 nbytes = storage.put(job.storage_key, f, "video/mp4")

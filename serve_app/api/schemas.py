@@ -93,6 +93,7 @@ class StereoRenderOut(BaseModel):
     layout: str
     divergence: float
     convergence: float
+    codec: Literal["h264", "hevc"]
     model_id: str
     status: Literal["rendering", "ready", "failed"]
     progress: float

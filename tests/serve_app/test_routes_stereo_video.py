@@ -91,13 +91,28 @@ def test_a_video_renders_in_the_background_then_redirects_to_its_mp4(rendering_a
     with av.open(str(out)) as c:
         assert [s.type for s in c.streams] == ["video", "audio"]
         assert (c.streams.video[0].width, c.streams.video[0].height) == (2 * SIZE[0], SIZE[1])
+        assert c.streams.video[0].codec_context.name == "h264"
         assert [float(f.time) for f in c.decode(video=0)] == pytest.approx(times, abs=1e-3)
     (render,) = api.get(f"/api/media/{media_id}").json()["stereo_renders"]
     assert render["status"] == "ready" and render["layout"] == "sbs" and render["progress"] == 1
-    # Another layout is another render; the first is served from the cache.
+    assert render["codec"] == "h264"
+    # Another layout, or codec, is another render; the first is served from the cache.
     assert stereo_get(api, media_id, layout="tb").status_code == 202
+    assert stereo_get(api, media_id, layout="sbs", codec="hevc").status_code == 202
     assert stereo_get(api, media_id, layout="sbs").headers["location"].split("?")[0] == \
         location.split("?")[0]
+    deadline = time.monotonic() + 60
+    while (r := stereo_get(api, media_id, layout="sbs", codec="hevc")).status_code == 202:
+        assert time.monotonic() < deadline, "the HEVC render did not finish"
+        time.sleep(0.2)
+    out.write_bytes(api.get(r.headers["location"].removeprefix(api.ctx.storage.base_url)).content)
+    with av.open(str(out)) as c:
+        assert (c.streams.video[0].codec_context.name, c.streams.video[0].codec_tag) == \
+            ("hevc", "hvc1")
+    codecs = {(x["layout"], x["codec"]) for x in api.get(f"/api/media/{media_id}").json()["stereo_renders"]}
+    assert codecs == {("sbs", "h264"), ("sbs", "hevc"), ("tb", "h264")}
+    bad = stereo_get(api, media_id, codec="vp9")
+    assert bad.status_code == 422 and "codec" in bad.json()["error"]["message"]
 
 
 def test_without_a_cluster_to_render_on_the_render_fails_with_a_reason(api, tmp_path):

@@ -18,6 +18,7 @@ from pydantic import AfterValidator
 
 from cluster.media import exports, gdepth, stereo
 from cluster.media.depth_encode import decode_depth_png16
+from cluster.media.stereo_video import H264_MAX_WIDTH, Codec, CodecUnavailable, choose_codec
 from cluster.storage import keys as storage_keys
 from cluster.work.stereo_video import MAX_ATTEMPTS, STALE_S, VideoRenderJob
 from db import depth as depth_maps
@@ -137,11 +138,14 @@ def stereo_redirect(
                     "the video's size)")] = "preview",
     model: Annotated[str | None, Query(min_length=1, max_length=200,
                                        description="the depth model (default: the configured one)")] = None,
+    codec: Annotated[Codec | None, Query(
+        description=f"videos: h264 or hevc (default h264, or hevc for frames wider than "
+                    f"{H264_MAX_WIDTH} px, which H.264 players do not take)")] = None,
 ) -> Response:
     item = ctx.db.run(media.get, media_id)
     if item.kind == "video":
         return video_stereo(ctx, item, layout, divergence, convergence, model,
-                            request.state.caller)
+                            request.state.caller, codec)
     depth_map = _stored_depth(ctx, item, "png16", model)
     divergence, convergence = storage_keys.quantised_stereo(divergence, convergence)
     key = storage_keys.stereo_render(media_id, depth_map.model_id, layout, divergence,
@@ -158,16 +162,22 @@ def stereo_redirect(
 RENDER_RETRY_AFTER_S = 2
 
 
-def video_stereo(ctx: ApiContext, item: MediaItem, layout: str, divergence: float,
-                 convergence: float, model: str | None, caller: Caller) -> Response:
+def video_stereo(ctx: ApiContext, item: MediaItem, layout: stereo.Layout, divergence: float,
+                 convergence: float, model: str | None, caller: Caller,
+                 codec: Codec | None = None) -> Response:
     """The stereo video: 307 to it when it is ready, else 202 with its progress, starting its
     render (a background task) when nothing renders it; 409 when it failed every attempt.
     Watching a render needs ``read``; starting one, like enqueueing an item, ``write``."""
+    try:
+        codec = choose_codec(codec, stereo.frame_size(layout, item.width or 0, item.height or 0)[0])
+    except CodecUnavailable as e:
+        raise ApiError(422, "codec_unavailable", str(e)) from None
     depth16 = _stored_depth(ctx, item, "video16", model)
     divergence, convergence = storage_keys.quantised_stereo(divergence, convergence)
     stem = exports.clean_stem(item.original_name) or f"video_{exports.short_id(item.id)}"
-    key = storage_keys.stereo_video_render(item.id, depth16.model_id, layout, divergence,
-                                           convergence, f"{stem}{exports.LAYOUT_SUFFIXES[layout]}.mp4")
+    key = storage_keys.stereo_video_render(
+        item.id, depth16.model_id, layout, divergence, convergence, codec,
+        f"{stem}{exports.LAYOUT_SUFFIXES[layout]}.mp4")
     row = ctx.db.run(video_renders.get, key)
     if row is not None and row.status == "ready":
         if ctx.db.run(renders.touch, key) and ctx.storage.exists(key):
@@ -178,11 +188,11 @@ def video_stereo(ctx: ApiContext, item: MediaItem, layout: str, divergence: floa
         return _rendering(row)
     row, started = ctx.db.run(
         video_renders.start, key, item.id, depth16.model_id, layout, divergence, convergence,
-        stale_s=STALE_S, max_attempts=MAX_ATTEMPTS,
+        codec, stale_s=STALE_S, max_attempts=MAX_ATTEMPTS,
         evicted=row is not None and row.status == "ready")
     if started:
         job = VideoRenderJob(key, row.attempts, item.id, item.storage_key, depth16.storage_key,
-                             layout, divergence, convergence)
+                             layout, divergence, convergence, codec)
         if ctx.start_video_render is None:
             ctx.db.run(video_renders.fail, key, row.attempts,
                        "this gateway has no cluster to render videos on")

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from cluster.media.depth_encode import Depth16VideoWriter
-from cluster.media.stereo_video import render_stereo_video
+from cluster.media import stereo_video
+from cluster.media.stereo_video import H264_MAX_WIDTH, choose_codec, render_stereo_video
 from tests.utils.media_files import video_bytes
 
 SIZE = (96, 64)
@@ -80,3 +81,28 @@ def test_near_and_far_halves_shift_opposite_ways_between_the_views(tmp_path):
     near, far = slice(60, 84), slice(12, 36)
     assert shift(left, near) > 0 > shift(right, near)
     assert shift(left, far) < 0 < shift(right, far)
+
+
+def test_hevc_when_asked_and_h264_by_default_below_the_width_h264_players_take(tmp_path):
+    source = tmp_path / "source.mp4"
+    source.write_bytes(video_bytes("mp4", seconds=0.3, fps=10, size=SIZE))
+    depth = depth_video(tmp_path / "depth16.mkv", timestamps(source))
+    made = {}
+    for codec in (None, "hevc"):
+        out = tmp_path / f"{codec}.mp4"
+        made[codec] = render_stereo_video(source, depth, out, "sbs", codec=codec)
+        with av.open(str(out)) as c:
+            stream = c.streams.video[0]
+            made[codec, "read"] = (stream.codec_context.name, stream.codec_tag,
+                                   sum(1 for _ in c.decode(video=0)))
+    assert made[None].codec == "h264" and made[None, "read"] == ("h264", "avc1", 3)
+    assert made["hevc"].codec == "hevc" and made["hevc", "read"] == ("hevc", "hvc1", 3)
+    assert choose_codec(None, H264_MAX_WIDTH) == "h264"
+    assert choose_codec(None, 2 * 3840) == "hevc"  # a full side-by-side of a 4K video
+
+
+def test_without_an_hevc_encoder_asking_for_it_is_refused_and_wide_frames_stay_h264(monkeypatch):
+    monkeypatch.setattr(stereo_video, "encoder_present", lambda codec: codec == "h264")
+    with pytest.raises(stereo_video.CodecUnavailable, match="use h264"):
+        stereo_video.choose_codec("hevc", 100)
+    assert stereo_video.choose_codec(None, 2 * 3840) == "h264"
