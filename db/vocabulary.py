@@ -12,6 +12,8 @@ Status = Literal["pending", "queued", "processing", "completed", "failed", "canc
 STATUSES: tuple[Status, ...] = ("pending", "queued", "processing", "completed", "failed", "cancelled")
 # An item in one of these is live: at most one per media + model (processing_queue_media).
 ACTIVE_STATUSES: tuple[Status, ...] = ("pending", "queued", "processing")
+# An item in one of these is done with: nothing more happens to it unless asked (retry).
+FINAL_STATUSES: tuple[Status, ...] = ("completed", "failed", "cancelled")
 
 Kind = Literal["photo", "video"]
 KINDS: tuple[Kind, ...] = ("photo", "video")

@@ -22,9 +22,7 @@ from cluster.work.exports import depth_keys, export_stored
 from db import depth as depth_maps
 from db import media, queue
 from db.connection import Database
-
-TERMINAL = {"completed", "failed", "cancelled"}
-
+from db.vocabulary import FINAL_STATUSES
 
 MEDIA_SUFFIXES = {ext for _, ext in (*PHOTO_FORMATS.values(), *VIDEO_CONTAINERS.values())} | {
     ".jpeg", ".tif", ".heif", ".avif", ".m4v"}
@@ -131,9 +129,9 @@ def _follow(db: Database, results: list[IngestResult], console: Console, timeout
         bar = progress.add_task("depth maps", total=len(items))
         while time.monotonic() < deadline:
             for item_id, item in items.items():
-                if item.status not in TERMINAL:
+                if item.status not in FINAL_STATUSES:
                     items[item_id] = db.run(queue.get_item, item_id)
-            done = sum(i.status in TERMINAL for i in items.values())
+            done = sum(i.status in FINAL_STATUSES for i in items.values())
             progress.update(bar, completed=done)
             if done == len(items):
                 break
