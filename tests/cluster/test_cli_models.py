@@ -13,13 +13,13 @@ from tests.utils import media_files
 
 @pytest.fixture
 def a_running_scheduler_for(monkeypatch):
-    """Stands in for a live cluster whose scheduler reports its model (status()["model"])."""
+    """Stands in for a live cluster whose scheduler reports its models (status()["models"])."""
     started = []
 
     def running(model):
         monkeypatch.setattr(runtime, "cluster_address", lambda temp_dir=None: "127.0.0.1:1")
         monkeypatch.setattr(runtime, "connect_ray", lambda settings, start=True: False)
-        monkeypatch.setattr(runtime, "served_model", lambda: model)
+        monkeypatch.setattr(runtime, "running_models", lambda: [model])
         for name in ("migrate", "start_serve", "get_or_start_scheduler", "down"):
             monkeypatch.setattr(runtime, name, lambda *a, **k: started.append(name))
         monkeypatch.setattr(runtime, "EmbeddedPostgres", lambda *a, **k: started.append("pg"))
