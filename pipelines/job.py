@@ -21,7 +21,7 @@ def job_main(
     args = parser.parse_args(argv)
     settings = Settings.for_job()
     if args.model:
-        settings = settings.model_copy(update={"model": args.model})
+        settings = settings.with_model(args.model)
     if not ray.is_initialized():
         ray.init(address="auto", log_to_driver=False)
     summary = run(settings, args)

@@ -15,7 +15,7 @@ import platformdirs
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from cluster.config.models import check_models
+from cluster.config.models import ModelNotServed, check_models
 
 DEFAULT_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
 # Where a Ray job finds the settings of the command that submitted it.
@@ -332,6 +332,17 @@ class Settings(BaseSettings):
     def max_upload_bytes(self) -> int:
         """The most one upload request may carry: every file at its limit, plus form overhead."""
         return int(self.max_file_size) * self.max_files_per_request + 1024 * 1024
+
+    def with_model(self, model: str) -> Settings:
+        """These settings with ``model`` the default (``--model``). Serving several models, it
+        must be one of them (ModelNotServed), and MODEL_REVISION stays with the model it pins;
+        serving one, ``model`` replaces it. Unvalidated, as model_copy is: the runtime checks
+        again (``runtime.check_licence_allows``)."""
+        if not self.models or model == self.model:
+            return self.model_copy(update={"model": model})
+        if model not in self.models:
+            raise ModelNotServed(model, self.models)
+        return self.model_copy(update={"model": model, "model_revision": None})
 
     @property
     def models_per_replica(self) -> int:
