@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cluster.config.models import ModelNotServed
+from cluster.config.models import ModelNotServed, served_models
 from cluster.runtime import database_url
 from cluster.config.settings import Settings
 from cluster.media import configure_pillow
@@ -95,7 +95,10 @@ def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     except (runtime.ModelConflict, runtime.ModelUnavailable) as e:
         console.print(f"[red]{e}[/red]", soft_wrap=True)
         return 1  # what was already running stays up, untouched
-    console.print(f"[green]depthmill is up[/green] (model {running.settings.model})")
+    served = served_models(running.settings)
+    which = (f"model {running.settings.model}" if len(served) == 1 else
+             f"models {', '.join(served)}; default {running.settings.model}")
+    console.print(f"[green]depthmill is up[/green] ({escape(which)})")
     console.print(f"  web app    {running.api_url}/")
     console.print(f"  API        {running.api_url}/api")
     console.print(f"  docs       {running.api_url}/docs")

@@ -333,14 +333,15 @@ class Settings(BaseSettings):
         """The most one upload request may carry: every file at its limit, plus form overhead."""
         return int(self.max_file_size) * self.max_files_per_request + 1024 * 1024
 
-    def with_model(self, model: str) -> Settings:
+    def with_model(self, model: str, *, served: bool = True) -> Settings:
         """These settings with ``model`` the default (``--model``). Serving several models, it
-        must be one of them (ModelNotServed), and MODEL_REVISION stays with the model it pins;
-        serving one, ``model`` replaces it. Unvalidated, as model_copy is: the runtime checks
-        again (``runtime.check_licence_allows``)."""
+        must be one of them (ModelNotServed; ``served=False``: any, for a job that reads what
+        an earlier model stored), and MODEL_REVISION stays with the model it pins; serving one,
+        ``model`` replaces it. Unvalidated, as model_copy is: the runtime checks again
+        (``runtime.check_licence_allows``)."""
         if not self.models or model == self.model:
             return self.model_copy(update={"model": model})
-        if model not in self.models:
+        if served and model not in self.models:
             raise ModelNotServed(model, self.models)
         return self.model_copy(update={"model": model, "model_revision": None})
 
