@@ -22,7 +22,7 @@ from ray import serve
 from cluster.config.worker_env import FOREGROUND_ENV
 from cluster.events.delivery import get_deliverer, get_or_start_deliverer
 from cluster.work.scheduler import get_or_start_scheduler, get_scheduler
-from cluster.config.models import ModelNotAllowed, check_licence
+from cluster.config.models import check_models, served_models, tiny_seed
 from cluster.config.settings import Settings
 from cluster.config.names import APP_NAME, NAMESPACE
 from db.embedded import EmbeddedPostgres, resolve_database_url
@@ -145,35 +145,38 @@ class ModelConflict(RuntimeError):
     """A scheduler for another model is already running: starting would keep it."""
 
 
-def served_model() -> str | None:
-    """The model the running scheduler processes for, or None when no scheduler answers."""
+def running_models() -> list[str] | None:
+    """The models the running scheduler processes for, or None when no scheduler answers."""
     scheduler = get_scheduler()
     if scheduler is None:
         return None
     try:
-        return ray.get(scheduler.status.remote(), timeout=30).get("model")
+        status = ray.get(scheduler.status.remote(), timeout=30)
     except Exception as e:  # noqa: BLE001 - a scheduler that does not answer is replaced anyway
         log.warning("the running scheduler did not report its model: %s", e)
         return None
+    # A scheduler from before DEPTHMILL_MODELS reports its one model only.
+    return status.get("models") or [status["model"]]
 
 
 def check_no_other_model(model: str) -> None:
-    """Refuse to start for ``model`` beside a live scheduler for another one: it would be kept
-    (get_if_exists), and would process the other model's items for the new one's replicas."""
-    running = served_model()
-    if running is not None and running != model:
+    """Refuse to start for ``model`` beside a live scheduler that does not serve it: it would be
+    kept (get_if_exists), and would never claim the new model's items."""
+    running = running_models()
+    if running is not None and model not in running:
+        names = ", ".join(map(repr, running))
         raise ModelConflict(
-            f"depthmill is already running for model {running!r}; run `depthmill down` before "
-            f"starting it for {model!r}, or start it with --model {running}."
+            f"depthmill is already running for model {names}; run `depthmill down` before "
+            f"starting it for {model!r}, or start it with --model {running[0]}."
         )
 
 
 def check_licence_allows(settings: Settings) -> None:
-    """The licence gate again: a model set with ``--model`` (``model_copy``) skipped the
-    settings' validation."""
+    """The settings' model checks again (licences, names, the default among the served): a
+    model set with ``--model`` (``model_copy``) skipped the settings' validation."""
     try:
-        check_licence(settings.model, settings.allow_noncommercial_models)
-    except ModelNotAllowed as e:
+        check_models(settings)
+    except ValueError as e:  # ModelNotAllowed, BadModelName, ModelNotServed
         raise ModelUnavailable(str(e)) from None
 
 
@@ -228,8 +231,12 @@ def check_model_loads(settings: Settings) -> None:
     local directory with a config, or a Hugging Face id that is cached or downloadable)?
     Raises ModelUnavailable with one sentence saying why not."""
     check_licence_allows(settings)
-    model = settings.model
-    if model == "tiny":
+    for model in served_models(settings):
+        _check_model_loads(model, settings.model_revision if model == settings.model else None)
+
+
+def _check_model_loads(model: str, revision: str | None) -> None:
+    if tiny_seed(model) is not None:
         return
     path = Path(model).expanduser()
     if path.is_dir():
@@ -241,7 +248,7 @@ def check_model_loads(settings: Settings) -> None:
     from huggingface_hub import hf_hub_download
 
     try:
-        hf_hub_download(model, "config.json", revision=settings.model_revision)
+        hf_hub_download(model, "config.json", revision=revision)
     except Exception as e:  # noqa: BLE001 - offline, unknown id, no network, no access
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
         why = ("it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set" if offline

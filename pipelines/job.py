@@ -21,7 +21,9 @@ def job_main(
     args = parser.parse_args(argv)
     settings = Settings.for_job()
     if args.model:
-        settings = settings.model_copy(update={"model": args.model})
+        # A reprocess's model was checked to be served before it was submitted; an export's
+        # need not be (it reads the depth maps a model stored).
+        settings = settings.with_model(args.model, served=False)
     if not ray.is_initialized():
         ray.init(address="auto", log_to_driver=False)
     summary = run(settings, args)

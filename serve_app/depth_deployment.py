@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray
 from ray import serve
 from ray.serve import Application
 
+from cluster.config.models import ModelNotServed, served_models
 from cluster.config.worker_env import BACKGROUND_ENV, yield_cpu_to_foreground
 from cluster.model.contract import DepthResult
 from cluster.model.options import ModelOptions
@@ -24,23 +25,81 @@ from cluster.config.worker_env import ARRAYS_MALLOC_ENV
 from cluster.config.names import DEPTH_DEPLOYMENT
 from cluster.config.settings import Settings
 
+if TYPE_CHECKING:
+    from cluster.model.core import DepthEstimator
+
 HEALTH_PROBE = np.full((28, 28, 3), 127, np.uint8)
+
+
+class LoadedModel:
+    """A core in Serve's per-replica model cache. Serve calls ``__del__`` when its LRU policy
+    unloads the model (the documented hook): the replica then forgets it too, so nothing holds
+    the weights any more."""
+
+    def __init__(self, model_id: str, core: DepthEstimator, loaded: dict[str, DepthEstimator]):
+        self.model_id, self.core, self._loaded = model_id, core, loaded
+
+    def __del__(self) -> None:
+        # Serve calls it, then the collector may again: only the entry of this core goes.
+        if self._loaded.get(self.model_id) is self.core:
+            del self._loaded[self.model_id]
 
 
 @serve.deployment(name=DEPTH_DEPLOYMENT, max_ongoing_requests=128, health_check_period_s=10)
 class DepthDeployment:
-    def __init__(self, options: ModelOptions) -> None:
-        self.core = options.load()
+    """Every served model through Serve's model multiplexing: callers name one with
+    ``handle.options(multiplexed_model_id=...)``, Serve routes to a replica that has it loaded
+    where it can, and a replica loads what it is asked for, keeping the ``max_models`` it used
+    last. A request that names none gets the default model."""
+
+    def __init__(self, options: ModelOptions, served: tuple[str, ...] = (),
+                 max_models: int = 1) -> None:
+        self.options = options
+        self.default_model = options.model
+        self.served = tuple(served) or (options.model,)
+        # The default model is loaded at start, so a model that cannot load fails the replica
+        # (and `depthmill up`) at once; the others load when first asked for.
+        self.loaded: dict[str, DepthEstimator] = {self.default_model: options.load()}
+        self.loaded_at: dict[str, float] = {self.default_model: time.time()}
         if self.core.device.type == "cpu":
             yield_cpu_to_foreground()  # on a GPU the host CPU work is small; on a CPU it is all
+        # The cache size comes from settings, so the decorator is applied here, per replica
+        # (Serve looks for multiplexing on instances too), and to a plain function: Serve keeps
+        # its cache on the function, and a bound method takes no attributes.
+        async def load_model(model_id: str) -> LoadedModel:
+            return await self._load(model_id)
+
+        self.load_model = serve.multiplexed(max_num_models_per_replica=max_models)(load_model)
+        self._registered = False
         self.batches = 0
         self.items = 0
         self.largest_batch = 0
         self.started = time.time()
         self.batching: dict[str, Any] = {}
 
-    def reconfigure(self, config: dict[str, Any]) -> None:
+    @property
+    def core(self) -> DepthEstimator | None:
+        """The default model's core, else another loaded one (Serve unloaded the default), else
+        None (one unloaded, the next still loading)."""
+        loaded = dict(self.loaded)  # Serve unloads from a thread of its own
+        return loaded.get(self.default_model) or next(iter(loaded.values()), None)
+
+    async def _load(self, model_id: str) -> LoadedModel:
+        if model_id not in self.served:
+            raise ModelNotServed(model_id, self.served)
+        core = self.loaded.get(model_id)
+        if core is None:
+            core = await asyncio.to_thread(self.options.for_model(model_id).load)
+            self.loaded[model_id] = core
+            self.loaded_at[model_id] = time.time()
+        return LoadedModel(model_id, core, self.loaded)
+
+    async def reconfigure(self, config: dict[str, Any]) -> None:
         """user_config: batch size and wait can change without restarting replicas."""
+        if not self._registered:
+            # Serve's cache (and so its routing and LRU) learns of the model loaded at start.
+            self._registered = True
+            await self.load_model(self.default_model)
         self.batching = dict(config)
         if "max_batch_size" in config:
             self.predict_batch.set_max_batch_size(int(config["max_batch_size"]))
@@ -54,25 +113,47 @@ class DepthDeployment:
     # forward pass. max_ongoing_requests (2 × the batch size) leaves room for both.
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01, max_concurrent_batches=2)
     async def predict_batch(
-        self, images: list[np.ndarray], output_sizes: list[tuple[int, int] | None]
+        self, model_ids: list[str], images: list[np.ndarray],
+        output_sizes: list[tuple[int, int] | None],
     ) -> list[DepthResult]:
         self.batches += 1
         self.items += len(images)
         self.largest_batch = max(self.largest_batch, len(images))
-        # In a thread, so the replica keeps accepting requests (and filling the next batch)
-        # while this one runs.
-        return await asyncio.to_thread(self.core.predict, images, output_sizes)
+        # Serve splits a batch by multiplexed model id already; grouped here as well, so that
+        # one forward pass never mixes models whatever Serve does.
+        groups: dict[str, list[int]] = {}
+        for i, model_id in enumerate(model_ids):
+            groups.setdefault(model_id, []).append(i)
+        results: list[DepthResult | None] = [None] * len(images)
+        for model_id, indices in groups.items():
+            core = (await self.load_model(model_id)).core
+            # In a thread, so the replica keeps accepting requests (and filling the next batch)
+            # while this one runs.
+            answers = await asyncio.to_thread(
+                core.predict, [images[i] for i in indices], [output_sizes[i] for i in indices])
+            for i, answer in zip(indices, answers):
+                results[i] = answer
+        return results  # type: ignore[return-value]
 
     async def __call__(
         self, image: np.ndarray, output_size: tuple[int, int] | None = None
     ) -> DepthResult:
-        return await self.predict_batch(image, output_size)
+        model_id = serve.get_multiplexed_model_id() or self.default_model
+        if model_id not in self.served:  # before the batch, which fails as one
+            raise ModelNotServed(model_id, self.served)
+        return await self.predict_batch(model_id, image, output_size)
 
     def info(self) -> dict[str, Any]:
+        context = serve.get_replica_context()
+        core = self.core
         return {
-            **self.core.info.as_dict(),
-            "replica": serve.get_replica_context().replica_id.unique_id,
+            **(core.info.as_dict() if core is not None else {"model_id": None}),
+            "replica": context.replica_id.unique_id,
+            "node": ray.get_runtime_context().get_node_id(),
             "pid": os.getpid(),
+            "default_model": self.default_model,
+            "loaded_models": {m: {**c.info.as_dict(), "loaded_at": self.loaded_at.get(m)}
+                              for m, c in list(self.loaded.items())},
             "batches": self.batches,
             "items": self.items,
             "mean_batch_size": self.items / self.batches if self.batches else None,
@@ -83,7 +164,10 @@ class DepthDeployment:
 
     def check_health(self) -> None:
         """Serve restarts a replica whose model can no longer run a forward pass."""
-        (result,) = self.core.predict([HEALTH_PROBE])
+        core = self.core
+        if core is None:
+            return  # between two models: the one loading is checked once it is in
+        (result,) = core.predict([HEALTH_PROBE])
         if not result.ok:
             raise RuntimeError(f"depth model is broken: {result.error}")
 
@@ -136,7 +220,9 @@ def depth_deployment(settings: Settings):
 
 
 def build_depth_app(settings: Settings) -> Application:
-    return depth_deployment(settings).bind(ModelOptions.from_settings(settings))
+    return depth_deployment(settings).bind(ModelOptions.from_settings(settings),
+                                           tuple(served_models(settings)),
+                                           settings.models_per_replica)
 
 
 def build_app(args: dict[str, str]) -> Application:

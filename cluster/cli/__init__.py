@@ -12,8 +12,10 @@ from pathlib import Path
 
 import psycopg
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from cluster.config.models import ModelNotServed, served_models
 from cluster.runtime import database_url
 from cluster.config.settings import Settings
 from cluster.media import configure_pillow
@@ -71,7 +73,11 @@ def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from cluster import runtime
 
     if args.model:
-        settings = settings.model_copy(update={"model": args.model})
+        try:
+            settings = settings.with_model(args.model)
+        except ModelNotServed as e:
+            console.print(f"[red]{escape(str(e))}[/red] (DEPTHMILL_MODELS)", soft_wrap=True)
+            return 2
     if args.tls and not settings.tls_certfile:
         from cluster.config.tls import self_signed
         from cluster.config.network import lan_addresses
@@ -89,7 +95,10 @@ def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     except (runtime.ModelConflict, runtime.ModelUnavailable) as e:
         console.print(f"[red]{e}[/red]", soft_wrap=True)
         return 1  # what was already running stays up, untouched
-    console.print(f"[green]depthmill is up[/green] (model {running.settings.model})")
+    served = served_models(running.settings)
+    which = (f"model {running.settings.model}" if len(served) == 1 else
+             f"models {', '.join(served)}; default {running.settings.model}")
+    console.print(f"[green]depthmill is up[/green] ({escape(which)})")
     console.print(f"  web app    {running.api_url}/")
     console.print(f"  API        {running.api_url}/api")
     console.print(f"  docs       {running.api_url}/docs")
@@ -121,8 +130,12 @@ def _cmd_process(settings: Settings, args: argparse.Namespace) -> int:
 
     from cluster.media.exports import parse_layouts
 
-    if args.model:
-        settings = settings.model_copy(update={"model": args.model})
+    if args.model:  # the model of the items this command queues
+        try:
+            settings = settings.with_model(args.model)
+        except ModelNotServed as e:
+            console.print(f"[red]{escape(str(e))}[/red] (DEPTHMILL_MODELS)", soft_wrap=True)
+            return 2
     try:
         layouts = parse_layouts(args.layout)
     except ValueError as e:
@@ -217,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(run=_cmd_status)
 
     up = commands.add_parser("up", help="start Postgres, Ray, the Serve app and the scheduler")
-    up.add_argument("--model", help="Hugging Face id, local directory or `tiny`")
+    up.add_argument("--model", help="Hugging Face id, local directory or `tiny`; with "
+                    "DEPTHMILL_MODELS, which of them is the default")
     up.add_argument("--port", type=int, help="HTTP port (default DEPTHMILL_PORT, 8000)")
     up.add_argument("--detach", action="store_true", help="return once it is up")
     up.add_argument("--tls", action="store_true",
@@ -230,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
         "process", help="turn files and folders into depth maps, end to end, then report"
     )
     process.add_argument("paths", nargs="+", help="photos, videos and folders")
-    process.add_argument("--model", help="Hugging Face id, local directory or `tiny`")
+    process.add_argument("--model", help="Hugging Face id, local directory or `tiny`; with "
+                         "DEPTHMILL_MODELS, which of them processes these files")
     process.add_argument("--timeout", type=float, default=24 * 3600, help="give up after seconds")
     process.add_argument("--out", type=Path, metavar="DIR",
                          help="export each file's depth (and --layout renders) here under its "

@@ -9,6 +9,7 @@ import shlex
 import time
 from collections.abc import Callable, Sequence
 
+from cluster.config.models import served_models
 from cluster.config.worker_env import ARRAYS_MALLOC_ENV
 from cluster.config.settings import JOB_SETTINGS_ENV, Settings
 
@@ -54,9 +55,11 @@ def submit_reprocess(
     working_dir: str | None = None, echo: Callable[[str], object] = print,
 ) -> int:
     wanted = requested_model(filters)
-    if wanted is not None and wanted != settings.model:
-        echo(f"no depth model {wanted!r} is served here (depthmill serves {settings.model!r}); "
-             f"reprocess with --model {settings.model}, or set DEPTHMILL_MODEL={wanted} "
+    served = served_models(settings)
+    if wanted is not None and wanted not in served:
+        names = ", ".join(map(repr, served))
+        echo(f"no depth model {wanted!r} is served here (depthmill serves {names}); "
+             f"reprocess with --model {settings.model}, or add {wanted} to DEPTHMILL_MODELS "
              f"and run `depthmill up` for it first.")
         return 1
     return submit_job(settings, address, "pipelines.reprocess", filters,

@@ -15,7 +15,7 @@ import platformdirs
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from cluster.config.models import check_licence
+from cluster.config.models import ModelNotServed, check_models
 
 DEFAULT_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
 # Where a Ray job finds the settings of the command that submitted it.
@@ -75,6 +75,16 @@ class Settings(BaseSettings):
     model: str = Field(
         default=DEFAULT_MODEL,
         description="Hugging Face model id, a local directory, or `tiny` (random weights, tests).",
+    )
+    models: CommaList = Field(
+        default_factory=list,
+        description="Comma-separated models the depth deployment serves, MODEL among them (it "
+        "stays the model of items that name none); unset: MODEL alone. `tiny:N` is a second "
+        "random model, seed N (`tiny` is seed 0). MODEL_REVISION pins MODEL's revision only.",
+    )
+    serve_max_models_per_replica: int | None = Field(
+        default=None, ge=1, description="Most models one depth replica keeps loaded (the least "
+        "recently used goes first); default: every served model.",
     )
     model_revision: str | None = Field(default=None, description="Pin a model revision.")
     allow_noncommercial_models: bool = Field(
@@ -285,7 +295,7 @@ class Settings(BaseSettings):
             raise ValueError("give one or more delays in seconds, each 0 or more")
         return value
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "cors_origins", "models", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -293,8 +303,8 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _licence_allows_the_model(self) -> Settings:
-        check_licence(self.model, self.allow_noncommercial_models)
+    def _licence_allows_the_models(self) -> Settings:
+        check_models(self)
         return self
 
     def to_json(self) -> str:
@@ -322,6 +332,22 @@ class Settings(BaseSettings):
     def max_upload_bytes(self) -> int:
         """The most one upload request may carry: every file at its limit, plus form overhead."""
         return int(self.max_file_size) * self.max_files_per_request + 1024 * 1024
+
+    def with_model(self, model: str, *, served: bool = True) -> Settings:
+        """These settings with ``model`` the default (``--model``). Serving several models, it
+        must be one of them (ModelNotServed; ``served=False``: any, for a job that reads what
+        an earlier model stored), and MODEL_REVISION stays with the model it pins; serving one,
+        ``model`` replaces it. Unvalidated, as model_copy is: the runtime checks again
+        (``runtime.check_licence_allows``)."""
+        if not self.models or model == self.model:
+            return self.model_copy(update={"model": model})
+        if served and model not in self.models:
+            raise ModelNotServed(model, self.models)
+        return self.model_copy(update={"model": model, "model_revision": None})
+
+    @property
+    def models_per_replica(self) -> int:
+        return self.serve_max_models_per_replica or max(len(self.models), 1)
 
     @property
     def model_cache_dir(self) -> Path:

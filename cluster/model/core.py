@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cluster.config.models import tiny_seed
 from cluster.model.contract import INPUT_SIZE, PATCH, DepthResult, target_size
 
 log = logging.getLogger(__name__)
@@ -105,21 +106,23 @@ def _image_processor():
     )
 
 
-def tiny_model_dir(cache_dir: Path) -> Path:
-    """Build the ``tiny`` model once, save it with ``save_pretrained`` (and its processor), and
-    return the directory; loading then goes through the same code path as a real checkpoint."""
+def tiny_model_dir(cache_dir: Path, seed: int = 0) -> Path:
+    """Build the ``tiny`` model of ``seed`` once, save it with ``save_pretrained`` (and its
+    processor), and return the directory; loading then goes through the same code path as a
+    real checkpoint."""
     import transformers
 
-    key = hashlib.sha256(
-        json.dumps([ARCHITECTURES["tiny"], transformers.__version__, torch.__version__]).encode()
-    ).hexdigest()[:12]
+    identity: list = [ARCHITECTURES["tiny"], transformers.__version__, torch.__version__]
+    if seed:  # seed 0 keeps the directory it had before there were other seeds
+        identity.append(seed)
+    key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:12]
     target = cache_dir / f"tiny-{key}"
     if (target / "config.json").exists():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".tiny-"))
     try:
-        build_random_model("tiny").save_pretrained(staging)
+        build_random_model("tiny", seed).save_pretrained(staging)
         _image_processor().save_pretrained(staging)
         (staging / "DEPTHMILL_RANDOM_WEIGHTS").write_text("not a real depth model\n")
         try:
@@ -133,9 +136,10 @@ def tiny_model_dir(cache_dir: Path) -> Path:
 
 
 def resolve_model(spec: str, cache_dir: Path) -> tuple[str, str]:
-    """(what to pass to from_pretrained, source) for a model id, a directory or ``tiny``."""
-    if spec == TINY:
-        return str(tiny_model_dir(cache_dir)), "random weights"
+    """(what to pass to from_pretrained, source) for a model id, a directory, ``tiny`` or
+    ``tiny:SEED``."""
+    if (seed := tiny_seed(spec)) is not None:
+        return str(tiny_model_dir(cache_dir, seed)), "random weights"
     if Path(spec).expanduser().is_dir():
         return str(Path(spec).expanduser()), "directory"
     return spec, "hub"

@@ -3,7 +3,7 @@ into a Serve replica or a Ray Data actor. Importing this module does not import 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +33,12 @@ class ModelOptions:
             dtype=settings.dtype, compile=settings.torch_compile,
             max_batch_size=settings.model_batch_size,
         )
+
+    def for_model(self, model: str) -> ModelOptions:
+        """The same options for another served model; the pinned revision is this model's."""
+        if model == self.model:
+            return self
+        return replace(self, model=model, revision=None)
 
     def load(self) -> DepthEstimator:
         from cluster.model.core import DepthEstimator  # torch: only where the model runs

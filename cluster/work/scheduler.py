@@ -29,6 +29,7 @@ from cluster.config.worker_env import FOREGROUND_RUNTIME_ENV
 from cluster.work import outcomes as decide
 from cluster.work.outcomes import Dependency, SortedOutcomes
 from cluster.work.processing import Outcome
+from cluster.config.models import served_models
 from cluster.config.settings import Settings
 from cluster.storage import Storage, storage_from_settings
 from cluster.config.names import APP_NAME, DEPTH_DEPLOYMENT, NAMESPACE, SCHEDULER_ACTOR
@@ -52,6 +53,7 @@ class InFlight:
 class Scheduler:
     def __init__(self, settings: Settings, app_name: str = APP_NAME) -> None:
         self.settings = settings
+        self.models = served_models(settings)  # one scheduler claims for every served model
         self.app_name = app_name
         self.owner = f"scheduler-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.db = Database(settings.database_url, max_size=4, name="scheduler").open()
@@ -133,6 +135,7 @@ class Scheduler:
             "counts": dict(self.counts),
             "stages": {"photos": self.staged_photos, "seconds": dict(self.stage_seconds)},
             "model": self.settings.model,
+            "models": list(self.models),
         }
 
     async def start_if_needed(self) -> None:
@@ -205,10 +208,15 @@ class Scheduler:
             self.finished = batch + self.finished  # keep them; the next pass tries again
             raise
         self._add_stages(batch, recorded)
+        finished_models = set()
         for outcome in batch:
-            self.in_flight.pop(outcome.lease.item_id, None)
-        if batch and not items and not self.in_flight:
-            await self._report_if_drained()
+            flight = self.in_flight.pop(outcome.lease.item_id, None)
+            if flight is not None:
+                finished_models.add(flight.item.model_id)
+        # A model whose last item in flight finished, with nothing of it claimed now.
+        busy = {f.item.model_id for f in self.in_flight.values()} | {i.model_id for i in items}
+        for model in sorted(finished_models - busy):
+            await self._report_if_drained(model)
         return items, wanted
 
     def _add_stages(self, batch: list[Outcome], recorded: float) -> None:
@@ -222,11 +230,12 @@ class Scheduler:
             self.stage_seconds["record"] = self.stage_seconds.get("record", 0.0) + share
         self.staged_photos += len(photos)
 
-    async def _report_if_drained(self) -> None:
-        """The last item in flight finished and nothing was claimed: if the queue holds nothing
-        more for this model, say so (queue.drained). Never raised: it only reports."""
+    async def _report_if_drained(self, model: str) -> None:
+        """The last item in flight of ``model`` finished and nothing of it was claimed: if the
+        queue holds nothing more for it, say so (queue.drained). Never raised: it only
+        reports."""
         try:
-            await asyncio.to_thread(self.db.run, queue.report_if_drained, self.settings.model)
+            await asyncio.to_thread(self.db.run, queue.report_if_drained, model)
         except Exception as e:  # noqa: BLE001 - the outcomes are recorded; the next cycle goes on
             log.warning("could not report the queue drained: %s", e)
 
@@ -276,7 +285,7 @@ class Scheduler:
                                      for m in o.outputs] for o in completed}
         done, items = queue.complete_and_claim(
             conn, [o.lease for o in completed], wanted, self.owner, self.settings.lease_seconds,
-            model_id=self.settings.model, outputs=outputs)
+            model_id=self.models, outputs=outputs)
         depth_maps.upsert_many(conn, [m for o in completed if o.lease.item_id in done for m in o.outputs])
         return done, items
 
@@ -290,8 +299,9 @@ class Scheduler:
             gone = self.db.run(media.missing, {o.media_id for o in lost})
             storage = self._storage_client()
             for media_id in gone:
-                for key in storage_keys.written_by_processing(media_id, self.settings.model):
-                    storage.delete(key)
+                for model in self.models:  # the outcome does not say whose; deleting is cheap
+                    for key in storage_keys.written_by_processing(media_id, model):
+                        storage.delete(key)
         except Exception as e:  # database or store down: these objects stay behind, no more
             log.warning("could not remove the outputs of deleted media: %s", e)
             return

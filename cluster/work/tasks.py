@@ -45,14 +45,17 @@ def _depth_handle(app_name: str):
     return _depth_handles[app_name]
 
 
-def serve_depth(app_name: str = APP_NAME):
+def serve_depth(app_name: str = APP_NAME, model_id: str | None = None):
     """A DepthFn backed by the deployment: one request per image, all in flight together, so
-    the deployment's dynamic batching sees them at once."""
+    the deployment's dynamic batching sees them at once. ``model_id``: the served model to ask
+    (Serve's multiplexing routes to a replica that has it loaded); None: the default one."""
     from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
     def depth(images: Sequence[np.ndarray], sizes) -> list[DepthResult]:
         try:
             handle = _depth_handle(app_name)
+            if model_id is not None:
+                handle = handle.options(multiplexed_model_id=model_id)
             responses = [handle.remote(im, size) for im, size in zip(images, sizes)]
             return asyncio.run(_await_all(responses, DEPTH_TIMEOUT_S))
         except (DeploymentUnavailableError, BackPressureError, ray.exceptions.RayActorError,
@@ -84,4 +87,4 @@ async def _await_all(responses: list, timeout_s: float) -> list:
 def process_item_task(item: ClaimedItem, settings: Settings, app_name: str = APP_NAME) -> Outcome:
     yield_cpu_to_foreground()
     configure_pillow()
-    return process_item(item, settings, _storage(settings), serve_depth(app_name))
+    return process_item(item, settings, _storage(settings), serve_depth(app_name, item.model_id))

@@ -74,7 +74,7 @@ LEASE = sql.SQL(
 )
 
 
-def claim_ctes(*, for_model: bool) -> sql.Composed:
+def claim_ctes(*, for_model: bool, for_models: bool = False) -> sql.Composed:
     """The CTE that picks the most urgent claimable items: ``next``, their ids.
 
     Locking: FOR UPDATE SKIP LOCKED locks the rows it returns and passes over rows another
@@ -84,9 +84,14 @@ def claim_ctes(*, for_model: bool) -> sql.Composed:
     its rows, and the planner cannot fold it into the UPDATE (which could then lock and lease
     more rows than the LIMIT). For one model the planner walks processing_queue_claimable
     (model_id, priority, queued_at, id) in claim order and stops after ``n`` rows; for any
-    model it reads the queued rows of every model and sorts them.
+    model, or several (``for_models``: ``model_ids``, a scheduler serving several), it reads
+    the queued rows of those models and sorts them.
     """
-    model_filter = sql.SQL("AND q.model_id = %(model_id)s") if for_model else sql.SQL("")
+    if for_model and for_models:
+        raise ValueError("claim for one model or for several, not both")
+    model_filter = (sql.SQL("AND q.model_id = %(model_id)s") if for_model
+                    else sql.SQL("AND q.model_id = ANY(%(model_ids)s::text[])") if for_models
+                    else sql.SQL(""))
     return sql.SQL(
         """
         next AS MATERIALIZED (
@@ -101,16 +106,20 @@ def claim_ctes(*, for_model: bool) -> sql.Composed:
     ).format(model_filter=model_filter)
 
 
-def build_claim_query(*, for_model: bool) -> sql.Composed:
+def build_claim_query(*, for_model: bool, for_models: bool = False) -> sql.Composed:
     """Claim the most urgent claimable items and lease them, in one statement (``claim_ctes``
     picks, ``LEASE`` leases)."""
-    return sql.SQL("WITH {ctes} {lease}").format(ctes=claim_ctes(for_model=for_model), lease=LEASE)
+    return sql.SQL("WITH {ctes} {lease}").format(
+        ctes=claim_ctes(for_model=for_model, for_models=for_models), lease=LEASE)
 
 
 CLAIM_ANY = build_claim_query(for_model=False)
 
 
 CLAIM_MODEL = build_claim_query(for_model=True)
+
+
+CLAIM_MODELS = build_claim_query(for_model=False, for_models=True)
 
 
 # The columns both queue tables share, in table order (a test holds this to the schema).
@@ -208,7 +217,7 @@ COMPLETE = sql.SQL("WITH {completion} SELECT id FROM archived").format(
     completion=completion(DELETE_HELD, RUN_TIME, sql.SQL("done.outputs")))
 
 
-def build_complete_and_claim_query(*, for_model: bool) -> sql.Composed:
+def build_complete_and_claim_query(*, for_model: bool, for_models: bool = False) -> sql.Composed:
     """``COMPLETE`` and a claim in one statement. The two touch different rows (the fence
     wants 'processing', a claim 'queued'). A row is a completed id or a claimed item."""
     return sql.SQL(
@@ -221,7 +230,7 @@ def build_complete_and_claim_query(*, for_model: bool) -> sql.Composed:
         SELECT id, {nulls} FROM archived
         """
     ).format(completion=completion(DELETE_HELD, RUN_TIME, sql.SQL("done.outputs")),
-             claim_ctes=claim_ctes(for_model=for_model), lease=LEASE,
+             claim_ctes=claim_ctes(for_model=for_model, for_models=for_models), lease=LEASE,
              nulls=sql.SQL(", ").join([sql.SQL("NULL")] * len(fields(ClaimedItem))))
 
 
@@ -229,6 +238,9 @@ COMPLETE_AND_CLAIM_ANY = build_complete_and_claim_query(for_model=False)
 
 
 COMPLETE_AND_CLAIM_MODEL = build_complete_and_claim_query(for_model=True)
+
+
+COMPLETE_AND_CLAIM_MODELS = build_complete_and_claim_query(for_model=False, for_models=True)
 
 
 GIVE_BACK = sql.SQL(

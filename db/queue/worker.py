@@ -18,9 +18,11 @@ from db.queue.execute import fetch_tuples, notify_if
 from db.queue.statements import (
     CLAIM_ANY,
     CLAIM_MODEL,
+    CLAIM_MODELS,
     COMPLETE,
     COMPLETE_AND_CLAIM_ANY,
     COMPLETE_AND_CLAIM_MODEL,
+    COMPLETE_AND_CLAIM_MODELS,
     EXTEND,
     FAIL,
     GIVE_BACK,
@@ -29,20 +31,39 @@ from db.queue.statements import (
 from db.queue.types import ClaimedItem, FailOutcome, Lease, LeaseReport, RecoveredLease
 
 
+ModelFilter = str | Sequence[str] | None
+
+
+def _model_filter(model_id: ModelFilter) -> tuple[str, dict]:
+    """Which claim a model filter asks for ("one", "several" or "any") and its parameters: a
+    list of one model is claimed as that model, on the claim index's fast path."""
+    if model_id is not None and not isinstance(model_id, str):
+        models = list(dict.fromkeys(model_id))
+        if not models:
+            raise ValueError("claim for at least one model, or None for any")
+        if len(models) > 1:
+            return "several", {"model_id": None, "model_ids": models}
+        model_id = models[0]
+    return ("any" if model_id is None else "one"), {"model_id": model_id, "model_ids": None}
+
+
 def claim_batch(
     conn: psycopg.Connection,
     n: int,
     owner: str,
     lease_seconds: float,
     *,
-    model_id: str | None = None,
+    model_id: ModelFilter = None,
 ) -> list[ClaimedItem]:
-    """Lease up to ``n`` claimable items to ``owner``, most urgent first."""
+    """Lease up to ``n`` claimable items to ``owner``, most urgent first; ``model_id``: one
+    model's, several models' (a list), or any model's (None)."""
     if n <= 0:
         return []
-    params = {"n": n, "owner": owner, "lease_seconds": lease_seconds, "model_id": model_id}
+    which, models = _model_filter(model_id)
+    params = {"n": n, "owner": owner, "lease_seconds": lease_seconds, **models}
+    query = {"one": CLAIM_MODEL, "several": CLAIM_MODELS, "any": CLAIM_ANY}[which]
     with conn.cursor(row_factory=class_row(ClaimedItem)) as cur:
-        items = cur.execute(CLAIM_MODEL if model_id is not None else CLAIM_ANY, params).fetchall()
+        items = cur.execute(query, params).fetchall()
     return _in_claim_order(items)
 
 
@@ -111,7 +132,7 @@ def complete_and_claim(
     owner: str,
     lease_seconds: float,
     *,
-    model_id: str | None = None,
+    model_id: ModelFilter = None,
     outputs: Outputs | None = None,
 ) -> tuple[set[uuid.UUID], list[ClaimedItem]]:
     """``complete_many(leases)`` and ``claim_batch(n, owner, ...)`` in one statement, for a
@@ -124,9 +145,11 @@ def complete_and_claim(
     """
     if any(lease.owner != owner for lease in leases):
         raise ValueError("the leases completed must be the claiming owner's")
+    which, models = _model_filter(model_id)
     params = {**_completion_arrays(leases, outputs), "n": max(n, 0), "owner": owner,
-              "lease_seconds": lease_seconds, "model_id": model_id}
-    query = COMPLETE_AND_CLAIM_MODEL if model_id is not None else COMPLETE_AND_CLAIM_ANY
+              "lease_seconds": lease_seconds, **models}
+    query = {"one": COMPLETE_AND_CLAIM_MODEL, "several": COMPLETE_AND_CLAIM_MODELS,
+             "any": COMPLETE_AND_CLAIM_ANY}[which]
     done: set[uuid.UUID] = set()
     items: list[ClaimedItem] = []
     with conn.cursor(row_factory=dict_row) as cur:

@@ -209,14 +209,23 @@ class WorkerStatusOut(BaseModel):
     model: str
 
 
+class ModelPlace(BaseModel):
+    """A depth replica that has a model loaded."""
+
+    replica: str | None
+    node: str | None  # the Ray node id
+    device: str | None
+
+
 class ModelOut(BaseModel):
     """A depth model this deployment serves."""
 
     id: str
     licence: str | None  # None: not one depthmill knows; its model card says
     loaded: bool  # a depth replica has it loaded and answers
-    replicas: int | None  # running depth replicas (None: Serve's status unavailable)
+    replicas: int | None  # depth replicas that have it loaded (None: the deployment is down)
     device: str | None
+    where: list[ModelPlace] | None  # those replicas (None: the deployment is down)
 
 
 class ModelsOut(BaseModel):

@@ -13,13 +13,13 @@ from tests.utils import media_files
 
 @pytest.fixture
 def a_running_scheduler_for(monkeypatch):
-    """Stands in for a live cluster whose scheduler reports its model (status()["model"])."""
+    """Stands in for a live cluster whose scheduler reports its models (status()["models"])."""
     started = []
 
     def running(model):
         monkeypatch.setattr(runtime, "cluster_address", lambda temp_dir=None: "127.0.0.1:1")
         monkeypatch.setattr(runtime, "connect_ray", lambda settings, start=True: False)
-        monkeypatch.setattr(runtime, "served_model", lambda: model)
+        monkeypatch.setattr(runtime, "running_models", lambda: [model])
         for name in ("migrate", "start_serve", "get_or_start_scheduler", "down"):
             monkeypatch.setattr(runtime, name, lambda *a, **k: started.append(name))
         monkeypatch.setattr(runtime, "EmbeddedPostgres", lambda *a, **k: started.append("pg"))
@@ -105,3 +105,33 @@ def test_up_stops_what_it_started_when_the_model_does_not_load(tmp_path, monkeyp
     assert "\n" not in message and "some/unknown-id" in message and "couldn't connect" in message
     assert "--model tiny" in message
     assert calls == ["down"]  # the Ray head it started is stopped; no scheduler was started
+
+
+def test_model_choice_among_several_served_ones(a_running_scheduler_for, tmp_path, monkeypatch,
+                                                capsys):
+    from ray import job_submission
+
+    monkeypatch.setenv("DEPTHMILL_HOME", str(tmp_path))
+    monkeypatch.setenv("DEPTHMILL_MODEL", "tiny")
+    monkeypatch.setenv("DEPTHMILL_MODELS", "tiny,tiny:2")
+    started = a_running_scheduler_for("tiny")
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(media_files.jpeg_bytes(media_files.photo("coffee")))
+    for argv in (["up", "--model", "tiny:3", "--detach"], ["process", "--model", "tiny:3",
+                                                            str(photo)]):
+        assert main(argv) == 2
+        out = capsys.readouterr().out
+        assert "'tiny:3' is not served here; served: 'tiny', 'tiny:2'" in out, out
+    # A live scheduler serving only tiny cannot take tiny:2's items.
+    with pytest.raises(runtime.ModelConflict, match="already running for model 'tiny'"):
+        runtime.up(runtime.Settings(home=tmp_path).with_model("tiny:2"))
+    assert started == []
+
+    def submitted(*a, **k):
+        raise ConnectionError("submitted")  # as far as this test goes
+
+    monkeypatch.setattr(job_submission, "JobSubmissionClient", submitted)
+    assert main(["reprocess", "--address", "http://127.0.0.1:1", "--model", "tiny:3"]) == 1
+    assert "serves 'tiny', 'tiny:2'" in capsys.readouterr().out
+    with pytest.raises(ConnectionError, match="submitted"):
+        main(["reprocess", "--address", "http://127.0.0.1:1", "--model", "tiny:2"])

@@ -23,10 +23,12 @@ def test_claim_uses_the_claimable_partial_index(conn):
     )
     conn.execute("ANALYZE processing_queue")
     params = {"n": 10, "owner": "w", "lease_seconds": 60, "model_id": "tiny", "ids": [],
-              "attempts": [], "outputs": []}
-    for for_model in (False, True):
-        for query in (queue.build_claim_query(for_model=for_model),
-                      queue.build_complete_and_claim_query(for_model=for_model)):
+              "attempts": [], "outputs": [], "model_ids": ["tiny", "tiny:2"]}
+    # Any model, one model, several (a scheduler serving two).
+    for filters in ({"for_model": False}, {"for_model": True},
+                    {"for_model": False, "for_models": True}):
+        for query in (queue.build_claim_query(**filters),
+                      queue.build_complete_and_claim_query(**filters)):
             text = plan(conn, query, params)
             assert "processing_queue_claimable" in text, text
             assert "Seq Scan" not in text, text

@@ -199,6 +199,18 @@ def test_claim_for_a_model_takes_only_that_models_items(conn):
     assert [i.id for i in queue.claim_batch(conn, 5, "w", 60, model_id="b")] == [b.id]
 
 
+def test_a_claim_for_several_models_takes_theirs_in_claim_order_and_no_others(conn):
+    media_id = insert_media(conn).id
+    a = queue.enqueue(conn, media_id, "a", priority=5)
+    queue.enqueue(conn, media_id, "other")
+    c = queue.enqueue(conn, media_id, "c", priority=1)
+    done, items = queue.complete_and_claim(conn, [], 5, "w", 60, model_id=["a", "c"])
+    assert (done, [i.id for i in items]) == (set(), [c.id, a.id])
+    assert queue.claim_batch(conn, 5, "w", 60, model_id=["a", "c"]) == []
+    with pytest.raises(ValueError, match="at least one model"):
+        queue.claim_batch(conn, 5, "w", 60, model_id=[])
+
+
 def test_lease_expiry_returns_the_item_and_counts_the_attempt(conn):
     item = enqueue_new(conn)
     queue.claim_batch(conn, 1, "dead-worker", 60)

@@ -18,6 +18,7 @@ from PIL import Image
 from cluster.config.worker_env import BACKGROUND_NICENESS
 from cluster.config.worker_env import ARRAYS_MALLOC_ENV
 from cluster.config.names import APP_NAME, DEPTH_DEPLOYMENT, GATEWAY_DEPLOYMENT
+from db import queue
 from tests.utils import media_files
 from tests.utils.system import pids_of, running_system, system_settings
 
@@ -27,8 +28,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def system(serve_port, database_factory, tmp_path_factory):
     with database_factory.database() as url:
+        # Two served models, tiny the default: test_items_of_each_model_are_processed_by_it.
         settings = system_settings(tmp_path_factory.mktemp("home"), url, serve_port,
-                                   max_files_per_request=6)
+                                   max_files_per_request=6, models=["tiny", "tiny:2"])
         with running_system(settings) as client:
             yield client, settings
 
@@ -299,3 +301,60 @@ def test_process_with_out_exports_real_names_and_resumes(system, tmp_path, monke
     assert code == 0, text
     assert "0 files written, 8 already there" in text
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == mtimes
+
+
+def test_items_of_each_model_are_processed_by_it(system, tmp_path, monkeypatch):
+    """Two served models, one scheduler: an item names its model (upload, enqueue, `depthmill
+    process --model`), the depth replica loads the second one when asked, and each depth map
+    is that model's, recorded as its."""
+    import hashlib
+
+    from rich.console import Console
+
+    from cluster import runtime
+    from cluster.cli import process
+    from db import depth as depth_maps
+    from db import media
+    from db.connection import Database
+
+    client, settings = system
+    photos = [media_files.jpeg_bytes(media_files.photo("coffee").resize((160 + 8 * i, 120)))
+              for i in range(3)]
+    second = upload(client, {"second.jpg": photos[0]}, model="tiny:2").json()["results"][0]
+    default = upload(client, {"default.jpg": photos[1]}).json()["results"][0]
+    both = client.post(f"/api/queue/enqueue/{second['media_id']}", params={"model": "tiny"})
+    assert both.status_code == 200 and both.json()["model_id"] == "tiny"
+    path = tmp_path / "by-cli.jpg"
+    path.write_bytes(photos[2])
+    monkeypatch.setattr(runtime, "check_model_loads", lambda s: None)
+    monkeypatch.setattr(runtime, "up", lambda s, **k: runtime.Running(
+        s, settings.api_url, None, started_ray=False, embedded=None))
+    console = Console(record=True, width=80)
+    assert process.process_paths(settings.with_model("tiny:2"), [path], console,
+                                 timeout=180) == 0, console.export_text()
+
+    deadline = time.monotonic() + 180
+    wanted = {second["media_id"]: {"tiny", "tiny:2"}, default["media_id"]: {"tiny"}}
+    with Database(settings.database_url, max_size=1) as db:
+        while True:
+            made = {m: {d.model_id for d in db.run(depth_maps.for_media, m) if d.format == "png16"}
+                    for m in wanted}
+            if made == wanted:
+                break
+            assert time.monotonic() < deadline, made
+            time.sleep(0.5)
+        by_cli = db.run(media.find_by_sha256, hashlib.sha256(photos[2]).hexdigest())
+        assert {d.model_id for d in db.run(depth_maps.for_media, by_cli.id)} == {"tiny:2"}
+        assert [i.model_id for i in db.run(queue.items_for_media, by_cli.id)] == ["tiny:2"]
+    maps = [np.asarray(Image.open(io.BytesIO(client.get(
+        f"/api/media/{second['media_id']}/depth", params={"model": m},
+        follow_redirects=True).content)))
+        for m in ("tiny", "tiny:2")]
+    assert maps[0].shape == maps[1].shape and not np.array_equal(maps[0], maps[1])
+
+    listed = {m["id"]: m for m in client.get("/api/ai/models").json()["models"]}
+    assert set(listed) == {"tiny", "tiny:2"}
+    for model in listed.values():
+        assert model["loaded"] and model["replicas"] == 1, model
+        (place,) = model["where"]
+        assert place["replica"] and place["node"] and place["device"] == "cpu"

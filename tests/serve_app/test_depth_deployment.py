@@ -18,9 +18,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory) -> Settings:
+    # Two served models with room for one at a time (the default, tiny, loaded at start):
+    # test_one_replica_serves_two_models_loading_the_second_when_asked.
     return Settings(
         home=tmp_path_factory.mktemp("home"), model="tiny", serve_max_batch_size=8,
         serve_batch_wait_s=0.2, serve_num_cpus=0.25, model_batch_size=8,
+        models=["tiny", "tiny:2"], serve_max_models_per_replica=1,
     )
 
 
@@ -48,6 +51,37 @@ def test_concurrent_requests_form_batches_and_match_the_core(depth_handle, setti
     for got, want in zip(results[:3], direct):
         assert got.ok
         np.testing.assert_allclose(got.depth, want.depth, rtol=1e-4, atol=1e-4)
+
+
+def test_one_replica_serves_two_models_loading_the_second_when_asked(depth_handle, settings):
+    # Each request goes to its own model's weights, whatever the replica held before, and
+    # batches of mixed requests never mix models.
+    handle = depth_handle
+    assert set(handle.info.remote().result()["loaded_models"]) == {"tiny"}
+    options = ModelOptions.from_settings(settings)
+    images = [np.asarray(media_files.photo(n)) for n in ("astronaut", "chelsea")]
+    want = {m: options.for_model(m).load().predict(images) for m in ("tiny", "tiny:2")}
+    assert not np.allclose(want["tiny"][0].depth, want["tiny:2"][0].depth)
+
+    second = handle.options(multiplexed_model_id="tiny:2")
+    got = second.remote(images[0]).result()
+    np.testing.assert_allclose(got.depth, want["tiny:2"][0].depth, rtol=1e-4, atol=1e-4)
+    info = second.info.remote().result()
+    assert set(info["loaded_models"]) == {"tiny:2"}  # one at a time: tiny made way
+    assert info["loaded_models"]["tiny:2"]["real_estimate"] is False
+
+    async def mixed():
+        return await asyncio.gather(*[
+            handle.options(multiplexed_model_id=m).remote(im)
+            for m in ("tiny", "tiny:2") * 2 for im in images])
+
+    answers = asyncio.run(mixed())
+    for i, answer in enumerate(answers):
+        model, image = ("tiny", "tiny:2")[(i // 2) % 2], i % 2
+        np.testing.assert_allclose(answer.depth, want[model][image].depth,
+                                   rtol=1e-4, atol=1e-4)
+    with pytest.raises(Exception, match="'tiny:9' is not served here"):
+        handle.options(multiplexed_model_id="tiny:9").remote(images[0]).result()
 
 
 def test_requested_output_size_and_bad_inputs(depth_handle):
@@ -81,3 +115,4 @@ def test_health_check_fails_when_the_model_is_broken(settings):
     replica.core.forward = None  # what a CUDA fault or a freed model looks like from here
     with pytest.raises(RuntimeError, match="depth model is broken"):
         replica.check_health()
+

@@ -75,9 +75,11 @@ def new_page(browser) -> Iterator[PageOpener]:
 
 @pytest.fixture(scope="module")
 def web_system(serve_port, database_factory, tmp_path_factory):
-    """The whole system; one attempt per item, so a broken item fails at once."""
+    """The whole system; one attempt per item, so a broken item fails at once. Two served
+    models, so that the page offers the choice."""
     with database_factory.database() as url:
-        settings = system_settings(tmp_path_factory.mktemp("home"), url, serve_port, max_attempts=1)
+        settings = system_settings(tmp_path_factory.mktemp("home"), url, serve_port, max_attempts=1,
+                                   models=["tiny", "tiny:2"])
         with running_system(settings) as client:
             yield client, settings, f"http://127.0.0.1:{serve_port}"
 

@@ -67,6 +67,16 @@ def test_uploading_through_the_page_adds_an_item_that_reaches_done_without_a_rel
     tile = page.locator('a.tile[aria-label^="dropped.jpg"]')
     tile.wait_for()
     page.locator('a.tile[aria-label^="dropped.jpg"][data-status=completed] img').wait_for(timeout=120_000)
+    # The served models to choose from: this upload is the second one's.
+    client = web_system[0]
+    page.select_option("#model", "tiny:2")
+    second = tmp_path / "second.jpg"
+    second.write_bytes(media_files.jpeg_bytes(media_files.photo().resize((240, 320))))
+    page.set_input_files("#file-input", str(second))
+    page.locator('a.tile[aria-label^="second.jpg"]').wait_for()
+    (item,) = client.get("/api/queue/items", params={"model_id": "tiny:2"}).json()["items"]
+    assert client.get(f"/api/media/{item['media_id']}").json()["original_name"] == "second.jpg"
+    page.select_option("#model", "")
     # A file the server refuses is shown with its reason.
     bad = tmp_path / "notes.txt"
     bad.write_text("not a photo")

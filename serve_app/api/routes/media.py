@@ -178,11 +178,16 @@ def delete_media(media_id: uuid.UUID, db: Db, storage: Store) -> None:
 def depth_redirect(
     media_id: uuid.UUID, db: Db, storage: Store, ctx: Context,
     format: Literal["png16", "preview", "video", "video16", "gdepth"] = "png16",
+    model: Annotated[str | None, Query(min_length=1, max_length=300, description=(
+        "whose depth (default: DEPTHMILL_MODEL's, else any served model's)"))] = None,
 ):
     if format == "gdepth":  # the photo with its depth embedded: a render, made on request
-        return stereo_routes.gdepth_redirect(ctx, media_id)
+        return stereo_routes.gdepth_redirect(ctx, media_id, model=model)
     db.run(media.get, media_id)
-    for m in db.run(depth_maps.for_media, media_id):
-        if m.format == format:
-            return signed_redirect(storage.signed_url(m.storage_key), ctx.settings)
-    raise ApiError(404, "not_found", f"no {format} depth output for media {media_id} yet")
+    maps = [m for m in db.run(depth_maps.for_media, media_id)
+            if m.format == format and (model is None or m.model_id == model)]
+    if maps:
+        chosen = next((m for m in maps if m.model_id == ctx.settings.model), maps[0])
+        return signed_redirect(storage.signed_url(chosen.storage_key), ctx.settings)
+    which = f" from model {model}" if model else ""
+    raise ApiError(404, "not_found", f"no {format} depth output{which} for media {media_id} yet")

@@ -44,3 +44,44 @@ def test_noncommercial_models_need_consent_and_the_refusal_says_why(tmp_path, mo
     # Small (Apache-2.0), tiny and models depthmill knows nothing of need no consent.
     for model in ("depth-anything/Depth-Anything-V2-Small-hf", "tiny", "someone/else"):
         assert Settings(home=tmp_path, model=model).model == model
+
+
+def test_several_served_models_each_checked_with_the_default_among_them(tmp_path, monkeypatch):
+    import pytest
+
+    from cluster.config.models import served_models
+
+    assert served_models(Settings(home=tmp_path, model="tiny")) == ["tiny"]  # MODEL alone
+    monkeypatch.setenv("DEPTHMILL_MODELS", "tiny, tiny:2")
+    both = Settings(home=tmp_path, model="tiny")
+    assert served_models(both) == ["tiny", "tiny:2"] and both.models_per_replica == 2
+    assert Settings(home=tmp_path, model="tiny:2",
+                    serve_max_models_per_replica=1).models_per_replica == 1
+    monkeypatch.delenv("DEPTHMILL_MODELS")
+    with pytest.raises(ValueError, match="DEPTHMILL_MODEL 'tiny:3'.*not among DEPTHMILL_MODELS"):
+        Settings(home=tmp_path, model="tiny:3", models=["tiny", "tiny:2"])
+    with pytest.raises(ValueError, match="tiny:SEED"):
+        Settings(home=tmp_path, model="tiny", models=["tiny", "tiny:two"])
+    with pytest.raises(ValueError, match="names a model twice"):
+        Settings(home=tmp_path, model="tiny", models=["tiny", "tiny"])
+    large = "depth-anything/Depth-Anything-V2-Large-hf"
+    with pytest.raises(ValueError) as refused:  # a served model that is not the default
+        Settings(home=tmp_path, model="tiny", models=["tiny", large])
+    assert large in str(refused.value) and "DEPTHMILL_ALLOW_NONCOMMERCIAL_MODELS=true" in str(
+        refused.value)
+    allowed = Settings(home=tmp_path, model="tiny", models=["tiny", large],
+                       allow_noncommercial_models=True)
+    assert served_models(allowed) == ["tiny", large]
+
+
+def test_every_tiny_variant_is_random_weights_and_others_are_refused_by_name():
+    import pytest
+
+    from cluster.config.models import TINY_LICENCE, BadModelName, licence_of, tiny_seed
+
+    assert [tiny_seed(m) for m in ("tiny", "tiny:0", "tiny:2", "tinyish", "x/tiny")] == [
+        0, 0, 2, None, None]
+    assert licence_of("tiny:2") == TINY_LICENCE
+    for bad in ("tiny:", "tiny:-1", "tiny:1.5", f"tiny:{2**32}"):
+        with pytest.raises(BadModelName, match="tiny:SEED"):
+            tiny_seed(bad)

@@ -176,3 +176,12 @@ def test_results_carry_the_revision_the_model_was_loaded_with(cache_dir):
     pinned = DepthEstimator("tiny", revision="abc123", cache_dir=cache_dir)
     (result,) = pinned.predict([photos()[0]])
     assert result.ok and result.revision == pinned.info.revision == "abc123"
+
+
+def test_a_tiny_variant_is_another_random_model_built_the_same_way(cache_dir, model):
+    second = DepthEstimator("tiny:2", cache_dir=cache_dir)
+    assert tiny_model_dir(cache_dir, 2) != tiny_model_dir(cache_dir)
+    assert second.info.model_id == "tiny:2" and second.info.source == "random weights"
+    assert second.info.parameters == model.info.parameters
+    image = photos()[1]
+    assert not np.allclose(second.predict([image])[0].depth, model.predict([image])[0].depth)

@@ -32,7 +32,15 @@ onKeyNeeded((reason, { mayKeep }) => new Promise((resolve) => {
 
 const library = new Library({ grid: $("grid"), sentinel: $("sentinel"), count: $("count"), empty: $("empty") });
 const queuePanel = new QueuePanel($("queue-panel"), { onChange: () => library.refresh(), notify });
-const uploader = new Uploader({ panel: $("uploads"), list: $("upload-list"), onCreated: (id) => library.added(id) });
+const uploader = new Uploader({ panel: $("uploads"), list: $("upload-list"), onCreated: (id) => library.added(id),
+                                model: () => $("model").value });
+
+// Serving several depth models, the page lets uploads name theirs; "default" names none.
+api("/api/ai/models").then(({ models }) => {
+  if (models.length < 2) return;
+  $("model").append(...models.map((m) => new Option(m.id, m.id)));
+  $("model-choice").hidden = false;
+}).catch((e) => notify(`could not list the depth models: ${e.message}`, true));
 
 async function neighbour(id, direction) {
   const ids = library.ids();

@@ -1,7 +1,7 @@
 // Uploads: files or whole folders, dropped anywhere on the page or picked, each with its progress
 // and the server's verdict. XMLHttpRequest, not fetch, because only it reports upload progress.
 
-import { authHeaders, errorOf, keyRefused, refusesKey } from "./api.js";
+import { authHeaders, errorOf, keyRefused, query, refusesKey } from "./api.js";
 
 const PARALLEL = 3;
 
@@ -28,8 +28,9 @@ export async function droppedFiles(dataTransfer) {
 }
 
 export class Uploader {
-  constructor({ panel, list, onCreated }) {
-    Object.assign(this, { panel, list, onCreated });
+  // model(): the depth model of the files being added ("" for the default).
+  constructor({ panel, list, onCreated, model = () => "" }) {
+    Object.assign(this, { panel, list, onCreated, model });
     this.waiting = [];
     this.running = 0;
   }
@@ -38,7 +39,8 @@ export class Uploader {
     const wanted = [...files].filter((f) => !f.name.startsWith("."));
     if (!wanted.length) return;
     this.panel.hidden = false;
-    for (const file of wanted) this.waiting.push({ file, row: this.row(file) });
+    const model = this.model();  // the choice when they were added, not when each one starts
+    for (const file of wanted) this.waiting.push({ file, model, row: this.row(file) });
     this.pump();
   }
 
@@ -62,10 +64,10 @@ export class Uploader {
     }
   }
 
-  async send({ file, row }) {
+  async send({ file, model, row }) {
     row.outcome.textContent = "uploading";
     for (;;) {
-      const { status, text } = await post(file, (done) => { row.progress.value = done; });
+      const { status, text } = await post(file, model, (done) => { row.progress.value = done; });
       if (refusesKey(status)) {
         const error = await errorOf(status, text);
         try {
@@ -98,10 +100,10 @@ export class Uploader {
   }
 }
 
-function post(file, onProgress) {
+function post(file, model, onProgress) {
   return new Promise((resolve) => {
     const xhr = new XMLHttpRequest();
-    xhr.open("POST", "/api/media/upload");
+    xhr.open("POST", `/api/media/upload${query({ model })}`);
     for (const [k, v] of Object.entries(authHeaders())) xhr.setRequestHeader(k, v);
     xhr.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(e.loaded / e.total); };
     xhr.onload = () => resolve({ status: xhr.status, text: xhr.responseText });
