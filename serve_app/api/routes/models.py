@@ -33,7 +33,7 @@ def requested_model(
 @router.get("/models", dependencies=[READ], response_model=ModelsOut, summary="Served depth models, licence, loaded or not")
 async def models(ctx: Context) -> ModelsOut:
     info = await health._depth_info(ctx)
-    up = info["status"] == "healthy"
+    up = info["status"] != "unhealthy"  # degraded: loaded, on fewer replicas than it should
     replicas = health._running_replicas() if up else None  # Serve's status needs Ray
 
     def one(model: str) -> ModelOut:
