@@ -29,7 +29,7 @@ COLUMNS = {
                ("healthy_after_node_added_s", "healthy after a node was added"),
                ("all_done_after_fault_s", "all done after the fault")],
     "scheduler": [("scheduler_restarted_after_s", "scheduler restarted elsewhere after"),
-                  ("healthy_after_node_added_s", "healthy after a node was added"),
+                  ("max_lease_overdue_s", "longest a lease stayed expired"),
                   ("all_done_after_fault_s", "all done after the fault")],
     "gateway": [("uploads_retried", "uploads that had to be retried"),
                 ("served_after_kill_s", "next request served after"),

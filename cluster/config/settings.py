@@ -214,6 +214,11 @@ class Settings(BaseSettings):
         "(SO_REUSEPORT), and `depthmill up` starts Serve without its proxy; false: through the "
         "Serve proxy, one more process hop per request.",
     )
+    gateway_resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources each gateway replica needs, as "
+        "JSON: replicas run only on the nodes that offer them (those behind the load balancer); "
+        "a node offering 1 where a replica needs 1 holds at most one. Default: none.",
+    )
     upload_rate_per_minute: int = Field(
         default=600, ge=1, description="Upload requests per client per minute, counted by each "
         "gateway replica (a client's connection stays with one; 429 beyond)."
@@ -287,7 +292,8 @@ class Settings(BaseSettings):
                              "aws:kms: set both or neither")
         return self
 
-    @field_validator("serve_resources", "task_resources", "scheduler_resources")
+    @field_validator("serve_resources", "task_resources", "scheduler_resources",
+                     "gateway_resources")
     @classmethod
     def _custom_resources_only(cls, value: dict[str, float]) -> dict[str, float]:
         # Ray refuses these in `resources=` with an error naming its own keyword arguments.
