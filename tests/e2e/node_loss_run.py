@@ -436,7 +436,7 @@ class NodeLossRun:
 
 
 def _noise_jpeg(i: int) -> bytes:
-    """A photo of its own content (~200 KB), so each upload takes a moment on the wire."""
+    """A photo of its own content (~150 KB), so each upload takes a moment on the wire."""
     pixels = np.random.default_rng(10_000 + i).integers(0, 256, (360, 480, 3), dtype=np.uint8)
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, "JPEG", quality=90)
@@ -461,6 +461,7 @@ def run_in_own_process(database_url: str, home: Path, *, items: int, timeout: fl
     """This module's run in a child process with a Ray of its own; its results, with the tail
     of its output under ``"log"``. Whatever of its Ray is left when it ends (or is killed at
     ``timeout``) is killed."""
+    import shutil
     import signal
     import subprocess
     import tempfile
@@ -486,6 +487,7 @@ def run_in_own_process(database_url: str, home: Path, *, items: int, timeout: fl
             child.wait()
         finally:
             _kill_processes_of(ray_tmp)
+            shutil.rmtree(ray_tmp, ignore_errors=True)  # its sessions' logs and sockets
     results = json.loads(out.read_text()) if out.exists() else {}
     results["returncode"] = child.returncode
     results["log"] = log.read_text(errors="replace")[-6000:]
