@@ -9,11 +9,12 @@ from ray.serve import Application
 
 from cluster.config.settings import Settings
 from serve_app.depth_deployment import build_depth_app
-from serve_app.gateway import Gateway
+from serve_app.gateway import Gateway, gateway_actor_options
 
 
 def build_depthmill_app(settings: Settings) -> Application:
-    return Gateway.options(num_replicas=settings.gateway_replicas).bind(
+    return Gateway.options(num_replicas=settings.gateway_replicas,
+                           ray_actor_options=gateway_actor_options(settings)).bind(
         build_depth_app(settings), settings)
 
 

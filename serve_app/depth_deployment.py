@@ -209,6 +209,7 @@ def depth_deployment(settings: Settings):
         # silently shrink the batches.
         max_ongoing_requests=max(2 * settings.serve_max_batch_size, 8),
         ray_actor_options={"num_gpus": num_gpus, "num_cpus": settings.serve_num_cpus,
+                           "resources": dict(settings.serve_resources),
                            # On a CPU the replica's work is all background (see __init__).
                            "runtime_env": {"env_vars": ARRAYS_MALLOC_ENV | (
                                {} if num_gpus else BACKGROUND_ENV)}},

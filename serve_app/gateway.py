@@ -88,9 +88,19 @@ _GATEWAY_SERVE_ENV = {
 }
 
 
+_GATEWAY_ACTOR_OPTIONS = {
+    "num_cpus": 0.25, "runtime_env": {"env_vars": FOREGROUND_ENV | _GATEWAY_SERVE_ENV}}
+
+
+def gateway_actor_options(settings: Settings) -> dict:
+    """The replicas' Ray options: the deployment's own, and the custom resources that put them
+    on the nodes a load balancer sends the port's traffic to."""
+    return {**_GATEWAY_ACTOR_OPTIONS, "resources": dict(settings.gateway_resources)}
+
+
 # Many uploads and reads in flight at once; this must never cap the depth batches either.
-@serve.deployment(name=GATEWAY_DEPLOYMENT, max_ongoing_requests=256, ray_actor_options={
-    "num_cpus": 0.25, "runtime_env": {"env_vars": FOREGROUND_ENV | _GATEWAY_SERVE_ENV}})
+@serve.deployment(name=GATEWAY_DEPLOYMENT, max_ongoing_requests=256,
+                  ray_actor_options=_GATEWAY_ACTOR_OPTIONS)
 @serve.ingress(api)
 class Gateway:
     def __init__(self, depth: DeploymentHandle, settings: Settings) -> None:

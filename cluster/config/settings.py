@@ -123,6 +123,22 @@ class Settings(BaseSettings):
         default=0.5, gt=0, description="CPUs reserved per depth replica (fractions allowed)."
     )
 
+    serve_resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources each depth replica needs, as "
+        "JSON (`{\"depth_node\": 1}`): replicas run only on nodes started with them (`ray start "
+        "--resources`). Default: none, any node with the CPUs and GPUs.",
+    )
+    task_resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources each processing task needs, as "
+        "JSON (`{\"work_node\": 0.01}`): items are decoded and encoded only on nodes that offer "
+        "them. Default: none.",
+    )
+    scheduler_resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources the scheduler actor needs, as "
+        "JSON: it runs, and is restarted after its node is lost, only on nodes that offer them "
+        "(give them to more than one). Default: none.",
+    )
+
     api_keys: CommaList = Field(
         default_factory=list,
         description="Comma-separated admin API keys; when set (or once a key was made with "
@@ -208,6 +224,11 @@ class Settings(BaseSettings):
         "(SO_REUSEPORT), and `depthmill up` starts Serve without its proxy; false: through the "
         "Serve proxy, one more process hop per request.",
     )
+    gateway_resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources each gateway replica needs, as "
+        "JSON: replicas run only on the nodes that offer them (those behind the load balancer); "
+        "a node offering 1 where a replica needs 1 holds at most one. Default: none.",
+    )
     upload_rate_per_minute: int = Field(
         default=600, ge=1, description="Upload requests per client per minute, counted by each "
         "gateway replica (a client's connection stays with one; 429 beyond)."
@@ -280,6 +301,19 @@ class Settings(BaseSettings):
             raise ValueError("DEPTHMILL_S3_SSE_KMS_KEY_ID is set but DEPTHMILL_S3_SSE is not "
                              "aws:kms: set both or neither")
         return self
+
+    @field_validator("serve_resources", "task_resources", "scheduler_resources",
+                     "gateway_resources")
+    @classmethod
+    def _custom_resources_only(cls, value: dict[str, float]) -> dict[str, float]:
+        # Ray refuses these in `resources=` with an error naming its own keyword arguments.
+        builtin = sorted(set(value) & {"CPU", "GPU", "memory", "object_store_memory"})
+        if builtin:
+            raise ValueError(f"{', '.join(builtin)} cannot be set here: these settings take "
+                             "custom resources only (CPUs and GPUs have settings of their own)")
+        if any(amount < 0 for amount in value.values()):
+            raise ValueError("each resource amount must be 0 or more")
+        return value
 
     @field_validator("webhook_retry_schedule_s", mode="before")
     @classmethod

@@ -174,7 +174,8 @@ class Scheduler:
             self.wake.clear()
 
     def _dispatch(self, item: ClaimedItem) -> None:
-        ref = process_item_task.remote(item, self.settings, self.app_name)
+        ref = process_item_task.options(resources=dict(self.settings.task_resources)).remote(
+            item, self.settings, self.app_name)
         self.in_flight[item.id] = InFlight(item, ref, time.monotonic())
         task = asyncio.create_task(self._await_item(item, ref))
         self._item_tasks.add(task)
@@ -390,7 +391,8 @@ SchedulerActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1,
 def get_or_start_scheduler(settings: Settings, app_name: str = APP_NAME):
     """The cluster's one scheduler (named, detached): created if missing, then started."""
     handle = SchedulerActor.options(
-        name=SCHEDULER_ACTOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True
+        name=SCHEDULER_ACTOR, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+        resources=dict(settings.scheduler_resources),
     ).remote(settings, app_name)
     ray.get(handle.start.remote())
     return handle

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,16 +15,12 @@ from pathlib import Path
 import pytest
 import ray
 
-from cluster.ingest import ingest_file
-from cluster.media.probe import MediaLimits
 from cluster.work.scheduler import get_scheduler
-from cluster.config.settings import Settings
-from cluster.storage import storage_from_settings
 from db.connection import Database
 from db.migrate import migrate
-from tests.utils import media_files
 from tests.utils.postgres import restart_embedded
 from tests.utils.s3 import MotoS3Server
+from tests.utils.faults import HealthWatch, assert_each_item_once, seed, wait_until
 from tests.utils.system import pids_of, running_system, system_settings
 
 pytestmark = pytest.mark.slow
@@ -34,70 +29,6 @@ pytestmark = pytest.mark.slow
 # fault meets items queued, leased and being written at once, and the five tests fit the CI
 # budget on two cores.
 ITEMS = 60
-
-
-def seed(settings: Settings, db: Database, tmp_path: Path, n: int) -> None:
-    storage = storage_from_settings(settings)
-    limits = MediaLimits.from_settings(settings)
-    base = [media_files.photo(name) for name in ("astronaut", "chelsea", "coffee")]
-    for i in range(n):
-        img = base[i % 3].rotate(i * 7, expand=True).resize((160 + i, 120 + i))
-        path = media_files.write(tmp_path, f"{i}.jpg", media_files.jpeg_bytes(img))
-        ingest_file(path, db=db, storage=storage, settings=settings, limits=limits)
-
-
-def counts(db: Database) -> dict:
-    return db.run(lambda c: c.execute(
-        """SELECT count(*) FILTER (WHERE status = 'completed') AS completed,
-                  count(*) FILTER (WHERE status IN ('failed', 'cancelled')) AS failed,
-                  count(*) FILTER (WHERE status = 'processing') AS processing,
-                  count(*) AS total,
-                  (SELECT count(*) FROM depth_maps WHERE format = 'png16') AS depth_rows,
-                  (SELECT count(DISTINCT media_id) FROM depth_maps WHERE format = 'png16') AS media_with_depth
-           FROM queue_items""").fetchone())
-
-
-def wait_until(db: Database, predicate, timeout: float) -> dict:
-    deadline = time.monotonic() + timeout
-    while not predicate(c := counts(db)):
-        assert time.monotonic() < deadline, c
-        time.sleep(0.5)
-    return c
-
-
-def assert_each_item_once(db: Database, items: int) -> None:
-    final = wait_until(db, lambda c: c["completed"] + c["failed"] == items, timeout=600)
-    assert final["total"] == items and final["processing"] == 0
-    assert final["completed"] == items, final
-    # One result per media + model + format, however many attempts it took.
-    assert final["depth_rows"] == final["media_with_depth"] == items
-
-
-class HealthWatch:
-    """Polls /api/health in the background: every poll must be answered (JSON, 200 or 503)."""
-
-    def __init__(self, client) -> None:
-        self.client, self.seen, self.errors = client, [], []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                r = self.client.get("/api/health", timeout=15)
-                assert r.status_code in (200, 503), r.text
-                self.seen.append(r.json()["status"])
-            except Exception as e:  # recorded, asserted on by the test
-                self.errors.append(repr(e))
-            self._stop.wait(1.0)
-
-    def __enter__(self) -> HealthWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 @contextmanager

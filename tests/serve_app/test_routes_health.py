@@ -156,6 +156,21 @@ def test_ai_health(make_api):
     assert broken.status_code == 503 and broken.json()["error"] == "TimeoutError: slow"
 
 
+def test_a_depth_deployment_short_of_replicas_is_degraded_while_the_rest_answer(
+        make_api, ray_connected, monkeypatch):
+    # As after a node with a replica was lost: Serve waits for a node to start one on.
+    short = "depth deployment unhealthy: 1 of its replicas running (replica died)"
+    monkeypatch.setattr(health_routes, "_replicas_short", lambda: short)
+    api = make_api(depth=FakeDepth(), scheduler=lambda: FakeScheduler())
+    r = api.get("/api/health")
+    assert r.status_code == 200 and r.json()["status"] == "degraded"
+    depth = r.json()["services"]["depth"]
+    assert depth["status"] == "degraded" and depth["error"] == short and depth["model_id"] == "tiny"
+    ai = api.get("/api/ai/health")
+    assert ai.status_code == 200 and ai.json()["status"] == "degraded"
+    assert api.get("/api/ai/info").status_code == 200
+
+
 def test_ai_info_reports_the_model_and_its_replicas(make_api, monkeypatch):
     monkeypatch.setattr(health_routes, "_replica_count", lambda: 2)
     r = make_api(depth=FakeDepth({**INFO, "real_estimate": True})).get("/api/ai/info")

@@ -23,11 +23,17 @@ async def _depth_info(ctx) -> dict:
         return {"status": "unhealthy", "error": "no depth deployment configured"}
     try:
         info = await asyncio.wait_for(ctx.depth.info.remote(), timeout=5)
-        return {"status": "healthy", **info,
-                "note": None if info.get("real_estimate") else
-                "random weights: the output is not a real depth estimate"}
     except Exception as e:
         return {"status": "unhealthy", "error": f"{type(e).__name__}: {e}"[:300]}
+    answer = {"status": "healthy", **info,
+              "note": None if info.get("real_estimate") else
+              "random weights: the output is not a real depth estimate"}
+    # One replica answering is not the whole deployment: replicas lost with their node leave
+    # it short (and Serve waiting for a node to start new ones on) while the rest still answer.
+    short = await asyncio.to_thread(_replicas_short)
+    if short is not None:
+        answer.update(status="degraded", error=short)
+    return answer
 
 
 def _check(fn) -> dict:
@@ -125,16 +131,37 @@ def _ray_ok() -> None:
 @router.get("/api/ai/health", summary="Depth model health")
 async def ai_health(ctx: Context) -> JSONResponse:
     info = await _depth_info(ctx)
-    return JSONResponse(info, status_code=200 if info["status"] == "healthy" else 503)
+    return JSONResponse(info, status_code=503 if info["status"] == "unhealthy" else 200)
 
 
 @router.get("/api/ai/info", summary="Depth model id, revision, device, dtype, replicas")
 async def ai_info(ctx: Context) -> JSONResponse:
     info = await _depth_info(ctx)
-    if info["status"] != "healthy":
+    if info["status"] == "unhealthy":
         return JSONResponse({"error": {"code": "depth_unavailable", "message": info["error"]}}, 503)
     info["replicas"] = _replica_count()
     return JSONResponse(info)
+
+
+def _replicas_short() -> str | None:
+    """Why the depth deployment is short of replicas (lost, or waiting for resources to start
+    on), or None when it has them all or Serve cannot be asked. A deployment scaling up or down
+    is doing what it was told: not short."""
+    try:
+        from ray.serve.schema import DeploymentStatus, ReplicaState
+
+        for app in _serve_applications():
+            deployment = app.deployments.get(DEPTH_DEPLOYMENT)
+            if deployment is None or deployment.status in (
+                    DeploymentStatus.HEALTHY, DeploymentStatus.UPSCALING,
+                    DeploymentStatus.DOWNSCALING):
+                continue
+            running = deployment.replica_states.get(ReplicaState.RUNNING, 0)
+            return (f"depth deployment {deployment.status.value.lower()}: {running} of its "
+                    f"replicas running ({deployment.message or 'no message'})")[:300]
+    except Exception:
+        return None
+    return None
 
 
 def _replica_count() -> int | None:
@@ -145,12 +172,23 @@ def _running_replicas() -> int | None:
     return _replicas(running_only=True)
 
 
+def _serve_applications() -> list:
+    """Serve's applications, or none when this process is not connected to Ray (as in the API's
+    tests): serve.status() would start a cluster, or join whichever it finds, to answer."""
+    import ray
+
+    if not ray.is_initialized():
+        return []
+    from ray import serve
+
+    return list(serve.status().applications.values())
+
+
 def _replicas(*, running_only: bool) -> int | None:
     try:
-        from ray import serve
         from ray.serve.schema import ReplicaState
 
-        for app in serve.status().applications.values():
+        for app in _serve_applications():
             if DEPTH_DEPLOYMENT in app.deployments:
                 states = app.deployments[DEPTH_DEPLOYMENT].replica_states
                 return states.get(ReplicaState.RUNNING, 0) if running_only else sum(states.values())

@@ -1,6 +1,9 @@
-"""A Ray job gets the settings of the command that submitted it, not its own environment."""
+"""Settings: a Ray job gets those of the command that submitted it; the licence gate; custom
+resources."""
 
 from __future__ import annotations
+
+import pytest
 
 from cluster.cli.reprocess import job_env
 from cluster.config.settings import JOB_SETTINGS_ENV, Settings
@@ -28,8 +31,6 @@ def test_a_job_run_by_hand_reads_its_environment(tmp_path, monkeypatch):
 
 
 def test_noncommercial_models_need_consent_and_the_refusal_says_why(tmp_path, monkeypatch):
-    import pytest
-
     for model in ("depth-anything/Depth-Anything-V2-Base-hf",
                   "depth-anything/Depth-Anything-V2-Large-hf"):
         with pytest.raises(ValueError) as refused:
@@ -85,3 +86,15 @@ def test_every_tiny_variant_is_random_weights_and_others_are_refused_by_name():
     for bad in ("tiny:", "tiny:-1", "tiny:1.5", f"tiny:{2**32}"):
         with pytest.raises(BadModelName, match="tiny:SEED"):
             tiny_seed(bad)
+
+
+def test_custom_resources_are_read_as_json_and_builtin_ones_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPTHMILL_SERVE_RESOURCES", '{"depth_node": 1}')
+    monkeypatch.setenv("DEPTHMILL_TASK_RESOURCES", '{"work_node": 0.01}')
+    settings = Settings(home=tmp_path, model="tiny")
+    assert settings.serve_resources == {"depth_node": 1.0}
+    assert settings.task_resources == {"work_node": 0.01}
+    assert settings.scheduler_resources == {}
+    for wrong, says in (({"GPU": 1}, "GPU cannot be set here"), ({"work_node": -1}, "0 or more")):
+        with pytest.raises(ValueError, match=says):
+            Settings(home=tmp_path, model="tiny", scheduler_resources=wrong)
