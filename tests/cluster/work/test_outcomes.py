@@ -198,6 +198,10 @@ def bare_scheduler(monkeypatch, tmp_path):
 
     class FakeTask:
         @staticmethod
+        def options(**_options):
+            return FakeTask
+
+        @staticmethod
         def remote(item, settings, app_name):
             refs.append(UnheldRef())
             return refs[-1]
