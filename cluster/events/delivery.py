@@ -59,6 +59,7 @@ class Deliverer:
         self._tasks: list[asyncio.Task] = []
         self._sends: set[asyncio.Task] = set()  # held strongly: the loop keeps tasks weakly
         self._started = False
+        self._stopping = False
         if autostart:
             # As a Ray async actor: start at once, so an actor Ray restarts goes back to work.
             try:
@@ -68,7 +69,7 @@ class Deliverer:
 
     async def start(self) -> dict:
         if not self._started:
-            self._started = True
+            self._started, self._stopping = True, False
             for loop in (self._claim_loop, self._heartbeat_loop, self._listen_loop,
                          self._prune_loop):
                 self._tasks.append(asyncio.create_task(loop()))
@@ -82,6 +83,10 @@ class Deliverer:
 
     async def shutdown(self) -> None:
         """Stop claiming and sending; what was in flight expires back and is sent again."""
+        # The flag as well as the cancel: on Python 3.11, wait_for loses a cancel that lands as
+        # its wait ends (the wake event set at that moment), and the claim loop would go on.
+        self._stopping = True
+        self.wake.set()
         for t in [*self._tasks, *self._sends]:
             t.cancel()
         await asyncio.gather(*self._tasks, *self._sends, return_exceptions=True)
@@ -92,7 +97,7 @@ class Deliverer:
     # ----------------------------------------------------------------------------- the loops
 
     async def _claim_loop(self) -> None:
-        while True:
+        while not self._stopping:
             timeout = self.settings.webhook_poll_s
             try:
                 free = self.settings.webhook_max_in_flight - len(self.in_flight)
