@@ -60,7 +60,8 @@ class RecordWithChange:
     """A request's entry, written in the first of its transactions that changes something (one
     that holds a transaction id), so the change and its record commit or roll back together.
     ``make_entry`` is asked then, once the request knows its caller; the status is the route's
-    usual answer, and ``recorded_id`` says where to correct it if the answer differs."""
+    usual answer, and ``recorded`` (its id and entry, once committed) says where to correct it
+    if the answer differs."""
 
     def __init__(self, make_entry: Callable[[], NewEntry]) -> None:
         self.make_entry = make_entry

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import cache
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
 import av
 import numpy as np
@@ -34,7 +34,6 @@ MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "flac", "opus
 _MS = Fraction(1, 1000)
 
 Codec = Literal["h264", "hevc"]
-CODECS: tuple[Codec, ...] = get_args(Codec)
 _ENCODERS = {"h264": "libx264", "hevc": "libx265"}
 # Headset and phone decoders take H.264 up to 4096 pixels wide; a full side-by-side of a 4K
 # video is 7680. HEVC goes to 8192.
