@@ -7,6 +7,7 @@ named parameters (``%(name)s``); nothing user-supplied is ever formatted into th
 from __future__ import annotations
 
 from dataclasses import fields
+from typing import Literal
 
 from psycopg import sql
 
@@ -74,7 +75,17 @@ LEASE = sql.SQL(
 )
 
 
-def claim_ctes(*, for_model: bool, for_models: bool = False) -> sql.Composed:
+# Whose items a claim takes: one model's (``model_id``), several models' (``model_ids``, a
+# scheduler serving several), or any model's.
+ModelScope = Literal["one", "several", "any"]
+_MODEL_FILTERS: dict[str, sql.Composable] = {
+    "one": sql.SQL("AND q.model_id = %(model_id)s"),
+    "several": sql.SQL("AND q.model_id = ANY(%(model_ids)s::text[])"),
+    "any": sql.SQL(""),
+}
+
+
+def claim_ctes(scope: ModelScope) -> sql.Composed:
     """The CTE that picks the most urgent claimable items: ``next``, their ids.
 
     Locking: FOR UPDATE SKIP LOCKED locks the rows it returns and passes over rows another
@@ -84,14 +95,8 @@ def claim_ctes(*, for_model: bool, for_models: bool = False) -> sql.Composed:
     its rows, and the planner cannot fold it into the UPDATE (which could then lock and lease
     more rows than the LIMIT). For one model the planner walks processing_queue_claimable
     (model_id, priority, queued_at, id) in claim order and stops after ``n`` rows; for any
-    model, or several (``for_models``: ``model_ids``, a scheduler serving several), it reads
-    the queued rows of those models and sorts them.
+    model, or several, it reads the queued rows of those models and sorts them.
     """
-    if for_model and for_models:
-        raise ValueError("claim for one model or for several, not both")
-    model_filter = (sql.SQL("AND q.model_id = %(model_id)s") if for_model
-                    else sql.SQL("AND q.model_id = ANY(%(model_ids)s::text[])") if for_models
-                    else sql.SQL(""))
     return sql.SQL(
         """
         next AS MATERIALIZED (
@@ -103,23 +108,17 @@ def claim_ctes(*, for_model: bool, for_models: bool = False) -> sql.Composed:
             FOR UPDATE SKIP LOCKED
         )
         """
-    ).format(model_filter=model_filter)
+    ).format(model_filter=_MODEL_FILTERS[scope])
 
 
-def build_claim_query(*, for_model: bool, for_models: bool = False) -> sql.Composed:
+def build_claim_query(scope: ModelScope) -> sql.Composed:
     """Claim the most urgent claimable items and lease them, in one statement (``claim_ctes``
     picks, ``LEASE`` leases)."""
     return sql.SQL("WITH {ctes} {lease}").format(
-        ctes=claim_ctes(for_model=for_model, for_models=for_models), lease=LEASE)
+        ctes=claim_ctes(scope), lease=LEASE)
 
 
-CLAIM_ANY = build_claim_query(for_model=False)
-
-
-CLAIM_MODEL = build_claim_query(for_model=True)
-
-
-CLAIM_MODELS = build_claim_query(for_model=False, for_models=True)
+CLAIMS = {scope: build_claim_query(scope) for scope in _MODEL_FILTERS}
 
 
 # The columns both queue tables share, in table order (a test holds this to the schema).
@@ -217,7 +216,7 @@ COMPLETE = sql.SQL("WITH {completion} SELECT id FROM archived").format(
     completion=completion(DELETE_HELD, RUN_TIME, sql.SQL("done.outputs")))
 
 
-def build_complete_and_claim_query(*, for_model: bool, for_models: bool = False) -> sql.Composed:
+def build_complete_and_claim_query(scope: ModelScope) -> sql.Composed:
     """``COMPLETE`` and a claim in one statement. The two touch different rows (the fence
     wants 'processing', a claim 'queued'). A row is a completed id or a claimed item."""
     return sql.SQL(
@@ -230,17 +229,11 @@ def build_complete_and_claim_query(*, for_model: bool, for_models: bool = False)
         SELECT id, {nulls} FROM archived
         """
     ).format(completion=completion(DELETE_HELD, RUN_TIME, sql.SQL("done.outputs")),
-             claim_ctes=claim_ctes(for_model=for_model, for_models=for_models), lease=LEASE,
+             claim_ctes=claim_ctes(scope), lease=LEASE,
              nulls=sql.SQL(", ").join([sql.SQL("NULL")] * len(fields(ClaimedItem))))
 
 
-COMPLETE_AND_CLAIM_ANY = build_complete_and_claim_query(for_model=False)
-
-
-COMPLETE_AND_CLAIM_MODEL = build_complete_and_claim_query(for_model=True)
-
-
-COMPLETE_AND_CLAIM_MODELS = build_complete_and_claim_query(for_model=False, for_models=True)
+COMPLETE_AND_CLAIMS = {scope: build_complete_and_claim_query(scope) for scope in _MODEL_FILTERS}
 
 
 GIVE_BACK = sql.SQL(

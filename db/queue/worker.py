@@ -16,17 +16,14 @@ from psycopg.types.json import Jsonb
 
 from db.queue.execute import fetch_tuples, notify_if
 from db.queue.statements import (
-    CLAIM_ANY,
-    CLAIM_MODEL,
-    CLAIM_MODELS,
+    CLAIMS,
     COMPLETE,
-    COMPLETE_AND_CLAIM_ANY,
-    COMPLETE_AND_CLAIM_MODEL,
-    COMPLETE_AND_CLAIM_MODELS,
+    COMPLETE_AND_CLAIMS,
     EXTEND,
     FAIL,
     GIVE_BACK,
     RECOVER,
+    ModelScope,
 )
 from db.queue.types import ClaimedItem, FailOutcome, Lease, LeaseReport, RecoveredLease
 
@@ -34,7 +31,7 @@ from db.queue.types import ClaimedItem, FailOutcome, Lease, LeaseReport, Recover
 ModelFilter = str | Sequence[str] | None
 
 
-def _model_filter(model_id: ModelFilter) -> tuple[str, dict]:
+def _model_filter(model_id: ModelFilter) -> tuple[ModelScope, dict]:
     """Which claim a model filter asks for ("one", "several" or "any") and its parameters: a
     list of one model is claimed as that model, on the claim index's fast path."""
     if model_id is not None and not isinstance(model_id, str):
@@ -61,7 +58,7 @@ def claim_batch(
         return []
     which, models = _model_filter(model_id)
     params = {"n": n, "owner": owner, "lease_seconds": lease_seconds, **models}
-    query = {"one": CLAIM_MODEL, "several": CLAIM_MODELS, "any": CLAIM_ANY}[which]
+    query = CLAIMS[which]
     with conn.cursor(row_factory=class_row(ClaimedItem)) as cur:
         items = cur.execute(query, params).fetchall()
     return _in_claim_order(items)
@@ -148,8 +145,7 @@ def complete_and_claim(
     which, models = _model_filter(model_id)
     params = {**_completion_arrays(leases, outputs), "n": max(n, 0), "owner": owner,
               "lease_seconds": lease_seconds, **models}
-    query = {"one": COMPLETE_AND_CLAIM_MODEL, "several": COMPLETE_AND_CLAIM_MODELS,
-             "any": COMPLETE_AND_CLAIM_ANY}[which]
+    query = COMPLETE_AND_CLAIMS[which]
     done: set[uuid.UUID] = set()
     items: list[ClaimedItem] = []
     with conn.cursor(row_factory=dict_row) as cur:

@@ -25,10 +25,8 @@ def test_claim_uses_the_claimable_partial_index(conn):
     params = {"n": 10, "owner": "w", "lease_seconds": 60, "model_id": "tiny", "ids": [],
               "attempts": [], "outputs": [], "model_ids": ["tiny", "tiny:2"]}
     # Any model, one model, several (a scheduler serving two).
-    for filters in ({"for_model": False}, {"for_model": True},
-                    {"for_model": False, "for_models": True}):
-        for query in (queue.build_claim_query(**filters),
-                      queue.build_complete_and_claim_query(**filters)):
+    for scope in ("any", "one", "several"):
+        for query in (queue.build_claim_query(scope), queue.build_complete_and_claim_query(scope)):
             text = plan(conn, query, params)
             assert "processing_queue_claimable" in text, text
             assert "Seq Scan" not in text, text
@@ -41,7 +39,7 @@ def test_a_claim_for_one_model_reads_the_claim_index_with_no_join_or_scan(conn):
     queue.enqueue_many(conn, bulk_media(conn, 20_000), "tiny")
     conn.execute("ANALYZE processing_queue")
     params = {"n": 10, "owner": "w", "lease_seconds": 60, "model_id": "tiny"}
-    text = plan(conn, queue.build_claim_query(for_model=True), params)
+    text = plan(conn, queue.build_claim_query("one"), params)
     assert "processing_queue_claimable" in text, text
     assert "Seq Scan" not in text and "Hash" not in text, text
 
@@ -67,7 +65,7 @@ def test_a_claim_for_one_model_reads_the_claim_index_in_claim_order(conn):
     queue.enqueue_many(conn, bulk_media(conn, 20_000), "tiny")
     conn.execute("ANALYZE processing_queue")
     params = {"n": 100, "owner": "w", "lease_seconds": 60, "model_id": "tiny"}
-    claim = json.loads(plan(conn, queue.build_claim_query(for_model=True), params))[0]["Plan"]
+    claim = json.loads(plan(conn, queue.build_claim_query("one"), params))[0]["Plan"]
     (picked,) = [n for n in nodes(claim) if n.get("Subplan Name") == "CTE next"]
     assert "processing_queue_claimable" in json.dumps(picked), picked
     assert not {"Seq Scan", "Sort"} & {n["Node Type"] for n in nodes(picked)}, picked
