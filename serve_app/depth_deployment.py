@@ -100,9 +100,11 @@ class DepthDeployment:
             # Serve's cache (and so its routing and LRU) learns of the model loaded at start.
             self._registered = True
             await self.load_model(self.default_model)
-        self.batching = dict(config)
-        if "max_batch_size" in config:
-            self.predict_batch.set_max_batch_size(int(config["max_batch_size"]))
+        # Unset, a batch is what one forward pass takes on this replica's device.
+        core = self.core
+        size = int(config.get("max_batch_size") or (core.max_batch_size if core else 32))
+        self.predict_batch.set_max_batch_size(size)
+        self.batching = {**config, "max_batch_size": size}
         if "batch_wait_timeout_s" in config:
             self.predict_batch.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
 
@@ -207,7 +209,7 @@ def depth_deployment(settings: Settings):
         **replicas,
         # Room for a full batch on every replica plus the next one filling: a lower cap would
         # silently shrink the batches.
-        max_ongoing_requests=max(2 * settings.serve_max_batch_size, 8),
+        max_ongoing_requests=max(2 * (settings.serve_max_batch_size or 32), 8),
         ray_actor_options={"num_gpus": num_gpus, "num_cpus": settings.serve_num_cpus,
                            "resources": dict(settings.serve_resources),
                            # On a CPU the replica's work is all background (see __init__).

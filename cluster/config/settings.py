@@ -96,11 +96,14 @@ class Settings(BaseSettings):
         default="auto", description="Model dtype; auto is float16 on CUDA, float32 on CPU."
     )
     torch_compile: bool = Field(default=False, description="Compile the model with torch.compile.")
-    model_batch_size: int = Field(
-        default=32, ge=1, description="Most images in one forward pass (larger batches are split)."
+    model_batch_size: int | None = Field(
+        default=None, ge=1, description="Most images in one forward pass (larger batches are "
+        "split); default 32 on a GPU and 1 on a CPU, where a batch costs more per image than it "
+        "saves."
     )
-    serve_max_batch_size: int = Field(
-        default=32, ge=1, description="Most requests the depth deployment gathers into one batch."
+    serve_max_batch_size: int | None = Field(
+        default=None, ge=1, description="Most requests the depth deployment gathers into one "
+        "batch; default the model's batch size."
     )
     serve_batch_wait_s: float = Field(
         default=0.01, ge=0, description="How long the depth deployment waits to fill a batch."

@@ -187,13 +187,16 @@ class DepthEstimator:
         device: str = "auto",
         dtype: str = "auto",
         compile: bool = False,
-        max_batch_size: int = 32,
+        max_batch_size: int | None = None,
     ) -> None:
         from transformers import AutoModelForDepthEstimation
 
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
-        self.max_batch_size = max_batch_size
+        # A GPU needs batches to be kept busy; a CPU gains nothing from them: one image already
+        # keeps a core busy, and a batch's activations outgrow the caches, so each image of a
+X
+        self.max_batch_size = max_batch_size or (1 if self.device.type == "cpu" else 32)
         cache_dir = cache_dir or Path(tempfile.gettempdir()) / "depthmill-models"
         location, source = resolve_model(model, cache_dir)
         try:

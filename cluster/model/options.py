@@ -23,7 +23,7 @@ class ModelOptions:
     device: str
     dtype: str
     compile: bool
-    max_batch_size: int
+    max_batch_size: int | None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelOptions:

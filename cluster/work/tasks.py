@@ -82,7 +82,9 @@ async def _await_all(responses: list, timeout_s: float) -> list:
 
 # max_retries: Ray re-runs the task when its worker or node dies; exceptions are turned into an
 # Outcome inside, so they are not retried here but by the queue (attempts, backoff).
-@ray.remote(max_retries=3, num_cpus=0.5,
+# A quarter CPU: a task waits on the depth replica for about half its run, so four per two cores
+# keep the replica's queue from running dry between one task's end and the next one's start.
+@ray.remote(max_retries=3, num_cpus=0.25,
             runtime_env={"env_vars": BACKGROUND_ENV | ARRAYS_MALLOC_ENV})
 def process_item_task(item: ClaimedItem, settings: Settings, app_name: str = APP_NAME) -> Outcome:
     yield_cpu_to_foreground()

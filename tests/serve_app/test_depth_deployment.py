@@ -105,6 +105,11 @@ def test_batch_settings_change_through_user_config(depth_handle, settings):
     after = handle.info.remote().result()
     assert after["batching"]["max_batch_size"] == 2
     assert after["largest_batch"] <= max(2, before["largest_batch"])
+    # Unset, the batch is what the replica's model takes in one pass: one image on a CPU.
+    unset = build_depth_app(settings.model_copy(update={"serve_max_batch_size": None,
+                                                        "model_batch_size": None}))
+    handle = serve.run(unset, name="depth-test", route_prefix=None)
+    assert handle.info.remote().result()["batching"]["max_batch_size"] == 1
 
 
 def test_health_check_fails_when_the_model_is_broken(settings):

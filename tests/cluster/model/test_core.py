@@ -36,6 +36,8 @@ def test_tiny_is_saved_and_loaded_through_the_real_path(cache_dir, model):
     # Loading the directory by path is the local-directory path users take; still flagged random.
     by_path = DepthEstimator(str(directory), cache_dir=cache_dir)
     assert by_path.info.source == "random weights" and by_path.info.parameters == model.info.parameters
+    # Unset, the batch is one image on a CPU (batches cost more per image there); set, it holds.
+    assert by_path.max_batch_size == 1 and model.max_batch_size == 4
     image = photos()[1]
     np.testing.assert_allclose(by_path.predict([image])[0].depth, model.predict([image])[0].depth,
                                rtol=1e-5, atol=1e-5)
