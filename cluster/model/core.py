@@ -195,7 +195,7 @@ class DepthEstimator:
         self.dtype = pick_dtype(dtype, self.device)
         # A GPU needs batches to be kept busy; a CPU gains nothing from them: one image already
         # keeps a core busy, and a batch's activations outgrow the caches, so each image of a
-X
+        # batch costs more than one alone.
         self.max_batch_size = max_batch_size or (1 if self.device.type == "cpu" else 32)
         cache_dir = cache_dir or Path(tempfile.gettempdir()) / "depthmill-models"
         location, source = resolve_model(model, cache_dir)
