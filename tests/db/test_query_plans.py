@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import psycopg
+import pytest
+
 from db import queue
 from tests.utils.factories import bulk_media
 
@@ -86,3 +89,33 @@ def test_webhook_claims_read_open_deliveries_not_the_delivered_history(conn):
     scanned = [n for n in nodes(rows[0][0]["Plan"])
                if n["Node Type"] == "Seq Scan" and n.get("Relation Name") in ("webhook_deliveries", "events")]
     assert not scanned, json.dumps(rows[0])
+
+
+def test_a_queue_cycle_with_a_webhook_subscribed_compiles_nothing(conn, database_url):
+    # The fan-out trigger runs inside the queue trigger's nested-loops-off setting, where its
+    # join of a few rows was priced above jit_above_cost and JIT-compiled every cycle (~90 ms).
+    # auto_explain shows every nested statement's plan, JIT included when it happened. The
+    # cycle runs on a connection of its own, as a scheduler's would: a session's first fan-out
+    # plans it, and plpgsql keeps that plan.
+    from db import webhooks
+
+    webhooks.create(conn, "https://example.com/hook", ["item.*"], "whsec_" + "A" * 32)
+    queue.enqueue_many(conn, bulk_media(conn, 20), "tiny")
+    with psycopg.connect(database_url, autocommit=True) as worker:
+        try:
+            worker.execute("LOAD 'auto_explain'")
+        except psycopg.Error as e:
+            pytest.skip(f"this Postgres has no auto_explain to show nested plans: {e}")
+        plans: list[str] = []
+        worker.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+        for setting in ("auto_explain.log_min_duration = 0",
+                        "auto_explain.log_nested_statements = on",
+                        "auto_explain.log_analyze = on", "client_min_messages = log"):
+            worker.execute(f"SET {setting}")
+        claimed = queue.claim_batch(worker, 10, "w", 60, model_id="tiny")
+        queue.complete_and_claim(worker, [c.lease for c in claimed], 10, "w", 60,
+                                 model_id="tiny", outputs={c.lease.item_id: [] for c in claimed})
+    fanned = [p for p in plans if "INSERT INTO webhook_deliveries" in p]
+    assert fanned, plans  # the fan-out ran, and its plans were shown
+    compiled = [p for p in plans if "JIT:" in p]
+    assert not compiled, compiled[0]
