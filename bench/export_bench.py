@@ -51,6 +51,9 @@ def seed(settings: Settings, root: Path, photos: int) -> list[dict]:
     with Database(settings.database_url, max_size=2) as db:
         for i in range(photos):
             img = ImageOps.fit(base[i % 3].rotate(i, expand=True), (1024, 768))
+            # Rotations repeat after 360 photos; a corner pixel keeps each one its own content
+            # (ingest keeps one item per content).
+            img.putpixel((0, 0), (i % 256, i // 256 % 256, 0))
             path = media_files.write(root, f"photo_{i:04d}.jpg", media_files.jpeg_bytes(img))
             item = ingest_file(path, db=db, storage=storage, settings=settings, limits=limits).media
             d = (np.sin(xx / (20 + i)) + yy / 392).astype(np.float32)
