@@ -126,11 +126,11 @@ def flicker_figures(frames: int = 120, seed: int = 0) -> dict:
             "ratio": stabilised / per_frame}
 
 
-def rss_child(frames: int) -> None:
+def rss_child(frames: int, size: tuple[int, int], fps: int) -> None:
     """Run in a child: process a video of ``frames`` with a fake depth; print peak RSS (MB)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        video = synthetic_video(root / "v.mp4", frames, (160, 120))
+        video = synthetic_video(root / "v.mp4", frames, size, fps)
         settings = Settings(home=root, database_url="postgresql://unused", model="tiny",
                             depth_resolution="original")
         storage = LocalStorage(root / "objects", UrlSigner(b"k" * 32), base_url="http://bench")
@@ -143,7 +143,8 @@ def rss_child(frames: int) -> None:
         outcome = process_item(claimed(storage, video), settings, storage, depth)
         assert outcome.status == "completed", outcome.error
         peak = _status_mb("VmHWM")
-        print(json.dumps({"frames": frames, "rss_before_mb": before, "peak_rss_mb": peak}))
+        print(json.dumps({"frames": frames, "size": f"{size[0]}x{size[1]}", "fps": fps,
+                          "seconds": frames / fps, "rss_before_mb": before, "peak_rss_mb": peak}))
 
 
 def _status_mb(field: str) -> float:
@@ -155,11 +156,12 @@ def _status_mb(field: str) -> float:
     return float("nan")
 
 
-def rss_figures(short: int, long: int) -> list[dict]:
+def rss_figures(short: int, long: int, size: str, fps: int) -> list[dict]:
     out = []
     for frames in (short, long):
         done = subprocess.run([sys.executable, "-m", "bench.video_bench", "--rss-child",
-                               str(frames)], capture_output=True, text=True, check=True)
+                               str(frames), "--rss-size", size, "--rss-fps", str(fps)],
+                              capture_output=True, text=True, check=True)
         out.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return out
 
@@ -171,18 +173,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--rss-frames", default="150,1500", help="shorter,longer")
+    parser.add_argument("--rss-size", default="160x120", help="frame size of the memory runs")
+    parser.add_argument("--rss-fps", type=int, default=30, help="frame rate of the memory runs")
+    parser.add_argument("--rss-only", action="store_true", help="only the memory runs")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    rss_size = tuple(int(v) for v in args.rss_size.split("x"))
     if args.rss_child:
-        rss_child(args.rss_child)
+        rss_child(args.rss_child, rss_size, args.rss_fps)
+        return 0
+    short, long = (int(v) for v in args.rss_frames.split(","))
+    memory = rss_figures(short, long, args.rss_size, args.rss_fps)
+    print(f"peak RSS of process_item (fake depth, {args.rss_size} at {args.rss_fps} fps)")
+    for m in memory:
+        print(f"  {m['frames']:6d} frames ({m['seconds']:.0f} s) {m['peak_rss_mb']:8.1f} MB "
+              f"(at start {m['rss_before_mb']:.1f} MB)")
+    if args.rss_only:
+        write_json(args.json, {"memory": memory})
         return 0
     size = tuple(int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         speed = throughput(Path(tmp), args.frames, size, args.model, args.device)
     flick = flicker_figures()
-    short, long = (int(v) for v in args.rss_frames.split(","))
-    memory = rss_figures(short, long)
 
     print(f"video path, {speed['frames']} frames {speed['size']}, model {speed['model']} on "
           f"{speed['device']}")
@@ -193,10 +206,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'per-frame normalisation':32} {flick['per_frame_flicker']:8.4f}")
     print(f"  {'stabilised':32} {flick['stabilised_flicker']:8.4f}  "
           f"({flick['ratio']:.2f} of per-frame)")
-    print("peak RSS of process_item (fake depth, 160x120)")
-    for m in memory:
-        print(f"  {m['frames']:6d} frames {m['peak_rss_mb']:8.1f} MB "
-              f"(at start {m['rss_before_mb']:.1f} MB)")
     write_json(args.json, {"throughput": speed, "flicker": flick, "memory": memory})
     return 0
 

@@ -37,12 +37,21 @@ class LoadedModel:
     the weights any more."""
 
     def __init__(self, model_id: str, core: DepthEstimator, loaded: dict[str, DepthEstimator]):
-        self.model_id, self.core, self._loaded = model_id, core, loaded
+        self.model_id, self._loaded = model_id, loaded
+        self.core: DepthEstimator | None = core
 
     def __del__(self) -> None:
         # Serve calls it, then the collector may again: only the entry of this core goes.
+        if self.core is None:
+            return
         if self._loaded.get(self.model_id) is self.core:
             del self._loaded[self.model_id]
+        device, self.core = self.core.device, None
+        # A batch still running on the model keeps its weights until it ends; otherwise they
+        # are freed here, and on a GPU their memory goes back for the next model to load.
+        from cluster.model.core import release_cached_memory
+
+        release_cached_memory(device)
 
 
 @serve.deployment(name=DEPTH_DEPLOYMENT, max_ongoing_requests=128, health_check_period_s=10)

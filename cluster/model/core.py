@@ -307,6 +307,13 @@ def _resize(pixels: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(pixels, size=shape, mode="bicubic", align_corners=False, antialias=True)
 
 
+def release_cached_memory(device: torch.device) -> None:
+    """Hand the blocks torch's allocator keeps cached on ``device`` back to the driver, so other
+    processes on the GPU (replicas sharing it through fractional GPUs) can have them."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def _is_out_of_memory(error: BaseException) -> bool:
     if isinstance(error, torch.OutOfMemoryError):
         return True

@@ -145,9 +145,13 @@ class Scheduler:
     async def shutdown(self) -> None:
         """Stop claiming, give back what never started, let the rest expire back if needed."""
         self.paused = True
-        for t in self._tasks:
-            t.cancel()
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        # Cancelled until they end: on Python 3.11 a wait_for loses a cancel that lands as its
+        # wait ends, and the loop would go on beside the next start()'s.
+        while pending := [t for t in tasks if not t.done()]:
+            for t in pending:
+                t.cancel()
+            await asyncio.wait(pending, timeout=0.5)
         self._started = False
 
     # ----------------------------------------------------------------------------- the loops

@@ -121,3 +121,21 @@ def test_health_check_fails_when_the_model_is_broken(settings):
     with pytest.raises(RuntimeError, match="depth model is broken"):
         replica.check_health()
 
+
+
+def test_a_model_serve_unloads_is_forgotten_and_its_weights_freed(settings):
+    import gc
+    import weakref
+
+    from serve_app.depth_deployment import LoadedModel
+
+    core = ModelOptions.from_settings(settings).load()
+    loaded = {"tiny": core}
+    entry = LoadedModel("tiny", core, loaded)
+    weights = weakref.ref(core)
+    del core
+    entry.__del__()  # what Serve's LRU calls when it unloads the model
+    assert loaded == {} and entry.core is None
+    gc.collect()
+    assert weights() is None  # nothing in the replica holds the weights any more
+    entry.__del__()  # the collector's own call later does nothing more
