@@ -3,7 +3,6 @@ in the completing transaction, recent throughput is a range of the completion-ti
 
 from __future__ import annotations
 
-import json
 
 from db import media, queue
 from db.queue.statements import STATS

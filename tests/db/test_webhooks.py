@@ -69,7 +69,7 @@ def test_fan_out_claim_one_per_endpoint_oldest_first(conn):
 
 
 def test_recording_passes_the_endpoints_slot_to_its_next_delivery(conn):
-    a, b = hook(conn), hook(conn)
+    a, _ = hook(conn), hook(conn)
     emit(conn, 2)
     first_a, first_b = sorted(webhooks.claim(conn, 10, "w1", 30), key=lambda d: d.webhook_id != a.id)
     recorded, following = webhooks.record_and_claim_next(
