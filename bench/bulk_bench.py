@@ -32,7 +32,7 @@ from db.connection import Database
 from db.migrate import migrate
 from pipelines.reprocess import build_parser, run
 from serve_app.app import build_depthmill_app
-from tests.utils import media_files
+from devkit import media_files
 
 
 def seed(settings: Settings, root: Path, photos: int) -> None:

@@ -21,7 +21,7 @@ from bench.report import write_json
 
 
 def make_jpeg(path: Path, width: int = 4000, height: int = 3000) -> None:
-    from tests.utils.media_files import jpeg_bytes, large_photo
+    from devkit.media_files import jpeg_bytes, large_photo
 
     path.write_bytes(jpeg_bytes(large_photo(width, height)))
 

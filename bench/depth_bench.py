@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from cluster.model.core import DepthEstimator
     from cluster.config.settings import Settings
-    from tests.utils.media_files import jpeg_bytes, large_photo
+    from devkit.media_files import jpeg_bytes, large_photo
 
     batches = [int(b) for b in args.batches.split(",")]
     with tempfile.TemporaryDirectory() as tmp:

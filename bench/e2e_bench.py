@@ -56,7 +56,7 @@ def make_photos(count: int, size: tuple[int, int], seed: int = 0) -> list[bytes]
     """``count`` distinct JPEGs of ``size`` (width, height): the sample photos turned and cropped
     differently each time, with a little sensor-like noise so that a 12 MP one weighs what a
     camera's does (a few MB) rather than a smooth upscale's."""
-    from tests.utils.media_files import photo
+    from devkit.media_files import photo
 
     rng = np.random.default_rng(seed)
     base = [photo(n) for n in ("astronaut", "chelsea", "coffee")]

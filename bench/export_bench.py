@@ -37,7 +37,7 @@ from db import depth
 from db.connection import Database
 from db.migrate import migrate
 from pipelines.export import build_parser, run
-from tests.utils import media_files
+from devkit import media_files
 
 
 def seed(settings: Settings, root: Path, photos: int) -> list[dict]:

@@ -7,7 +7,7 @@ the figures of each.
                                     [--scenarios worker,scheduler,gateway,restart]
 
 A fresh database on the Postgres at DEPTHMILL_TEST_ADMIN_URL / 127.0.0.1:5432 (or an embedded
-one); the cluster runs in a child process with a Ray of its own (tests.e2e.node_loss_run).
+one); the cluster runs in a child process with a Ray of its own (devkit.node_loss).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.queue_bench import admin_url, drop_database, fresh_database
 from bench.report import write_json
 from db.migrate import migrate
-from tests.e2e.node_loss_run import SCENARIOS, run_in_own_process
+from devkit.node_loss import SCENARIOS, run_in_own_process
 
 # What each scenario reports, in the table's words.
 COLUMNS = {

@@ -30,7 +30,7 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 
 def scene() -> tuple[np.ndarray, np.ndarray]:
     """A real photo at preview size and a smooth depth with a near blob, at the model's size."""
-    from tests.utils import media_files
+    from devkit import media_files
 
     rgb = np.asarray(media_files.photo("coffee").convert("RGB").resize((1440, 1080)))
     y, x = np.mgrid[0:389, 0:518].astype(np.float32)
@@ -68,8 +68,8 @@ def through_the_route(first: int, cached: int) -> dict[str, dict]:
     from db import media, queue
     from serve_app.api.main import create_api
     from serve_app.gateway import build_context
-    from tests.utils.factories import new_media
-    from tests.utils.postgres import DatabaseFactory, admin_url
+    from devkit.factories import new_media
+    from devkit.postgres import DatabaseFactory, admin_url
 
     configure_pillow()
     rgb, depth = scene()

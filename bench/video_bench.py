@@ -39,7 +39,7 @@ from cluster.storage.signing import UrlSigner
 from cluster.work.processing import frame_rate_cap, process_item
 from cluster.media.decode import MODEL_SHORT_SIDE, sample_video_frames
 from db.queue import ClaimedItem
-from tests.utils import media_files
+from devkit import media_files
 
 
 def synthetic_video(path: Path, frames: int, size: tuple[int, int], fps: int = 30) -> Path:

@@ -9,7 +9,7 @@ import pytest
 
 from cluster.media import configure_pillow
 from db.connection import Database
-from tests.utils.postgres import DatabaseFactory, admin_url
+from devkit.postgres import DatabaseFactory, admin_url
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -56,7 +56,7 @@ def db(database_url: str) -> Iterator[Database]:
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A real local Ray cluster shared by the whole session (starting one takes seconds)."""
-    from tests.utils import ray_cluster as rc
+    from devkit import ray_cluster as rc
 
     rc.start_local_cluster()
     yield
@@ -65,7 +65,7 @@ def ray_cluster():
 
 @pytest.fixture(scope="session")
 def serve_port(ray_cluster) -> int:
-    from tests.utils import ray_cluster as rc
+    from devkit import ray_cluster as rc
 
     return rc.start_serve()
 
@@ -86,7 +86,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def clamd():
     """A real ClamAV daemon (unix socket and TCP) with the test signatures, once a session."""
-    from tests.utils.clamd import clamd_binary, running_clamd
+    from devkit.clamd import clamd_binary, running_clamd
 
     binary = clamd_binary()
     if binary is None:

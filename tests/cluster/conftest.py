@@ -6,7 +6,7 @@ import pytest
 
 from cluster.storage.signing import UrlSigner
 from cluster.storage import LocalStorage, S3Storage
-from tests.utils.s3 import moto_s3_server
+from devkit.s3 import moto_s3_server
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import ray
 
 from cluster import runtime
 from cluster.cli import main
-from tests.utils import media_files
+from devkit import media_files
 
 
 @pytest.fixture

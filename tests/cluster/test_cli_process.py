@@ -9,7 +9,7 @@ from rich.console import Console
 
 from cluster.cli import process
 from cluster.config.settings import Settings
-from tests.utils import media_files
+from devkit import media_files
 
 
 def _folder(tmp_path: Path) -> Path:

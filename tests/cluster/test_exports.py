@@ -20,7 +20,7 @@ from cluster.storage import LocalStorage
 from cluster.storage import keys as storage_keys
 from cluster.storage.signing import UrlSigner
 from cluster.work.exports import export_stored
-from tests.utils import media_files
+from devkit import media_files
 
 
 def _depth(w: int = 64, h: int = 48) -> np.ndarray:

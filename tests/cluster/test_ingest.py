@@ -15,8 +15,8 @@ from cluster.config.settings import Settings
 from cluster.storage.signing import UrlSigner
 from cluster.storage import LocalStorage
 from db import media
-from tests.utils.factories import insert_media
-from tests.utils.media_files import jpeg_bytes, photo
+from devkit.factories import insert_media
+from devkit.media_files import jpeg_bytes, photo
 
 
 class _DeletedRightAfterThePut(LocalStorage):

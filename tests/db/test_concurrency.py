@@ -8,7 +8,7 @@ from collections import Counter
 import psycopg
 
 from db import media, queue
-from tests.utils.factories import bulk_media, new_media
+from devkit.factories import bulk_media, new_media
 
 ITEMS = 3000
 CLAIMERS = 10

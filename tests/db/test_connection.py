@@ -9,7 +9,7 @@ import pytest
 
 from db import queue
 from db.connection import Database, DatabaseUnavailable
-from tests.utils.factories import insert_media
+from devkit.factories import insert_media
 
 
 def test_operation_is_retried_after_its_connection_dies(db, caplog):

@@ -14,7 +14,7 @@ import pytest
 from db import queue
 from db.embedded import EmbeddedPostgres
 from db.migrate import applied_versions, migrate
-from tests.utils.factories import insert_media
+from devkit.factories import insert_media
 
 
 def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from db import events, media, queue
-from tests.utils.factories import insert_media
+from devkit.factories import insert_media
 
 MODEL = "tiny"
 
@@ -168,7 +168,7 @@ def test_drained_only_when_nothing_is_left_to_run(conn):
 
 
 def test_one_statement_changing_many_items_writes_every_event(conn):
-    from tests.utils.factories import bulk_media
+    from devkit.factories import bulk_media
 
     queue.enqueue_many(conn, bulk_media(conn, 5_000), MODEL)
     start = events.latest(conn)

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 import psycopg
 
 from db.migrate import applied_versions, load_migrations, migrate
-from tests.utils.postgres import with_dbname
+from devkit.postgres import with_dbname
 
 
 def test_migrations_are_numbered_and_ordered():

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from db import queue
-from tests.utils.factories import bulk_media
+from devkit.factories import bulk_media
 
 
 def plan(conn, query, params) -> str:

@@ -13,7 +13,7 @@ import pytest
 from db import queue
 from db.queue import statements
 from db.errors import IllegalTransition, InvalidCursor, NotFound
-from tests.utils.factories import insert_media
+from devkit.factories import insert_media
 
 MODEL = "tiny"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from db import media, queue
 from db.queue.statements import STATS
-from tests.utils.factories import bulk_media
+from devkit.factories import bulk_media
 
 
 def complete_all(conn, kind="photo", n=5, model="tiny"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from db import media, renders
-from tests.utils.factories import insert_media
+from devkit.factories import insert_media
 
 
 def test_eviction_drops_least_recently_used_until_the_rest_fit(conn):

@@ -8,7 +8,7 @@ import pytest
 
 from db import depth, media, queue
 from db.errors import InvalidCursor
-from tests.utils.factories import insert_media
+from devkit.factories import insert_media
 
 
 def test_media_list_pages_newest_first_and_filters(conn):

@@ -4,7 +4,7 @@ updates, stale, failed and evicted renders are started again, rows go with their
 from __future__ import annotations
 
 from db import media, video_renders
-from tests.utils.factories import insert_media
+from devkit.factories import insert_media
 
 KEY = "renders/x/tiny/sbs_d2.0_c0.50_clip_SBS.mp4"
 

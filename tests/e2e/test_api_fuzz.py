@@ -9,7 +9,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from tests.utils.system import running_system, system_settings
+from devkit.system import running_system, system_settings
 
 pytestmark = pytest.mark.slow
 

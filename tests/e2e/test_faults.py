@@ -18,10 +18,10 @@ import ray
 from cluster.work.scheduler import get_scheduler
 from db.connection import Database
 from db.migrate import migrate
-from tests.utils.postgres import restart_embedded
-from tests.utils.s3 import MotoS3Server
-from tests.utils.faults import HealthWatch, assert_each_item_once, seed, wait_until
-from tests.utils.system import pids_of, running_system, system_settings
+from devkit.postgres import restart_embedded
+from devkit.s3 import MotoS3Server
+from devkit.faults import HealthWatch, assert_each_item_once, seed, wait_until
+from devkit.system import pids_of, running_system, system_settings
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ import pytest
 import ray
 from psycopg.conninfo import make_conninfo
 
-from tests.utils import media_files
-from tests.utils.system import running_system, system_settings
+from devkit import media_files
+from devkit.system import running_system, system_settings
 
 pytestmark = pytest.mark.slow
 

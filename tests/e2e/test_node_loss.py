@@ -1,7 +1,7 @@
 """Node loss on a multi-node Ray cluster (a head and two workers on this machine): a worker node
 removed mid-run, the scheduler's node removed, a gateway replica killed while it serves the port,
 the whole cluster stopped and started again. The cluster runs in a process of its own
-(``tests/e2e/node_loss_run.py``), started once for the four scenarios in turn, so it never meets
+(``devkit/node_loss.py``), started once for the four scenarios in turn, so it never meets
 the session's cluster; each test asserts one scenario's result and says what went wrong."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tests.e2e.node_loss_run import SCENARIOS, run_in_own_process
+from devkit.node_loss import SCENARIOS, run_in_own_process
 
 # One run of every scenario, in the first test's setup: the per-test limit must cover it.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(960)]

@@ -21,7 +21,7 @@ from db import media, queue
 from db.connection import Database
 from cluster.config.names import DEPTH_DEPLOYMENT, NAMESPACE
 from serve_app.depth_deployment import build_depth_app
-from tests.utils import media_files
+from devkit import media_files
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,8 @@ from cluster.config.worker_env import BACKGROUND_NICENESS
 from cluster.config.worker_env import ARRAYS_MALLOC_ENV
 from cluster.config.names import APP_NAME, DEPTH_DEPLOYMENT, GATEWAY_DEPLOYMENT
 from db import queue
-from tests.utils import media_files
-from tests.utils.system import pids_of, running_system, system_settings
+from devkit import media_files
+from devkit.system import pids_of, running_system, system_settings
 
 pytestmark = pytest.mark.slow
 

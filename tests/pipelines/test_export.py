@@ -21,8 +21,8 @@ from db import depth, media
 from db.connection import Database
 from db.depth import NewDepthMap
 from pipelines.export import build_parser, run
-from tests.utils import media_files
-from tests.utils.s3 import moto_s3_server
+from devkit import media_files
+from devkit.s3 import moto_s3_server
 
 pytestmark = pytest.mark.slow
 

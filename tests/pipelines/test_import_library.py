@@ -8,8 +8,8 @@ from cluster.config.settings import Settings
 from db import media, queue
 from db.connection import Database
 from pipelines.import_library import import_library
-from tests.utils import media_files
-from tests.utils.s3 import moto_s3_server
+from devkit import media_files
+from devkit.s3 import moto_s3_server
 
 
 def library(root):
@@ -52,7 +52,7 @@ def test_import_an_s3_prefix(database_url, tmp_path):
 
 
 def test_an_import_scans_every_file_and_skips_the_infected(database_url, tmp_path, clamd):
-    from tests.utils.clamd import EICAR
+    from devkit.clamd import EICAR
 
     (tmp_path / "lib").mkdir()
     photo = media_files.jpeg_bytes(media_files.photo("coffee"))

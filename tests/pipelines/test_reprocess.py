@@ -12,7 +12,7 @@ from cluster.storage import storage_from_settings
 from db import depth, media, queue
 from db.connection import Database
 from pipelines.reprocess import build_parser, run
-from tests.utils import media_files
+from devkit import media_files
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from cluster.config.settings import Settings
 from db import keys
 from serve_app.api.main import create_api
 from serve_app.gateway import build_context
-from tests.utils import media_files
+from devkit import media_files
 
 OPEN = ("/api/v1/health", "/api/v1/ai/health", "/api/v1/ai/info", "/api/v1/files/{key}")
 # Answered with a stream that never ends, which a TestClient reads whole: its key check is

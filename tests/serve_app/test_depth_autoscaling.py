@@ -20,7 +20,7 @@ from cluster.config.names import DEPTH_DEPLOYMENT
 from cluster.config.settings import Settings
 from cluster.model.options import ModelOptions
 from serve_app.depth_deployment import autoscaling_config, depth_deployment
-from tests.utils import media_files
+from devkit import media_files
 
 pytestmark = pytest.mark.slow
 

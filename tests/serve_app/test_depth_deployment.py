@@ -11,7 +11,7 @@ from ray import serve
 from cluster.config.settings import Settings
 from cluster.model.options import ModelOptions
 from serve_app.depth_deployment import build_depth_app
-from tests.utils import media_files
+from devkit import media_files
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ import uvicorn
 from cluster.runtime import free_port
 from db import events, keys, media, queue, webhooks
 from serve_app.api.event_schemas import EVENT_MODELS, body
-from tests.utils.factories import insert_media
+from devkit.factories import insert_media
 
 MODEL = "tiny"
 KEY = "events-key-0123456789"
@@ -366,7 +366,7 @@ def test_through_the_gateway_a_stream_resumes_across_a_restart_and_no_token_is_l
     from cluster.config.names import APP_NAME
     from db.connection import Database
     from serve_app.gateway import Gateway
-    from tests.utils.system import system_settings
+    from devkit.system import system_settings
 
     caplog.set_level(logging.DEBUG)
     settings = system_settings(tmp_path / "home", database_url, serve_port, api_keys=[KEY],

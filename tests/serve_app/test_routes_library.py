@@ -10,7 +10,7 @@ import pytest
 
 from cluster.storage import keys as storage_keys
 from db import media
-from tests.utils.factories import new_media
+from devkit.factories import new_media
 
 
 def at(day: int) -> datetime:

@@ -12,8 +12,8 @@ from cluster.storage import keys as storage_keys
 from cluster.work.processing import store_depth_outputs
 from db import depth as depth_maps
 from db import media, queue
-from tests.utils import media_files
-from tests.utils.factories import insert_media, new_media
+from devkit import media_files
+from devkit.factories import insert_media, new_media
 
 MODEL = "tiny"
 

@@ -9,7 +9,7 @@ from db import queue
 from serve_app.api.routes import health as health_routes
 from tests.serve_app.test_routes_health import INFO, FakeDepth
 from tests.serve_app.test_routes_media import distinct_photo
-from tests.utils.factories import insert_media
+from devkit.factories import insert_media
 
 
 def assert_refused(r, model: str) -> None:

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from db import queue
-from tests.utils.factories import insert_media
+from devkit.factories import insert_media
 
 MODEL = "tiny"
 

@@ -20,7 +20,7 @@ from cluster.work.processing import store_depth_outputs
 from db import depth as depth_maps
 from db import media, queue, renders
 from tests.serve_app.test_routes_media import MODEL, distinct_photo, upload
-from tests.utils.factories import insert_media
+from devkit.factories import insert_media
 
 PREVIEW = (160, 120)
 

@@ -19,7 +19,7 @@ from db import depth as depth_maps
 from db import queue
 from db.depth import NewDepthMap
 from tests.serve_app.test_routes_media import MODEL, upload
-from tests.utils.media_files import video_bytes
+from devkit.media_files import video_bytes
 
 SIZE = (96, 64)
 

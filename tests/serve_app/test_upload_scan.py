@@ -1,4 +1,4 @@
-"""Uploads scanned by a real clamd (tests/utils/clamd.py): an infected file is a 422 naming the
+"""Uploads scanned by a real clamd (devkit/clamd.py): an infected file is a 422 naming the
 signature with nothing stored, and a daemon that cannot be reached refuses or accepts the upload
 as DEPTHMILL_CLAMD_UNAVAILABLE says."""
 
@@ -9,8 +9,8 @@ import logging
 import pytest
 
 from db import media
-from tests.utils import media_files
-from tests.utils.clamd import EICAR, SIGNATURE
+from devkit import media_files
+from devkit.clamd import EICAR, SIGNATURE
 
 PHOTO = media_files.jpeg_bytes(media_files.photo("coffee").resize((80, 60)))
 # A photo that is valid in every other way, the test file in its comment.

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from serve_app.api.versioning import unversioned, versioned
-from tests.utils import media_files
+from devkit import media_files
 
 
 def test_the_version_is_taken_off_and_put_on_only_where_it_belongs():

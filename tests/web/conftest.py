@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.utils.system import running_system, system_settings
+from devkit.system import running_system, system_settings
 
 CHROMIUM_ARGS = [
     # Headless chromium has no GPU: WebGL2 through SwiftShader, the software renderer.

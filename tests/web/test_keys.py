@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.utils.system import running_system, system_settings
+from devkit.system import running_system, system_settings
 
 pytestmark = pytest.mark.slow
 

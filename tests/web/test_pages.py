@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageChops, ImageStat
 
 from cluster.storage import storage_from_settings
-from tests.utils import media_files
+from devkit import media_files
 from tests.web.conftest import wait_until
 
 pytestmark = pytest.mark.slow

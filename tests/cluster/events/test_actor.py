@@ -12,7 +12,7 @@ from cluster.config.settings import Settings
 from cluster.events import signing
 from cluster.events.delivery import get_deliverer, get_or_start_deliverer
 from db import events, webhooks
-from tests.utils.webhook_receiver import Receiver
+from devkit.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.slow
 

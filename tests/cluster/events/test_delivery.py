@@ -18,7 +18,7 @@ from cluster.events import signing
 from cluster.events.delivery import Deliverer
 from cluster.events.transport import Sender
 from db import events, webhooks
-from tests.utils.webhook_receiver import Receiver
+from devkit.webhook_receiver import Receiver
 
 FAST = [0, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import ray
 
-from tests.utils import media_files
-from tests.utils.system import running_system, system_settings
-from tests.utils.webhook_receiver import Receiver
+from devkit import media_files
+from devkit.system import running_system, system_settings
+from devkit.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.slow
 

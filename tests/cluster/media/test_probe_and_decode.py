@@ -20,7 +20,7 @@ from cluster.media.decode import (
     to_rgb,
 )
 from cluster.media.probe import MediaLimits, MediaRejected, jpeg_is_whole, probe, sniff
-from tests.utils import media_files
+from devkit import media_files
 
 LIMITS = MediaLimits(max_bytes=50 * 1024 * 1024, max_pixels=150_000_000, max_video_seconds=60)
 VARIANTS = media_files.photo_variants()

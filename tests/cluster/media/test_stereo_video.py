@@ -12,7 +12,7 @@ import pytest
 from cluster.media.depth_encode import Depth16VideoWriter
 from cluster.media import stereo_video
 from cluster.media.stereo_video import H264_MAX_WIDTH, choose_codec, render_stereo_video
-from tests.utils.media_files import video_bytes
+from devkit.media_files import video_bytes
 
 SIZE = (96, 64)
 

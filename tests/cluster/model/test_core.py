@@ -10,7 +10,7 @@ import torch
 from cluster.model.contract import target_size
 from cluster.model.core import DepthEstimator, ModelLoadError, tiny_model_dir
 from cluster.media.decode import decode_for_model
-from tests.utils import media_files
+from devkit import media_files
 
 
 @pytest.fixture(scope="module")

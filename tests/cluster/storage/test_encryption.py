@@ -18,7 +18,7 @@ from cluster.storage import S3Storage, storage_from_settings
 from cluster.work.processing import process_item
 from db.queue import ClaimedItem
 from tests.cluster.work.test_processing import FakeDepth
-from tests.utils import media_files
+from devkit import media_files
 
 KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/depthmill-test"
 

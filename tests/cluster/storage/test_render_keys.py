@@ -9,7 +9,7 @@ from cluster.storage import check_key
 from cluster.storage import keys as storage_keys
 from cluster.storage.sweep import sweep
 from db import media
-from tests.utils.factories import insert_media
+from devkit.factories import insert_media
 
 MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
 

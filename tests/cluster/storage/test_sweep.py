@@ -15,7 +15,7 @@ from cluster.storage.signing import UrlSigner
 from cluster.storage import LocalStorage
 from cluster.storage.sweep import sweep
 from db import media
-from tests.utils.factories import insert_media
+from devkit.factories import insert_media
 
 MODEL = "tiny"
 

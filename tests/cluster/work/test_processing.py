@@ -30,7 +30,7 @@ from cluster.work.processing import (
     process_item,
 )
 from db.queue import ClaimedItem
-from tests.utils import media_files
+from devkit import media_files
 
 MODEL = "tiny"
 

@@ -6,7 +6,7 @@ import ray
 from ray import serve
 
 from cluster.runtime import free_port, use_node_env
-from tests.utils.s3 import use_test_credentials
+from devkit.s3 import use_test_credentials
 
 
 def start_local_cluster(num_cpus: int = 8) -> None:

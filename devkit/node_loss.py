@@ -1,6 +1,6 @@
 """Node-loss faults on a multi-node Ray cluster on one machine, run as a process of its own.
 
-    python -m tests.e2e.node_loss_run --database-url URL --home DIR --json OUT [--items 50]
+    python -m devkit.node_loss --database-url URL --home DIR --json OUT [--items 50]
 
 A head and two worker nodes (``ray.cluster_utils.Cluster``); the workers alone offer the custom
 resources the depth replicas, the processing tasks and the scheduler are given, so each fault
@@ -54,7 +54,7 @@ OVERDUE_LIMIT_S = 2 * LEASE_S + 5
 
 
 def node_loss_settings(home: Path, database_url: str, port: int, **overrides):
-    from tests.utils.system import system_settings
+    from devkit.system import system_settings
 
     return system_settings(
         home, database_url, port, lease_seconds=LEASE_S, scheduler_max_in_flight=6,
@@ -189,7 +189,7 @@ class NodeLossRun:
     def assert_placed_on_workers(self, scheduler_node: str) -> dict[str, int]:
         """The custom resources put the depth replicas, the processing tasks and the scheduler
         on the worker nodes, never on the head. How many of each were seen."""
-        from tests.utils.system import pids_of
+        from devkit.system import pids_of
 
         workers = {n.node_id for n in self.worker_nodes()}
         assert scheduler_node in workers, "the scheduler runs on the head"
@@ -220,7 +220,7 @@ class NodeLossRun:
         import ray
 
         from cluster.work.scheduler import get_scheduler
-        from tests.utils.faults import seed
+        from devkit.faults import seed
 
         scheduler = get_scheduler()
         ray.get(scheduler.pause.remote(), timeout=30)
@@ -233,7 +233,7 @@ class NodeLossRun:
 
     def wait_started(self, total: int) -> None:
         """Until the batch is under way: some done, most still to go."""
-        from tests.utils.faults import wait_until
+        from devkit.faults import wait_until
 
         wait_until(self.db, lambda c: c["completed"] >= total - self.items + min(5, self.items),
                    timeout=180)
@@ -241,7 +241,7 @@ class NodeLossRun:
     def assert_done(self, total: int, watch: Watch, scheduler_down_s: float = 0.0) -> dict:
         """The invariants. Expired leases are recovered by the scheduler: while it is down
         (``scheduler_down_s``, until Ray has restarted it) they wait for it."""
-        from tests.utils.faults import assert_each_item_once
+        from devkit.faults import assert_each_item_once
 
         assert_each_item_once(self.db, total)
         assert watch.max_overdue_s <= OVERDUE_LIMIT_S + scheduler_down_s, (
@@ -316,7 +316,7 @@ class NodeLossRun:
     def scenario_gateway(self) -> dict:
         from cluster.storage import storage_from_settings
         from cluster.storage.sweep import sweep
-        from tests.utils.system import pids_of
+        from devkit.system import pids_of
 
         title = "ray::ServeReplica:depthmill:Gateway"
         deadline = time.monotonic() + 120
@@ -382,7 +382,7 @@ class NodeLossRun:
         return figures
 
     def scenario_restart(self) -> dict:
-        from tests.utils.faults import counts
+        from devkit.faults import counts
 
         total = self.seed_batch()
         self.wait_started(total)
@@ -474,7 +474,7 @@ def run_in_own_process(database_url: str, home: Path, *, items: int, timeout: fl
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(RAY_TMPDIR=ray_tmp, PYTHONPATH=os.pathsep.join(
         p for p in (str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")) if p))
-    command = [sys.executable, "-m", "tests.e2e.node_loss_run", "--database-url", database_url,
+    command = [sys.executable, "-m", "devkit.node_loss", "--database-url", database_url,
                "--home", str(home), "--json", str(out), "--items", str(items),
                "--scenarios", ",".join(scenarios)]
     with log.open("wb") as sink:

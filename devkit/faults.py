@@ -12,7 +12,7 @@ from cluster.ingest import ingest_file
 from cluster.media.probe import MediaLimits
 from cluster.storage import storage_from_settings
 from db.connection import Database
-from tests.utils import media_files
+from devkit import media_files
 
 
 def seed(settings: Settings, db: Database, tmp_path: Path, n: int, start: int = 0) -> None:
