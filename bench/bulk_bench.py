@@ -1,7 +1,10 @@
 """Bulk throughput: the Ray Data reprocess job against the queue path (scheduler → Ray tasks →
 Serve deployment) on the same photos, same model, same machine.
 
-    python -m bench.bulk_bench --json bench/results/bulk.json [--photos 96] [--model tiny]
+    python -m bench.bulk_bench --json bench/results/bulk.json [--photos 96] [--size 1024x768] [--model tiny]
+
+A few thousand small photos (``--photos 3000 --size 320x240``) measure the two paths where the
+Ray Data job's start-up no longer dominates.
 
 Uses the Postgres at DEPTHMILL_TEST_ADMIN_URL / 127.0.0.1:5432 (or an embedded one), local
 storage in a temp directory, and a local Ray cluster.
@@ -35,13 +38,13 @@ from serve_app.app import build_depthmill_app
 from devkit import media_files
 
 
-def seed(settings: Settings, root: Path, photos: int) -> None:
+def seed(settings: Settings, root: Path, photos: int, size: tuple[int, int]) -> None:
     storage = storage_from_settings(settings)
     limits = MediaLimits.from_settings(settings)
     base = [media_files.photo(n) for n in ("astronaut", "chelsea", "coffee")]
     with Database(settings.database_url, max_size=2) as db:
         for i in range(photos):
-            img = ImageOps.fit(base[i % 3].rotate(i, expand=True), (1024, 768))
+            img = ImageOps.fit(base[i % 3].rotate(i * 0.1, expand=True), size)
             path = media_files.write(root, f"{i}.jpg", media_files.jpeg_bytes(img))
             ingest_file(path, db=db, storage=storage, settings=settings, limits=limits)
 
@@ -71,6 +74,7 @@ def data_path(settings: Settings, photos: int, batch: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=96)
+    parser.add_argument("--size", default="1024x768", help="photo size, WIDTHxHEIGHT")
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--json", type=Path)
@@ -82,9 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(home=Path(tmp), database_url=url, model=args.model,
                             serve_num_cpus=0.5, serve_max_batch_size=args.batch_size,
                             scheduler_poll_s=0.5)
-        seed(settings, Path(tmp), args.photos)
+        size = tuple(int(v) for v in args.size.split("x"))
+        seed(settings, Path(tmp), args.photos, size)
         ray.init(include_dashboard=False, log_to_driver=False)
-        results = {"photos": args.photos, "model": args.model, "photo_size": "1024x768",
+        results = {"photos": args.photos, "model": args.model, "photo_size": args.size,
                    "cpus": ray.cluster_resources().get("CPU"),
                    "gpus": ray.cluster_resources().get("GPU", 0)}
         results["queue_items_per_s"] = queue_path(settings, args.photos)
