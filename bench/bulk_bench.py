@@ -64,9 +64,10 @@ def queue_path(settings: Settings, photos: int) -> float:
     return photos / elapsed
 
 
-def data_path(settings: Settings, photos: int, batch: int) -> float:
+def data_path(settings: Settings, photos: int, batch: int, actors: int | None) -> float:
     started = time.perf_counter()
-    summary = run(settings, build_parser().parse_args(["--all", "--batch-size", str(batch)]))
+    options = ["--all", "--batch-size", str(batch)] + (["--actors", str(actors)] if actors else [])
+    summary = run(settings, build_parser().parse_args(options))
     assert summary["photos_processed"] == photos, summary
     return photos / (time.perf_counter() - started)
 
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="1024x768", help="photo size, WIDTHxHEIGHT")
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--actors", type=int, help="the job's model actors (default: its own)")
+    parser.add_argument("--only", choices=["queue", "data"], help="measure one path")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     admin, server = admin_url()
@@ -92,14 +95,19 @@ def main(argv: list[str] | None = None) -> int:
         results = {"photos": args.photos, "model": args.model, "photo_size": args.size,
                    "cpus": ray.cluster_resources().get("CPU"),
                    "gpus": ray.cluster_resources().get("GPU", 0)}
-        results["queue_items_per_s"] = queue_path(settings, args.photos)
-        print(f"  queue path: {results['queue_items_per_s']:.1f} items/s", file=sys.stderr)
-        results["ray_data_items_per_s"] = data_path(settings, args.photos, args.batch_size)
-        print(f"  Ray Data:   {results['ray_data_items_per_s']:.1f} items/s", file=sys.stderr)
+        if args.only != "data":
+            results["queue_items_per_s"] = queue_path(settings, args.photos)
+            print(f"  queue path: {results['queue_items_per_s']:.1f} items/s", file=sys.stderr)
+        if args.only != "queue":
+            results["ray_data_items_per_s"] = data_path(settings, args.photos, args.batch_size,
+                                                        args.actors)
+            print(f"  Ray Data:   {results['ray_data_items_per_s']:.1f} items/s", file=sys.stderr)
         serve.shutdown()
         ray.shutdown()
-    print(f"\n{'path':>10} {'items/s':>9}\n{'queue':>10} {results['queue_items_per_s']:>9.1f}\n"
-          f"{'Ray Data':>10} {results['ray_data_items_per_s']:>9.1f}")
+    print(f"\n{'path':>10} {'items/s':>9}")
+    for name, key in (("queue", "queue_items_per_s"), ("Ray Data", "ray_data_items_per_s")):
+        if key in results:
+            print(f"{name:>10} {results[key]:>9.1f}")
     write_json(args.json, results)
     if server is not None:
         server.stop()

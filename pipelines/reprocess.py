@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="reprocess even finished media")
     parser.add_argument("--dry-run", action="store_true", help="count, write nothing")
     parser.add_argument("--batch-size", type=int, default=16, help="images per model batch")
-    parser.add_argument("--actors", type=int, default=1, help="model actors")
+    parser.add_argument("--actors", type=int, default=None,
+                        help="model actors (default one per GPU, or one per CPU without GPUs)")
     parser.add_argument("--decoders", type=int, default=4, help="most decoding actors")
     parser.add_argument("--num-gpus", type=float, default=None,
                         help="GPUs per model actor (default 1 if the cluster has GPUs, else 0)")
@@ -181,6 +182,7 @@ def _run_photos(settings: Settings, rendered: str, params: dict, args) -> dict:
     num_gpus = args.num_gpus
     if num_gpus is None:
         num_gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    actors = args.actors or model_actors(ray.cluster_resources(), num_gpus)
     photos_sql = f"SELECT * FROM ({rendered}) s WHERE kind = 'photo'"
     ds = ray.data.read_sql(
         photos_sql, lambda: psycopg.connect(database_url), sql_params=params,
@@ -196,7 +198,8 @@ def _run_photos(settings: Settings, rendered: str, params: dict, args) -> dict:
                         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=args.decoders),
                         num_cpus=0.25)
     ds = ds.map_batches(Infer, fn_constructor_args=(settings,), batch_size=args.batch_size,
-                        compute=ray.data.ActorPoolStrategy(size=args.actors),
+                        # Grown as work queues up, to what the cluster has free beside Serve.
+                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
                         num_gpus=num_gpus, num_cpus=0.25 if num_gpus else 0.5)
     ds = ds.map_batches(Record, fn_constructor_args=(database_url, settings.model),
                         batch_size=64, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.1)
@@ -211,6 +214,15 @@ def _run_photos(settings: Settings, rendered: str, params: dict, args) -> dict:
             else:
                 processed += 1
     return {"photos_processed": processed, "photos_failed": failed, "errors": errors}
+
+
+def model_actors(resources: dict[str, float], num_gpus: float) -> int:
+    """Model actors that use the cluster: one per GPU (its share of one), or on CPUs one per
+    CPU, since an actor's model runs on the one thread Ray gives a task of under a CPU, and a
+    CPU gains nothing from batches."""
+    if num_gpus:
+        return max(1, int(resources.get("GPU", 0) / num_gpus))
+    return max(1, int(resources.get("CPU", 1)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,3 +77,15 @@ def test_reprocess_closes_failed_queue_items(ray_cluster, database_url, tmp_path
         summary = run(settings, build_parser().parse_args(["--status", "failed"]))
         assert summary["selected"] == {"photo": 1}
         assert db.run(queue.get_item, item.id).status == "completed"
+
+
+@pytest.mark.parametrize(("resources", "num_gpus", "actors"), [
+    ({"CPU": 2.0}, 0.0, 2),  # on CPUs: one model actor per CPU, each on its one thread
+    ({"CPU": 16.0, "GPU": 1.0}, 1.0, 1),  # one per GPU
+    ({"CPU": 16.0, "GPU": 2.0}, 0.5, 4),  # two on each GPU
+    ({"CPU": 0.5}, 0.0, 1),
+])
+def test_the_job_has_a_model_actor_for_each_gpu_or_cpu(resources, num_gpus, actors):
+    from pipelines.reprocess import model_actors
+
+    assert model_actors(resources, num_gpus) == actors
