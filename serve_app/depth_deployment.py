@@ -1,6 +1,8 @@
 """The depth model on Ray Serve: the core (``cluster.model.core``) behind dynamic batching and
 autoscaling replicas. Callers send decoded RGB arrays (they travel through Ray's object store) and
-get :class:`~cluster.model.contract.DepthResult` back; nothing here knows about HTTP.
+get :class:`~cluster.model.contract.DepthResult` back, or send a photo's encoded bytes to
+``photo`` and get its depth and renditions (:class:`~cluster.model.contract.PhotoDepth`);
+nothing here knows about HTTP.
 
     serve run serve_app/depth.yaml          # or: serve deploy serve_app/depth.yaml
 """
@@ -19,11 +21,13 @@ from ray.serve import Application
 
 from cluster.config.models import ModelNotServed, served_models
 from cluster.config.worker_env import BACKGROUND_ENV, yield_cpu_to_foreground
-from cluster.model.contract import DepthResult
+from cluster.model.contract import DepthResult, PhotoDepth
 from cluster.model.options import ModelOptions
 from cluster.config.worker_env import ARRAYS_MALLOC_ENV
 from cluster.config.names import DEPTH_DEPLOYMENT
+from cluster.config.placement import depth_replica_gpus
 from cluster.config.settings import Settings
+from cluster.media import configure_pillow
 
 if TYPE_CHECKING:
     from cluster.model.core import DepthEstimator
@@ -63,6 +67,7 @@ class DepthDeployment:
 
     def __init__(self, options: ModelOptions, served: tuple[str, ...] = (),
                  max_models: int = 1) -> None:
+        configure_pillow()  # photos sent as bytes are decoded here
         self.options = options
         self.default_model = options.model
         self.served = tuple(served) or (options.model,)
@@ -112,10 +117,11 @@ class DepthDeployment:
         # Unset, a batch is what one forward pass takes on this replica's device.
         core = self.core
         size = int(config.get("max_batch_size") or (core.max_batch_size if core else 32))
-        self.predict_batch.set_max_batch_size(size)
+        for batched in (self.predict_batch, self.photo_batch):
+            batched.set_max_batch_size(size)
+            if "batch_wait_timeout_s" in config:
+                batched.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
         self.batching = {**config, "max_batch_size": size}
-        if "batch_wait_timeout_s" in config:
-            self.predict_batch.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
 
     # Two batches at once: each runs in its own thread (torch on one intra-op thread per replica
     # of under a CPU, as Ray sets it), so on a CPU the model gets two cores rather than one while
@@ -127,32 +133,54 @@ class DepthDeployment:
         self, model_ids: list[str], images: list[np.ndarray],
         output_sizes: list[tuple[int, int] | None],
     ) -> list[DepthResult]:
+        return await self._per_model(model_ids, images, output_sizes,
+                                     lambda core, *batch: core.predict(*batch))
+
+    # Photos sent as their encoded bytes (PHOTO_DECODE=replica): decoded here, on the GPU where
+    # there is one, with the renditions made from the same decode.
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01, max_concurrent_batches=2)
+    async def photo_batch(
+        self, model_ids: list[str], contents: list[bytes],
+        output_sizes: list[tuple[int, int] | None],
+    ) -> list[PhotoDepth]:
+        from cluster.model.photos import depth_for_photos  # torch: loaded here already
+
+        return await self._per_model(model_ids, contents, output_sizes, depth_for_photos)
+
+    async def _per_model(self, model_ids, inputs, output_sizes, run) -> list:
+        """``run(core, inputs, output_sizes)`` for each model's share of a batch, in a thread, so
+        the replica keeps accepting requests (and filling the next batch) while it runs."""
         self.batches += 1
-        self.items += len(images)
-        self.largest_batch = max(self.largest_batch, len(images))
+        self.items += len(inputs)
+        self.largest_batch = max(self.largest_batch, len(inputs))
         # Serve splits a batch by multiplexed model id already; grouped here as well, so that
         # one forward pass never mixes models whatever Serve does.
         groups: dict[str, list[int]] = {}
         for i, model_id in enumerate(model_ids):
             groups.setdefault(model_id, []).append(i)
-        results: list[DepthResult | None] = [None] * len(images)
+        results: list[Any] = [None] * len(inputs)
         for model_id, indices in groups.items():
             core = (await self.load_model(model_id)).core
-            # In a thread, so the replica keeps accepting requests (and filling the next batch)
-            # while this one runs.
             answers = await asyncio.to_thread(
-                core.predict, [images[i] for i in indices], [output_sizes[i] for i in indices])
+                run, core, [inputs[i] for i in indices], [output_sizes[i] for i in indices])
             for i, answer in zip(indices, answers):
                 results[i] = answer
-        return results  # type: ignore[return-value]
+        return results
+
+    def _requested_model(self) -> str:
+        model_id = serve.get_multiplexed_model_id() or self.default_model
+        if model_id not in self.served:  # before the batch, which fails as one
+            raise ModelNotServed(model_id, self.served)
+        return model_id
 
     async def __call__(
         self, image: np.ndarray, output_size: tuple[int, int] | None = None
     ) -> DepthResult:
-        model_id = serve.get_multiplexed_model_id() or self.default_model
-        if model_id not in self.served:  # before the batch, which fails as one
-            raise ModelNotServed(model_id, self.served)
-        return await self.predict_batch(model_id, image, output_size)
+        return await self.predict_batch(self._requested_model(), image, output_size)
+
+    async def photo(self, content: bytes, output_size: tuple[int, int] | None = None) -> PhotoDepth:
+        """A photo's depth and renditions from its encoded bytes."""
+        return await self.photo_batch(self._requested_model(), content, output_size)
 
     def info(self) -> dict[str, Any]:
         context = serve.get_replica_context()
@@ -183,10 +211,6 @@ class DepthDeployment:
             raise RuntimeError(f"depth model is broken: {result.error}")
 
 
-def _cluster_has_gpu() -> bool:
-    return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
-
-
 def autoscaling_config(settings: Settings) -> dict[str, Any]:
     """Serve's autoscaling for the depth replicas. Serve's own metrics window (pushed every
     10 s, averaged over 30 s) is left at its default: it sets how fast a change in load is seen,
@@ -203,9 +227,7 @@ def autoscaling_config(settings: Settings) -> dict[str, Any]:
 
 def depth_deployment(settings: Settings):
     """The deployment with replicas, resources and batching taken from settings."""
-    num_gpus = settings.serve_num_gpus
-    if num_gpus is None:
-        num_gpus = 1 if _cluster_has_gpu() else 0
+    num_gpus = depth_replica_gpus(settings)
     low, high = settings.serve_min_replicas, settings.serve_max_replicas
     if low >= 1 and high <= low:
         # Nothing to scale (the default, one replica): a fixed count spares the controller its

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
         default="auto", description="Model dtype; auto is float16 on CUDA, float32 on CPU."
     )
     torch_compile: bool = Field(default=False, description="Compile the model with torch.compile.")
+    photo_decode: Literal["auto", "worker", "replica"] = Field(
+        default="auto", description="Where photos are decoded: in the processing tasks "
+        "(worker), or in the depth replica from their bytes (replica: nvJPEG on a GPU with the "
+        "`gpu` extra, Pillow otherwise); auto is the replica when the depth replicas have a GPU.",
+    )
     model_batch_size: int | None = Field(
         default=None, ge=1, description="Most images in one forward pass (larger batches are "
         "split); default 32 on a GPU and 1 on a CPU, where a batch costs more per image than it "

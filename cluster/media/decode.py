@@ -71,6 +71,22 @@ class DecodedPhoto:
 
     model: np.ndarray  # H×W×3 uint8, upright, short side at least the model's (as decode_for_model)
     gallery: Image.Image  # upright RGB at preview size at most, for thumbnail_webp and preview_jpeg
+    size: tuple[int, int]  # the photo's own (height, width), upright
+
+
+EXIF_ORIENTATION = 0x0112
+_TURNED = (5, 6, 7, 8)  # the EXIF orientations that swap width and height
+
+
+def _upright_size(img: Image.Image) -> tuple[int, int]:
+    w, h = img.size
+    return (w, h) if img.getexif().get(EXIF_ORIENTATION) in _TURNED else (h, w)
+
+
+def upright_size(source: Source) -> tuple[int, int]:
+    """A photo's (height, width) once turned upright, from its header alone (no decode)."""
+    with _open(source) as img:
+        return _upright_size(img)
 
 
 def decode_photo(source: Source, short_side: int = MODEL_SHORT_SIDE) -> DecodedPhoto:
@@ -81,6 +97,7 @@ def decode_photo(source: Source, short_side: int = MODEL_SHORT_SIDE) -> DecodedP
     decode_for_model's own DCT scale gives). Decoding twice, once per consumer, cost a second
     entropy decode of every photo."""
     with _open(source) as img:
+        size = _upright_size(img)
         if img.format == "JPEG":
             img.draft("RGB", (PREVIEW_SIZE, PREVIEW_SIZE))
         if getattr(img, "n_frames", 1) > 1:
@@ -90,7 +107,7 @@ def decode_photo(source: Source, short_side: int = MODEL_SHORT_SIDE) -> DecodedP
     factor = max(1, min(upright.size) // short_side)
     model = np.asarray(upright.reduce(factor) if factor > 1 else upright)  # a copy of the pixels
     upright.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE), Image.Resampling.LANCZOS)
-    return DecodedPhoto(model, upright)
+    return DecodedPhoto(model, upright, size)
 
 
 def _rendition(source: Source, size: int) -> Image.Image:

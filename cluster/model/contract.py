@@ -27,6 +27,18 @@ class DepthResult:
         return self.error is None
 
 
+@dataclass(frozen=True)
+class PhotoDepth:
+    """The depth replica's answer for a photo sent as its encoded bytes: the depth, and the
+    gallery renditions made from the same decode (the preview JPEG, and the thumbnail's pixels
+    for the caller to encode as WebP on its own CPU)."""
+
+    depth: DepthResult
+    preview_jpeg: bytes | None = None
+    thumbnail: np.ndarray | None = None  # H×W×3 uint8, upright, THUMBNAIL_SIZE on its long side
+    decoder: str | None = None  # "nvjpeg" (on the GPU) or "pillow"
+
+
 def target_size(height: int, width: int, size: int = INPUT_SIZE, multiple: int = PATCH):
     """The transformers DPT processor's output size with keep_aspect_ratio and
     ensure_multiple_of (same rounding), so both paths feed the model the same shape."""

@@ -160,7 +160,19 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 # ---------------------------------------------------------------------------------- preprocess
 
 
-def check_image(image: object) -> np.ndarray:
+def image_size(image: np.ndarray | torch.Tensor) -> tuple[int, int]:
+    """(height, width) of an H×W×3 array or a 3×H×W tensor."""
+    return tuple(image.shape[-2:]) if isinstance(image, torch.Tensor) else image.shape[:2]
+
+
+def check_image(image: object) -> np.ndarray | torch.Tensor:
+    if isinstance(image, torch.Tensor):
+        if image.ndim != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
+            raise ValueError(
+                f"expected a 3×H×W uint8 tensor, got {image.dtype} {tuple(image.shape)}")
+        if min(image.shape[1:]) < 2:
+            raise ValueError(f"image too small: {image.shape[2]}×{image.shape[1]}")
+        return image
     if not isinstance(image, np.ndarray):
         raise ValueError(f"expected an H×W×3 uint8 array, got {type(image).__name__}")
     if image.ndim != 3 or image.shape[2] != 3:
@@ -176,7 +188,8 @@ def check_image(image: object) -> np.ndarray:
 
 
 class DepthEstimator:
-    """Load once, then ``predict`` lists of decoded RGB images (H×W×3 uint8 arrays)."""
+    """Load once, then ``predict`` lists of decoded RGB images (H×W×3 uint8 arrays, or 3×H×W
+    uint8 tensors on the model's device)."""
 
     def __init__(
         self,
@@ -228,11 +241,13 @@ class DepthEstimator:
     @torch.inference_mode()
     def predict(
         self,
-        images: Sequence[np.ndarray],
+        images: Sequence[np.ndarray | torch.Tensor],
         output_sizes: Sequence[tuple[int, int] | None] | None = None,
     ) -> list[DepthResult]:
         """Depth for each image at its ``output_sizes`` entry (height, width; default: the input
-        size). A bad image fails alone; the rest of the batch still gets its results."""
+        size). An image is an H×W×3 uint8 array, or a 3×H×W uint8 tensor already on the model's
+        device (decoded there: :mod:`cluster.model.photos`). A bad image fails alone; the rest
+        of the batch still gets its results."""
         results: list[DepthResult | None] = [None] * len(images)
         output_sizes = output_sizes or [None] * len(images)
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
@@ -242,7 +257,7 @@ class DepthEstimator:
             except ValueError as e:
                 results[i] = DepthResult(None, error=str(e))
                 continue
-            groups[target_size(*image.shape[:2])].append(i)
+            groups[target_size(*image_size(image))].append(i)
         for shape, indices in groups.items():
             for start in range(0, len(indices), self.max_batch_size):
                 chunk = indices[start : start + self.max_batch_size]
@@ -272,25 +287,32 @@ class DepthEstimator:
         predicted = self.forward(pixel_values=batch).predicted_depth  # (B, h, w)
         out = []
         for row, i in enumerate(chunk):
-            size = output_sizes[i] or images[i].shape[:2]
+            size = output_sizes[i] or image_size(images[i])
             depth = self.postprocess(predicted[row], size)
             out.append(DepthResult(depth, float(depth.min()), float(depth.max()),
                                    revision=self.info.revision))
         return out
 
-    def preprocess(self, images: Sequence[np.ndarray], shape: tuple[int, int]) -> torch.Tensor:
-        """uint8 H×W×3 images → a normalised (B, 3, h, w) batch on the model's device."""
-        if len({im.shape for im in images}) == 1:
+    def preprocess(self, images: Sequence[np.ndarray | torch.Tensor],
+                   shape: tuple[int, int]) -> torch.Tensor:
+        """uint8 images (H×W×3 arrays or 3×H×W tensors) → a normalised (B, 3, h, w) batch on the
+        model's device."""
+        arrays = all(isinstance(im, np.ndarray) for im in images)
+        if arrays and len({im.shape for im in images}) == 1:
+            # One host-to-device copy for the whole batch.
             pixels = torch.from_numpy(np.stack(images)).to(self.device, non_blocking=True)
-            pixels = pixels.permute(0, 3, 1, 2).float()
-            resized = _resize(pixels, shape)
+            resized = _resize(pixels.permute(0, 3, 1, 2).float(), shape)
         else:
-            resized = torch.cat([
-                _resize(torch.from_numpy(np.require(im, requirements='W')).to(self.device).permute(2, 0, 1)[None].float(), shape)
-                for im in images
-            ])
+            resized = torch.cat([_resize(self._pixels(im)[None].float(), shape) for im in images])
         resized = resized.clamp_(0, 255).div_(255.0)
         return ((resized - self._mean) / self._std).to(self.dtype)
+
+    def _pixels(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """A 3×H×W uint8 tensor on the model's device."""
+        if isinstance(image, torch.Tensor):
+            return image.to(self.device)
+        pixels = torch.from_numpy(np.require(image, requirements="W"))
+        return pixels.to(self.device).permute(2, 0, 1)
 
     @staticmethod
     def postprocess(predicted: torch.Tensor, size: tuple[int, int]) -> np.ndarray:

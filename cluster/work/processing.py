@@ -34,7 +34,7 @@ from cluster.media.depth_encode import (
     encode_depth_preview,
 )
 from cluster.media.temporal import TemporalStabiliser
-from cluster.model.contract import DepthResult, target_size
+from cluster.model.contract import DepthResult, PhotoDepth, target_size
 from cluster.media.decode import (
     MODEL_SHORT_SIDE,
     VideoFrame,
@@ -43,6 +43,7 @@ from cluster.media.decode import (
     preview_jpeg,
     sample_video_frames,
     thumbnail_webp,
+    upright_size,
     video_frame_rate,
 )
 from cluster.media.probe import MediaRejected
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 
 # depth(images, output_sizes) -> results; the Serve handle in production, the core in tests.
 DepthFn = Callable[[Sequence[np.ndarray], Sequence[tuple[int, int] | None]], list[DepthResult]]
+# photo_depth(encoded photo, output_size) -> its depth and renditions, decoded by the replica.
+PhotoDepthFn = Callable[[bytes, tuple[int, int] | None], PhotoDepth]
 
 
 class DepthUnavailable(RuntimeError):
@@ -105,12 +108,18 @@ class Outcome:
 
 
 def process_item(
-    item: ClaimedItem, settings: Settings, storage: Storage, depth: DepthFn, model_revision=None
+    item: ClaimedItem, settings: Settings, storage: Storage, depth: DepthFn, model_revision=None,
+    photo_depth: PhotoDepthFn | None = None,
 ) -> Outcome:
+    """``photo_depth``: where given, photos go to it as their bytes, to be decoded with their
+    depth (in the depth replica, on its GPU); otherwise they are decoded here."""
     started = time.perf_counter()
     stages = Stages()
     try:
-        if item.kind == "photo":
+        if item.kind == "photo" and photo_depth is not None:
+            outputs = _process_photo_bytes(item, settings, storage, photo_depth, model_revision,
+                                           stages)
+        elif item.kind == "photo":
             outputs = _process_photo(item, settings, storage, depth, model_revision, stages)
         else:
             outputs = _process_video(item, settings, storage, depth, model_revision)
@@ -139,10 +148,11 @@ def _unavailable(item: ClaimedItem, dependency: str, error: str, started: float)
                       dependency=dependency)
 
 
-def _output_size(rgb: np.ndarray, settings: Settings) -> tuple[int, int]:
+def _output_size(size: tuple[int, int], settings: Settings) -> tuple[int, int]:
+    """The depth map's (height, width) for a photo of ``size``, whichever process decodes it."""
     if settings.depth_resolution == "original":
-        return rgb.shape[:2]
-    return target_size(*rgb.shape[:2])
+        return size
+    return target_size(*size)
 
 
 def _checked(results: list[DepthResult]) -> list[DepthResult]:
@@ -208,7 +218,7 @@ def _process_photo(item, settings, storage, depth, revision, stages: Stages) -> 
             raise PermanentError(f"cannot decode the photo: {e}") from None
     with ThreadPoolExecutor(1, thread_name_prefix="depthmill-depth") as pool:
         asked = time.perf_counter()
-        answer = pool.submit(depth, [photo.model], [_output_size(photo.model, settings)])
+        answer = pool.submit(depth, [photo.model], [_output_size(photo.size, settings)])
         with stages.timed("encode"):
             renditions = _encode_renditions(photo.gallery)
         # Only the wait beyond the encode counts as the depth stage: the time the core idled.
@@ -219,6 +229,35 @@ def _process_photo(item, settings, storage, depth, revision, stages: Stages) -> 
     outputs = store_depth_outputs(storage, item.media_id, item.model_id, revision, result.depth,
                                   stages=stages)
     _put_renditions(item, storage, renditions, stages)
+    return outputs
+
+
+def _process_photo_bytes(item, settings, storage, photo_depth: PhotoDepthFn, revision,
+                         stages: Stages) -> list[NewDepthMap]:
+    """The photo decoded by the depth replica (nvJPEG on a GPU): its bytes go there, its depth,
+    preview JPEG and thumbnail pixels come back, and the PNG and WebP encodes are done here, on
+    the task's core. Only the header is read here, for the depth map's size."""
+    with stages.timed("fetch"):
+        content = storage.get_bytes(item.storage_key)
+    with stages.timed("decode"):
+        try:
+            size = upright_size(content)
+        except (OSError, SyntaxError, ValueError) as e:
+            raise PermanentError(f"cannot decode the photo: {e}") from None
+    asked = time.perf_counter()
+    with stages.timed("depth"):
+        answer = photo_depth(content, _output_size(size, settings))
+    stages.seconds["depth_call"] = time.perf_counter() - asked
+    if not answer.depth.ok:
+        error = answer.depth.error or ""
+        raise PermanentError(error if error.startswith("cannot decode") else
+                             f"depth model rejected the input: {error}")
+    with stages.timed("encode"):
+        thumbnail = thumbnail_webp(Image.fromarray(answer.thumbnail))
+    outputs = store_depth_outputs(storage, item.media_id, item.model_id,
+                                  revision or answer.depth.revision, answer.depth.depth,
+                                  stages=stages)
+    _put_renditions(item, storage, (thumbnail, answer.preview_jpeg), stages)
     return outputs
 
 

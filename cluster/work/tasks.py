@@ -9,10 +9,11 @@ import numpy as np
 import ray
 
 from cluster.config.worker_env import BACKGROUND_ENV, yield_cpu_to_foreground
-from cluster.model.contract import DepthResult
+from cluster.model.contract import DepthResult, PhotoDepth
 from cluster.config.worker_env import ARRAYS_MALLOC_ENV
 from cluster.work.processing import DepthUnavailable, Outcome, process_item
 from cluster.config.names import APP_NAME, DEPTH_DEPLOYMENT
+from cluster.config.placement import photos_decode_in_replica
 from cluster.config.settings import Settings
 from cluster.media import configure_pillow
 from cluster.storage import Storage, storage_from_settings
@@ -49,21 +50,48 @@ def serve_depth(app_name: str = APP_NAME, model_id: str | None = None):
     """A DepthFn backed by the deployment: one request per image, all in flight together, so
     the deployment's dynamic batching sees them at once. ``model_id``: the served model to ask
     (Serve's multiplexing routes to a replica that has it loaded); None: the default one."""
-    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
     def depth(images: Sequence[np.ndarray], sizes) -> list[DepthResult]:
-        try:
-            handle = _depth_handle(app_name)
-            if model_id is not None:
-                handle = handle.options(multiplexed_model_id=model_id)
-            responses = [handle.remote(im, size) for im, size in zip(images, sizes)]
-            return asyncio.run(_await_all(responses, DEPTH_TIMEOUT_S))
-        except (DeploymentUnavailableError, BackPressureError, ray.exceptions.RayActorError,
-                ray.exceptions.ActorUnavailableError, TimeoutError, ValueError) as e:
-            # ValueError: Serve raises it for an application that does not exist (yet).
-            raise DepthUnavailable(f"{type(e).__name__}: {e}") from e
+        return _call_deployment(app_name, model_id, "__call__", list(zip(images, sizes)))
 
     return depth
+
+
+def serve_photo_depth(app_name: str = APP_NAME, model_id: str | None = None):
+    """A PhotoDepthFn backed by the deployment: the photo's bytes go to the replica, which
+    decodes them (nvJPEG on a GPU) and answers with the depth and the renditions."""
+
+    def photo_depth(content: bytes, size) -> PhotoDepth:
+        (answer,) = _call_deployment(app_name, model_id, "photo", [(content, size)])
+        return answer
+
+    return photo_depth
+
+
+def _call_deployment(app_name: str, model_id: str | None, method: str, requests: list) -> list:
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+    try:
+        handle = _depth_handle(app_name).options(method_name=method)
+        if model_id is not None:
+            handle = handle.options(multiplexed_model_id=model_id)
+        responses = [handle.remote(*args) for args in requests]
+        return asyncio.run(_await_all(responses, DEPTH_TIMEOUT_S))
+    except (DeploymentUnavailableError, BackPressureError, ray.exceptions.RayActorError,
+            ray.exceptions.ActorUnavailableError, TimeoutError, ValueError) as e:
+        # ValueError: Serve raises it for an application that does not exist (yet).
+        raise DepthUnavailable(f"{type(e).__name__}: {e}") from e
+
+
+_decode_in_replica: dict[str, bool] = {}
+
+
+def _photos_decode_in_replica(settings: Settings) -> bool:
+    # Asked of the cluster once per worker process (it may ask Ray for the cluster's GPUs).
+    key = settings.model_dump_json()
+    if key not in _decode_in_replica:
+        _decode_in_replica[key] = photos_decode_in_replica(settings)
+    return _decode_in_replica[key]
 
 
 async def _await_all(responses: list, timeout_s: float) -> list:
@@ -89,4 +117,7 @@ async def _await_all(responses: list, timeout_s: float) -> list:
 def process_item_task(item: ClaimedItem, settings: Settings, app_name: str = APP_NAME) -> Outcome:
     yield_cpu_to_foreground()
     configure_pillow()
-    return process_item(item, settings, _storage(settings), serve_depth(app_name, item.model_id))
+    photo_depth = (serve_photo_depth(app_name, item.model_id)
+                   if _photos_decode_in_replica(settings) else None)
+    return process_item(item, settings, _storage(settings), serve_depth(app_name, item.model_id),
+                        photo_depth=photo_depth)

@@ -358,3 +358,40 @@ def test_items_of_each_model_are_processed_by_it(system, tmp_path, monkeypatch):
         assert model["loaded"] and model["replicas"] == 1, model
         (place,) = model["where"]
         assert place["replica"] and place["node"] and place["device"] == "cpu"
+
+
+def test_a_task_sends_a_photo_to_the_replica_to_decode_when_asked(system):
+    """PHOTO_DECODE=replica (what auto picks where the replicas have a GPU): the real processing
+    task sends the photo's bytes through the Serve handle, the replica decodes it (Pillow here,
+    nvJPEG on a GPU) and answers with the depth and renditions the task stores."""
+    import uuid
+    from datetime import UTC, datetime
+
+    import ray
+
+    from cluster.storage import keys as storage_keys
+    from cluster.storage import storage_from_settings
+    from cluster.work.tasks import process_item_task
+    from db.queue import ClaimedItem
+
+    _, settings = system
+    settings = settings.model_copy(update={"photo_decode": "replica"})
+    storage = storage_from_settings(settings)
+    content = media_files.exif_jpeg(media_files.photo("chelsea"), 6)  # upright 300×451
+    key = f"{storage_keys.ORIGINALS}{uuid.uuid4().hex}"
+    storage.put_bytes(key, content, "image/jpeg")
+    now = datetime.now(UTC)
+    item = ClaimedItem(
+        id=uuid.uuid4(), media_id=uuid.uuid4(), model_id="tiny:2", kind="photo",
+        bytes=len(content), mime="image/jpeg", storage_key=key, priority=0, attempts=1,
+        max_attempts=3, lease_owner="test", lease_expires_at=now, queued_at=now)
+    outcome = ray.get(process_item_task.remote(item, settings), timeout=120)
+    assert outcome.status == "completed", outcome.error
+    png = next(m for m in outcome.outputs if m.format == "png16")
+    assert (png.height, png.width) == (518, 350) and png.model_id == "tiny:2"
+    thumbnail = Image.open(io.BytesIO(storage.get_bytes(storage_keys.thumbnail(item.media_id))))
+    preview = Image.open(io.BytesIO(storage.get_bytes(storage_keys.preview(item.media_id))))
+    assert (thumbnail.format, thumbnail.size) == ("WEBP", (166, 250))
+    assert (preview.format, preview.size) == ("JPEG", (300, 451))
+    for output in outcome.outputs:
+        storage.delete(output.storage_key)

@@ -92,6 +92,36 @@ def test_requested_output_size_and_bad_inputs(depth_handle):
     assert not bad.ok and "H×W×3" in bad.error
 
 
+def test_photos_sent_as_bytes_are_decoded_by_the_replica_in_batches(depth_handle, settings):
+    """The photo method: encoded photos in (a batch of them, as the processing tasks send them
+    with PHOTO_DECODE=replica), each photo's depth and renditions out, a bad one failing alone,
+    the model chosen per request as for pixels."""
+    from cluster.model.photos import depth_for_photos
+
+    contents = [media_files.jpeg_bytes(media_files.photo(n)) for n in ("astronaut", "coffee")]
+    contents.append(media_files.exif_jpeg(media_files.photo("chelsea"), 6))
+    sizes = [(40, 40), None, (45, 30)]
+    before = depth_handle.info.remote().result()
+
+    async def send_all():
+        return await asyncio.gather(
+            *[depth_handle.photo.remote(c, s) for c, s in zip(contents, sizes)],
+            depth_handle.photo.remote(b"not a photo", None))
+
+    *answers, bad = asyncio.run(send_all())
+    assert not bad.depth.ok and bad.depth.error.startswith("cannot decode the photo")
+    after = depth_handle.info.remote().result()
+    assert after["batches"] - before["batches"] < 4  # the four requests shared batches
+    core = ModelOptions.from_settings(settings).load()
+    for answer, want in zip(answers, depth_for_photos(core, contents, sizes)):
+        assert answer.depth.ok and answer.decoder == "pillow"  # no GPU here
+        np.testing.assert_allclose(answer.depth.depth, want.depth.depth, rtol=1e-4, atol=1e-4)
+        assert answer.thumbnail.shape == want.thumbnail.shape and answer.preview_jpeg
+    assert answers[2].thumbnail.shape == (250, 166, 3)  # the turned photo, upright
+    other = depth_handle.options(multiplexed_model_id="tiny:2").photo.remote(contents[0], (40, 40))
+    assert not np.allclose(other.result().depth.depth, answers[0].depth.depth)
+
+
 def test_batch_settings_change_through_user_config(depth_handle, settings):
     app = build_depth_app(settings.model_copy(update={"serve_max_batch_size": 2}))
     handle = serve.run(app, name="depth-test", route_prefix=None)

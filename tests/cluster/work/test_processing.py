@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 from cluster.config.settings import Settings
 from cluster.media.decode import VideoFrame
@@ -317,6 +318,89 @@ def test_a_long_video_streams_in_bounded_memory(tmp_path):
     (short, short_peak), (long, long_peak) = run(150), run(2000)
     assert (short, long) == (150, 2000)
     assert long_peak < short_peak * 1.25 + 256 * 1024
+
+
+def test_a_photo_at_original_resolution_gets_depth_at_its_full_upright_size(storage, tmp_path):
+    """Not at the size the photo was decoded at for the model (a 2000×1500 photo is reduced to
+    1000×750 for it)."""
+    settings = Settings(home=tmp_path, database_url="postgresql://unused", model=MODEL,
+                        depth_resolution="original")
+    content = media_files.exif_jpeg(media_files.large_photo(2000, 1500), 6)
+    depth = FakeDepth()
+    outcome = process_item(stored_item(storage, "photo", content), settings, storage, depth)
+    assert outcome.status == "completed", outcome.error
+    assert depth.calls == [([(1000, 750, 3)], [(2000, 1500)])]
+
+
+# ---------------------------------------------------------- photos decoded by the depth replica
+
+
+@pytest.fixture(scope="module")
+def core(tmp_path_factory):
+    from cluster.model.core import DepthEstimator
+
+    return DepthEstimator("tiny", cache_dir=tmp_path_factory.mktemp("models"))
+
+
+class ReplicaPhotoDepth:
+    """The depth replica's photo path (cluster.model.photos) with the tiny model, in-process."""
+
+    def __init__(self, core, fail: BaseException | None = None) -> None:
+        self.core, self.fail, self.calls = core, fail, []
+
+    def __call__(self, content: bytes, size):
+        from cluster.model.photos import depth_for_photos
+
+        self.calls.append(size)
+        if self.fail is not None:
+            raise self.fail
+        (answer,) = depth_for_photos(self.core, [content], [size])
+        return answer
+
+
+def test_a_photo_sent_as_bytes_completes_with_the_outputs_of_one_decoded_here(storage, settings,
+                                                                              core):
+    content = media_files.exif_jpeg(media_files.large_photo(2000, 1500), 6)  # upright 1500×2000
+    item, photo_depth = stored_item(storage, "photo", content), ReplicaPhotoDepth(core)
+    worker = FakeDepth()
+    outcome = process_item(item, settings, storage, worker, photo_depth=photo_depth)
+    assert outcome.status == "completed", outcome.error
+    assert worker.calls == [] and photo_depth.calls == [target_size(2000, 1500)]
+    assert set(outcome.stages) == {*STAGES, "depth_call"}
+    png = next(m for m in outcome.outputs if m.format == "png16")
+    assert (png.height, png.width) == target_size(2000, 1500)
+    assert set(processing_outputs(storage, item)) == {
+        storage_keys.thumbnail(item.media_id), storage_keys.preview(item.media_id),
+        storage_keys.depth(item.media_id, MODEL, "png16"),
+        storage_keys.depth(item.media_id, MODEL, "preview")}
+    thumbnail = Image.open(io.BytesIO(storage.get_bytes(storage_keys.thumbnail(item.media_id))))
+    preview = Image.open(io.BytesIO(storage.get_bytes(storage_keys.preview(item.media_id))))
+    # Upright, as the photo, and the sizes the tasks' own renditions get (Pillow's thumbnail).
+    assert (thumbnail.format, thumbnail.size) == ("WEBP", (187, 250))
+    assert (preview.format, preview.size) == ("JPEG", (1080, 1440))
+
+
+def test_a_photo_sent_as_bytes_fails_as_one_decoded_here(storage, settings, core, photo_bytes):
+    not_a_photo = stored_item(storage, "photo", b"not a photo" * 100)
+    photo_depth = ReplicaPhotoDepth(core)
+    outcome = process_item(not_a_photo, settings, storage, FakeDepth(), photo_depth=photo_depth)
+    assert outcome.status == "failed" and outcome.error.startswith("cannot decode the photo")
+    assert photo_depth.calls == []  # its header is read here: it never left the task
+    # A header that reads, with the data cut short: the replica's decode fails it.
+    truncated = stored_item(storage, "photo", photo_bytes[: len(photo_bytes) // 2])
+    outcome = process_item(truncated, settings, storage, FakeDepth(), photo_depth=photo_depth)
+    assert outcome.status == "failed" and outcome.error.startswith("cannot decode the photo")
+    assert photo_depth.calls == [target_size(512, 512)]
+    assert processing_outputs(storage, truncated) == []
+
+
+def test_a_photo_sent_as_bytes_to_an_unreachable_replica_is_given_back(storage, settings, core,
+                                                                       photo_bytes):
+    item = stored_item(storage, "photo", photo_bytes)
+    outcome = process_item(item, settings, storage, FakeDepth(), photo_depth=ReplicaPhotoDepth(
+        core, fail=DepthUnavailable("no replicas")))
+    assert outcome.status == "unavailable" and outcome.dependency == "depth"
+    assert processing_outputs(storage, item) == []
 
 
 # ------------------------------------------------------------------------------ failed

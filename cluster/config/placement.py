@@ -1,0 +1,23 @@
+"""Where the depth work runs: the GPUs a depth replica takes, and so where photos are decoded."""
+
+from __future__ import annotations
+
+from cluster.config.settings import Settings
+
+
+def depth_replica_gpus(settings: Settings) -> float:
+    """GPUs per depth replica: SERVE_NUM_GPUS, else one where the Ray cluster has a GPU."""
+    if settings.serve_num_gpus is not None:
+        return settings.serve_num_gpus
+    import ray  # only asked where Ray is already up: the runtime, the scheduler's tasks
+
+    return 1 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0
+
+
+def photos_decode_in_replica(settings: Settings) -> bool:
+    """Whether a processing task sends the depth replica a photo's bytes (decoded there, by
+    nvJPEG on a GPU) rather than its decoded pixels. On a CPU the tasks decode: there the decode
+    is spread over every task's core instead of adding to the replica's."""
+    if settings.photo_decode != "auto":
+        return settings.photo_decode == "replica"
+    return depth_replica_gpus(settings) > 0
