@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -110,11 +111,12 @@ def naive(directory: Path, photos: list[bytes], seconds: float) -> tuple[int, fl
     return done, time.perf_counter() - started
 
 
-def model_only(core, batch: int, seconds: float) -> float:
-    """Images a second through the model's forward pass alone, on a ready 4:3 batch."""
+def model_only(core, batch: int, seconds: float, size: tuple[int, int]) -> float:
+    """Images a second through the model's forward pass alone, on a ready batch of photos of
+    ``size`` (height, width)."""
     from cluster.model.contract import target_size
 
-    shape = target_size(3000, 4000)
+    shape = target_size(*size)
     pixels = torch.rand((batch, 3, *shape), device=core.device).to(core.dtype)
 
     @torch.inference_mode()
@@ -129,6 +131,11 @@ def model_only(core, batch: int, seconds: float) -> float:
         done += 1
     synchronize()
     return done * batch / (time.perf_counter() - started)
+
+
+def _warm_encoder(_: int) -> None:
+    import cluster.media.decode  # noqa: F401 - imported once per process, before the clock
+    import cluster.media.depth_encode  # noqa: F401
 
 
 def _encode_outputs(args: tuple[int, np.ndarray, np.ndarray, bytes, str]) -> int:
@@ -149,8 +156,8 @@ def _encode_outputs(args: tuple[int, np.ndarray, np.ndarray, bytes, str]) -> int
     return sum(len(d) for d in files.values())
 
 
-def photo_path(core, photos: list[bytes], batch: int, concurrent: int, encoders: int,
-               out: str) -> dict:
+def photo_path(core, photos: list[bytes], size: tuple[int, int], batch: int, concurrent: int,
+               encoders: int, out: str) -> dict:
     """Every photo through ``depth_for_photos`` in batches (``concurrent`` at once, as the
     replica runs ``max_concurrent_batches``), each batch's answers encoded and written by the
     process pool while the next batches run. Timed from the first batch to the last file."""
@@ -168,14 +175,18 @@ def photo_path(core, photos: list[bytes], batch: int, concurrent: int, encoders:
         nonlocal gpu_seconds
         started = time.perf_counter()
         answers = depth_for_photos(core, [photos[i] for i in indices],
-                                   [target_size(3000, 4000)] * len(indices))
+                                   [target_size(*size)] * len(indices))
         with lock:
             gpu_seconds += time.perf_counter() - started
         return indices, answers
 
     written, failed, decoders = 0, 0, set()
+    # The encoders' processes are started before the GPU threads: forked later, they would copy
+    # a process whose threads hold CUDA and import locks.
+    cpu = ProcessPoolExecutor(encoders, mp_context=multiprocessing.get_context("forkserver"))
+    list(cpu.map(_warm_encoder, range(encoders)))
     started = time.perf_counter()
-    with ThreadPoolExecutor(concurrent) as gpu, ProcessPoolExecutor(encoders) as cpu:
+    with ThreadPoolExecutor(concurrent) as gpu, cpu:
         pending: deque = deque(gpu.submit(run, b) for b in batches[:concurrent])
         encodes = []
         next_batch = concurrent
@@ -234,12 +245,13 @@ def main(argv: list[str] | None = None) -> int:
                               max_batch_size=args.batch)
         results.update(dtype=core.info.dtype, device=core.info.device,
                        gpu_codec=gpu_codec_available(core.device))
-        results["model_only_images_per_s"] = model_only(core, args.batch, args.model_seconds)
+        results["model_only_images_per_s"] = model_only(core, args.batch, args.model_seconds,
+                                                        (height, width))
         print(f"  model only: {results['model_only_images_per_s']:.1f} images/s", file=sys.stderr)
         out = Path(tmp, "out")
         out.mkdir()
-        results["photo_path"] = photo_path(core, photos, args.batch, args.concurrent,
-                                           args.encoders, str(out))
+        results["photo_path"] = photo_path(core, photos, (height, width), args.batch,
+                                           args.concurrent, args.encoders, str(out))
         print(f"  photo path: {results['photo_path']['photos_per_s']:.1f} photos/s",
               file=sys.stderr)
         del core

@@ -20,12 +20,18 @@ claim: each queue is filled with what its claims take on top), filled the same w
 ``--latency-rate`` claims a second (200: 2,000 items/s, well above what a GPU cluster processes).
 The sizes take turns in blocks of ``--latency-block`` claims, so the machine's drift falls on both
 alike.
+What events cost per cycle (``--cycle-batches``): one connection alone runs ``complete_and_claim``
+cycles of each batch size, events on and off in alternating blocks, and the median cycle of each
+is compared; the difference over the events written (item.completed and item.started for each
+item) is the cost of one event row. Without the other claimers' contention it is steadier than
+the throughput loops' ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import multiprocessing as mp
 import os
 import statistics
@@ -37,6 +43,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench.report import write_json
@@ -366,6 +373,32 @@ def _wal(url: str) -> tuple[int, int]:
         return conn.execute("SELECT wal_bytes::bigint, wal_fpi FROM pg_stat_wal").fetchone()
 
 
+def events_cycle(admin: str, batch: int, blocks: int = 16, per_block: int = 20) -> dict:
+    """Median milliseconds of one ``complete_and_claim`` cycle of ``batch`` items with events on
+    and off, the modes alternating in blocks of ``per_block`` cycles on one connection."""
+    url = fresh_database(admin, "depthmill_bench_cycle")
+    migrate(url)
+    depthmill_fill(url, batch * (2 * blocks * per_block + 4))
+    times: dict[str, list[float]] = {"on": [], "off": []}
+    with psycopg.connect(url, autocommit=True) as conn:
+        cycle = functools.partial(queue.complete_and_claim, conn, n=batch, owner="cycle",
+                                  lease_seconds=600, model_id=MODEL)
+        items = queue.claim_batch(conn, batch, "cycle", 600, model_id=MODEL)
+        for _ in range(3):  # warm the plans and the caches
+            _, items = cycle([i.lease for i in items])
+        for block in range(2 * blocks):
+            mode = ("on", "off")[block % 2]
+            conn.execute(sql.SQL("SET depthmill.events = {}").format(sql.Literal(mode)))
+            for _ in range(per_block):
+                started = time.perf_counter()
+                _, items = cycle([i.lease for i in items])
+                times[mode].append(time.perf_counter() - started)
+    drop_database(admin, url)
+    on, off = (statistics.median(times[m]) * 1000 for m in ("on", "off"))
+    return {"on_ms": on, "off_ms": off, "off_over_on": off / on,
+            "us_per_event": (on - off) * 1000 / (2 * batch)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path, help="write results here")
@@ -377,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-samples", type=int, default=2000)
     parser.add_argument("--latency-rate", type=float, default=200,
                         help="claims of 10 per second in the latency runs")
+    parser.add_argument("--cycle-batches", default="10,100",
+                        help="batch sizes of the one-connection events on/off cycle")
     parser.add_argument("--latency-block", type=int, default=200,
                         help="claims in a row at one queue size before the next size's turn")
     args = parser.parse_args(argv)
@@ -398,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         admin, sizes, args.latency_samples, 1 / args.latency_rate, args.latency_block)
     for rows, lat in results["claim_latency"].items():
         print(f"  latency with {rows} queued: {lat}", file=sys.stderr)
+    cycles = [int(b) for b in args.cycle_batches.split(",") if b]
+    results["events_cycle"] = {str(b): events_cycle(admin, b) for b in cycles}
 
     print(f"\n{'batch':>6} {'depthmill jobs/s':>18} {'events off':>11} {'on/off':>7}"
           f" {'two commits':>12} {'pgqueuer jobs/s':>17} {'ratio':>7} {'two commits ratio':>18}")
@@ -413,6 +450,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{rows:>12} {lat['p50_ms']:>13.2f} {lat['p99_ms']:>13.2f}"
               f" {lat['wal_kb_per_cycle']:>13.1f} {lat['full_page_images_per_cycle']:>10.1f}")
 
+    if cycles:
+        print(f"\n{'batch':>6} {'cycle, events on':>17} {'off':>9} {'off/on':>7} {'per event':>10}")
+        for batch, c in results["events_cycle"].items():
+            print(f"{batch:>6} {c['on_ms']:>14.2f} ms {c['off_ms']:>6.2f} ms {c['off_over_on']:>7.2f}"
+                  f" {c['us_per_event']:>7.1f} µs")
     write_json(args.json, results)
     if server is not None:
         server.stop()

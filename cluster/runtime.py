@@ -21,6 +21,7 @@ from ray import serve
 
 from cluster.config.worker_env import FOREGROUND_ENV
 from cluster.events.delivery import get_deliverer, get_or_start_deliverer
+from cluster.config.placement import placed
 from cluster.work.scheduler import get_or_start_scheduler, get_scheduler
 from cluster.config.models import check_models, served_models, tiny_seed
 from cluster.config.settings import Settings
@@ -196,6 +197,7 @@ def up(settings: Settings, *, port: int | None = None, keep_postgres: bool = Tru
     try:
         migrate(url)
         started = connect_ray(settings)
+        settings = placed(settings)
         start_serve(settings)
         from serve_app.app import build_depthmill_app
 

@@ -77,6 +77,10 @@ class DepthDeployment:
         self.loaded_at: dict[str, float] = {self.default_model: time.time()}
         if self.core.device.type == "cpu":
             yield_cpu_to_foreground()  # on a GPU the host CPU work is small; on a CPU it is all
+        else:
+            from cluster.model.photos import gpu_codec_available
+
+            gpu_codec_available(self.core.device)  # probed at start: a warning if it fails
         # The cache size comes from settings, so the decorator is applied here, per replica
         # (Serve looks for multiplexing on instances too), and to a plain function: Serve keeps
         # its cache on the function, and a bound method takes no attributes.
@@ -191,6 +195,7 @@ class DepthDeployment:
             "node": ray.get_runtime_context().get_node_id(),
             "pid": os.getpid(),
             "default_model": self.default_model,
+            "photo_decoder": _photo_decoder(core),
             "loaded_models": {m: {**c.info.as_dict(), "loaded_at": self.loaded_at.get(m)}
                               for m, c in list(self.loaded.items())},
             "batches": self.batches,
@@ -209,6 +214,15 @@ class DepthDeployment:
         (result,) = core.predict([HEALTH_PROBE])
         if not result.ok:
             raise RuntimeError(f"depth model is broken: {result.error}")
+
+
+def _photo_decoder(core: DepthEstimator | None) -> str | None:
+    """What decodes the photos sent to this replica as bytes."""
+    if core is None:
+        return None
+    from cluster.model.photos import gpu_codec_available
+
+    return "nvjpeg" if gpu_codec_available(core.device) else "pillow"
 
 
 def autoscaling_config(settings: Settings) -> dict[str, Any]:

@@ -21,3 +21,13 @@ def photos_decode_in_replica(settings: Settings) -> bool:
     if settings.photo_decode != "auto":
         return settings.photo_decode == "replica"
     return depth_replica_gpus(settings) > 0
+
+
+def placed(settings: Settings) -> Settings:
+    """``settings`` with where the depth work runs decided once, from the cluster the app is
+    deployed to: the replicas' GPUs, and so where photos are decoded. The deployment and every
+    processing task then agree, however the cluster changes later (GPU nodes added by an
+    autoscaler, say); a task deciding alone would go by the cluster as it found it."""
+    in_replica = photos_decode_in_replica(settings)
+    return settings.model_copy(update={"serve_num_gpus": depth_replica_gpus(settings),
+                                       "photo_decode": "replica" if in_replica else "worker"})

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -37,7 +38,10 @@ from cluster.model.core import DepthEstimator
 
 log = logging.getLogger(__name__)
 
-PREVIEW_QUALITY = 85  # the tasks' Pillow preview uses the same
+# nvJPEG's encoder writes baseline 4:4:4 JPEGs, Pillow's (the tasks' previews) progressive
+# 4:2:0 ones: at the same quality a GPU-made preview is somewhat larger.
+PREVIEW_QUALITY = 85
+JPEG_FORMATS = ("JPEG", "MPO")  # MPO: a JPEG with more images after it (phones' gain maps)
 
 
 @cache
@@ -52,9 +56,23 @@ def torchvision_io():
     return torchvision.io
 
 
+@cache
 def gpu_codec_available(device: torch.device) -> bool:
-    """Whether JPEGs decode (and previews encode) on ``device`` itself."""
-    return device.type == "cuda" and torchvision_io() is not None
+    """Whether JPEGs decode (and previews encode) on ``device`` itself: torchvision imports,
+    and a small JPEG decodes and encodes there (torchvision can import with its image operators
+    missing, or built without nvJPEG)."""
+    if device.type != "cuda" or (tvio := torchvision_io()) is None:
+        return False
+    probe = io.BytesIO()
+    Image.new("RGB", (16, 16), (90, 140, 200)).save(probe, "JPEG")
+    try:
+        (pixels,) = _nvjpeg_batch(tvio, [probe.getvalue()], device)
+        tvio.encode_jpeg([pixels], quality=PREVIEW_QUALITY)
+    except Exception as e:  # noqa: BLE001 - whatever a broken install raises
+        log.warning("nvJPEG does not work on %s (%s): photos sent to the depth replica are "
+                    "decoded by Pillow on its CPUs", device, e)
+        return False
+    return True
 
 
 # ------------------------------------------------------------------------------------ decoding
@@ -63,14 +81,23 @@ def gpu_codec_available(device: torch.device) -> bool:
 @dataclass
 class _Header:
     orientation: int
-    nvjpeg: bool  # a JPEG nvJPEG can take (RGB or grayscale, not CMYK)
+    nvjpeg: bool  # a whole JPEG nvJPEG can take (RGB or grayscale, not CMYK)
 
 
 def _header(content: bytes) -> _Header:
     with Image.open(io.BytesIO(content)) as img:
         orientation = img.getexif().get(EXIF_ORIENTATION, 1)
         return _Header(orientation if orientation in range(1, 9) else 1,
-                       img.format == "JPEG" and img.mode in ("RGB", "L"))
+                       img.format in JPEG_FORMATS and img.mode in ("RGB", "L")
+                       and _ends_its_scans(content))
+
+
+def _ends_its_scans(content: bytes) -> bool:
+    """Whether an end-of-image marker follows the last start of scan. nvJPEG can fill what a
+    truncated JPEG lacks with grey where Pillow refuses it, so one that may be cut short goes to
+    Pillow. (Entropy-coded data never holds FF D9; data appended after the image, a motion
+    photo's video, may make a whole JPEG look cut short, and Pillow then decodes it.)"""
+    return content.rfind(b"\xff\xd9") > content.rfind(b"\xff\xda")
 
 
 def orient(pixels: torch.Tensor, orientation: int) -> torch.Tensor:
@@ -97,7 +124,7 @@ def _pillow_decode(content: bytes, device: torch.device) -> torch.Tensor:
     """Upright RGB as a 3×H×W uint8 tensor on ``device``. A JPEG decodes at the reduced DCT scale
     the preview still fits in (the tasks' decode does the same)."""
     with Image.open(io.BytesIO(content)) as img:
-        if img.format == "JPEG":
+        if img.format in JPEG_FORMATS:
             img.draft("RGB", (PREVIEW_SIZE, PREVIEW_SIZE))
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)  # GIF and multi-page TIFF: the first frame
@@ -142,19 +169,41 @@ def _nvjpeg(contents: list[bytes], device: torch.device) -> list[torch.Tensor | 
     if not contents:
         return []
     tvio = torchvision_io()
-    data = [torch.frombuffer(bytearray(c), dtype=torch.uint8) for c in contents]
     try:
-        return list(tvio.decode_jpeg(data, mode=tvio.ImageReadMode.RGB, device=device))
-    except RuntimeError as e:
-        # One bad photo fails the batch: decode one by one to find which.
+        return _nvjpeg_batch(tvio, contents, device)
+    except Exception as e:  # noqa: BLE001 - RuntimeError for a bad photo; no partial results
         log.info("batched nvJPEG decode failed (%s); decoding one by one", e)
     out: list[torch.Tensor | None] = []
-    for one in data:
+    for content in contents:
         try:
-            out.append(tvio.decode_jpeg(one, mode=tvio.ImageReadMode.RGB, device=device))
-        except RuntimeError:
+            out.extend(_nvjpeg_batch(tvio, [content], device))
+        except Exception:  # noqa: BLE001
             out.append(None)
     return out
+
+
+_decode_lock = threading.Lock()
+_decode_streams: dict[torch.device, torch.cuda.Stream] = {}
+
+
+def _nvjpeg_batch(tvio, contents: list[bytes], device: torch.device) -> list[torch.Tensor]:
+    """One ``decode_jpeg`` call on a stream of its own. nvJPEG writes its outputs from a stream
+    that does not wait for the one they were allocated on: allocated on the stream the model
+    runs on, a decode could be handed memory a batch running in the replica's other thread has
+    just freed while that batch's kernels still read it. On a stream only decodes use, one at a
+    time, every earlier decode has finished (the call waits for its own work); the outputs are
+    then marked as used on the caller's stream, so their memory is not reused before it is done.
+    """
+    data = [torch.frombuffer(bytearray(c), dtype=torch.uint8) for c in contents]
+    with _decode_lock:
+        stream = _decode_streams.setdefault(device, torch.cuda.Stream(device))
+        with torch.cuda.stream(stream):
+            decoded = list(tvio.decode_jpeg(data, mode=tvio.ImageReadMode.RGB, device=device))
+        stream.synchronize()
+    caller = torch.cuda.current_stream(device)
+    for pixels in decoded:
+        pixels.record_stream(caller)
+    return decoded
 
 
 # ----------------------------------------------------------------------------------- geometry
@@ -201,27 +250,30 @@ def depth_for_photos(
     core: DepthEstimator, contents: Sequence[bytes],
     output_sizes: Sequence[tuple[int, int] | None],
 ) -> list[PhotoDepth]:
-    """Depth (at each ``output_sizes`` entry, default the model's size for the photo), the JPEG
-    preview and the thumbnail's pixels for each photo's encoded bytes. A photo that cannot be
-    decoded fails alone."""
-    decoded = decode_photos(contents, core.device)
+    """Depth (at each ``output_sizes`` entry; None: the size of the photo's model input), the
+    JPEG preview and the thumbnail's pixels for each photo's encoded bytes. A photo that cannot
+    be decoded or prepared fails alone."""
     results: list[PhotoDepth | None] = [None] * len(contents)
-    photos: list[tuple[int, Decoded]] = []
-    for i, d in enumerate(decoded):
+    # (index, decoder, model input, preview) of each photo decoded
+    prepared: list[tuple[int, str, torch.Tensor, torch.Tensor]] = []
+    for i, d in enumerate(decode_photos(contents, core.device)):
         if isinstance(d, str):
             results[i] = PhotoDepth(DepthResult(None, error=d))
-        else:
-            photos.append((i, d))
-    answers = core.predict([model_input(d.pixels) for _, d in photos],
-                           [output_sizes[i] for i, _ in photos])
-    previews = [resized(d.pixels, fit_within(*d.pixels.shape[-2:], PREVIEW_SIZE))
-                for _, d in photos]
+            continue
+        try:
+            preview = resized(d.pixels, fit_within(*d.pixels.shape[-2:], PREVIEW_SIZE))
+            prepared.append((i, d.decoder, model_input(d.pixels), preview))
+        except Exception as e:  # noqa: BLE001 - out of memory on a huge photo, say
+            results[i] = PhotoDepth(DepthResult(
+                None, error=f"cannot prepare the photo: {type(e).__name__}: {e}"))
+    answers = core.predict([p[2] for p in prepared], [output_sizes[p[0]] for p in prepared])
+    previews = [p[3] for p in prepared]
     thumbnails = [resized(p, fit_within(*p.shape[-2:], THUMBNAIL_SIZE)) for p in previews]
     jpegs = encode_jpegs(previews, core.device)
-    for (i, d), answer, jpeg, thumbnail in zip(photos, answers, jpegs, thumbnails):
+    for (i, decoder, _, _), answer, jpeg, thumbnail in zip(prepared, answers, jpegs, thumbnails):
         results[i] = PhotoDepth(answer, preview_jpeg=jpeg,
                                 thumbnail=thumbnail.permute(1, 2, 0).cpu().numpy(),
-                                decoder=d.decoder)
+                                decoder=decoder)
     return results  # type: ignore[return-value]
 
 
@@ -233,7 +285,7 @@ def encode_jpegs(images: list[torch.Tensor], device: torch.device) -> list[bytes
         try:
             encoded = tvio.encode_jpeg(images, quality=PREVIEW_QUALITY)
             return [bytes(t.cpu().numpy()) for t in encoded]
-        except RuntimeError as e:
+        except Exception as e:  # noqa: BLE001 - fall back rather than fail the batch
             log.info("GPU JPEG encode failed (%s); encoding with Pillow", e)
     out = []
     for image in images:

@@ -112,6 +112,7 @@ def test_photos_sent_as_bytes_are_decoded_by_the_replica_in_batches(depth_handle
     assert not bad.depth.ok and bad.depth.error.startswith("cannot decode the photo")
     after = depth_handle.info.remote().result()
     assert after["batches"] - before["batches"] < 4  # the four requests shared batches
+    assert after["photo_decoder"] == "pillow"  # no GPU here
     core = ModelOptions.from_settings(settings).load()
     for answer, want in zip(answers, depth_for_photos(core, contents, sizes)):
         assert answer.depth.ok and answer.decoder == "pillow"  # no GPU here

@@ -114,28 +114,21 @@ def test_the_depth_matches_the_tasks_decode_of_the_same_photo(core):
 
 class NvjpegStandIn:
     """Decodes as nvJPEG does, on the CPU: the stored pixels (no EXIF orientation), RGB out, a
-    batch failing as a whole when one of its photos is bad, and what it cannot take refused."""
+    batch failing as a whole when it refuses one of its photos. It refuses JPEGs carrying the
+    comment REFUSED (nvJPEG refuses some JPEGs Pillow reads: arithmetic coding, say)."""
 
-    class ImageReadMode:
-        RGB = "RGB"
+    REFUSED = b"nvjpeg refuses this one"
 
     def __init__(self) -> None:
         self.batches: list[int] = []
         self.encoded = 0
 
-    def _one(self, data: torch.Tensor) -> torch.Tensor:
-        try:
-            with Image.open(io.BytesIO(data.numpy().tobytes())) as img:
-                return chw(img.convert("RGB"))
-        except OSError as e:
-            raise RuntimeError(f"nvjpeg: {e}") from None
-
-    def decode_jpeg(self, data, mode, device):
-        assert mode == "RGB" and device == CPU
-        if isinstance(data, list):
-            self.batches.append(len(data))
-            return [self._one(d) for d in data]
-        return self._one(data)
+    def decode_batch(self, tvio, contents: list[bytes], device) -> list[torch.Tensor]:
+        assert tvio is self and device == CPU
+        self.batches.append(len(contents))
+        if any(self.REFUSED in c for c in contents):
+            raise RuntimeError("Error while decoding JPEG images")
+        return [chw(Image.open(io.BytesIO(c)).convert("RGB")) for c in contents]
 
     def encode_jpeg(self, images, quality):
         self.encoded += len(images)
@@ -148,15 +141,19 @@ def nvjpeg(monkeypatch) -> NvjpegStandIn:
     stand_in = NvjpegStandIn()
     monkeypatch.setattr(photos, "torchvision_io", lambda: stand_in)
     monkeypatch.setattr(photos, "gpu_codec_available", lambda device: True)
+    monkeypatch.setattr(photos, "_nvjpeg_batch", stand_in.decode_batch)
     return stand_in
 
 
 def test_jpegs_go_to_the_gpu_decoder_in_one_batch_and_are_turned_upright(nvjpeg, core):
     variants = media_files.photo_variants()
-    names = ["rgb.jpg", "rotated.jpg", "gray.jpg", "cmyk.jpg", "photo.heic", "rgba.png"]
+    names = ["rgb.jpg", "rotated.jpg", "gray.jpg", "cmyk.jpg", "photo.heic", "rgba.png",
+             "motion.jpg"]
     decoded = decode_photos([variants[n] for n in names], CPU)
-    assert nvjpeg.batches == [3]  # the RGB and grayscale JPEGs; CMYK and the rest to Pillow
-    assert [d.decoder for d in decoded] == ["nvjpeg"] * 3 + ["pillow"] * 3
+    # The RGB and grayscale JPEGs, the motion photo's too (a whole JPEG, a video after it); CMYK
+    # and the other formats go to Pillow.
+    assert nvjpeg.batches == [4]
+    assert [d.decoder for d in decoded] == ["nvjpeg"] * 3 + ["pillow"] * 3 + ["nvjpeg"]
     rotated = decoded[1].pixels
     upright = ImageOps.exif_transpose(Image.open(io.BytesIO(variants["rotated.jpg"])))
     assert torch.equal(rotated, chw(upright.convert("RGB")))
@@ -167,10 +164,18 @@ def test_jpegs_go_to_the_gpu_decoder_in_one_batch_and_are_turned_upright(nvjpeg,
 
 def test_a_photo_the_gpu_decoder_refuses_falls_back_to_pillow_alone(nvjpeg):
     good = media_files.jpeg_bytes(media_files.photo("astronaut"))
-    # A JPEG whose header reads but whose data is cut short: the stand-in refuses it, as
-    # nvJPEG refuses what it cannot decode, failing the batch; Pillow then fails it alone.
-    truncated = good[: len(good) // 3]
-    decoded = decode_photos([good, truncated, good], CPU)
-    assert nvjpeg.batches == [3]
-    assert decoded[0].decoder == decoded[2].decoder == "nvjpeg"
+    refused = media_files.with_comment(good, NvjpegStandIn.REFUSED)
+    decoded = decode_photos([good, refused, good], CPU)
+    assert nvjpeg.batches == [3, 1, 1, 1]  # the batch failed as one; then each alone
+    assert [d.decoder for d in decoded] == ["nvjpeg", "pillow", "nvjpeg"]
+    assert torch.equal(decoded[1].pixels, decoded[0].pixels)
+
+
+def test_a_jpeg_cut_short_never_reaches_the_gpu_decoder(nvjpeg):
+    """nvJPEG can fill a truncated JPEG's missing rows with grey; Pillow refuses it."""
+    good = media_files.jpeg_bytes(media_files.photo("astronaut"), progressive=True)
+    truncated = good[: len(good) * 2 // 3]
+    decoded = decode_photos([good, truncated], CPU)
+    assert nvjpeg.batches == [1]
+    assert decoded[0].decoder == "nvjpeg"
     assert isinstance(decoded[1], str) and decoded[1].startswith("cannot decode the photo")
