@@ -76,6 +76,7 @@ def test_a_claim_for_one_model_reads_the_claim_index_in_claim_order(conn):
 
 def test_webhook_claims_read_open_deliveries_not_the_delivered_history(conn):
     from db import webhooks
+    from db.webhooks import deliverer
 
     webhooks.create(conn, "https://example.com/hook", ["*"], "whsec_" + "A" * 32)
     conn.execute("INSERT INTO events (type, data) SELECT 'item.completed', '{}' "
@@ -84,7 +85,7 @@ def test_webhook_claims_read_open_deliveries_not_the_delivered_history(conn):
                  "WHERE id IN (SELECT id FROM webhook_deliveries ORDER BY id LIMIT 19990)")
     conn.execute("ANALYZE webhook_deliveries")
     conn.execute("ANALYZE events")
-    rows = conn.execute("EXPLAIN (FORMAT JSON) " + webhooks._CLAIM,
+    rows = conn.execute("EXPLAIN (FORMAT JSON) " + deliverer._CLAIM,
                         {"n": 16, "owner": "w", "lease_s": 30, "webhook": None}).fetchone()
     scanned = [n for n in nodes(rows[0][0]["Plan"])
                if n["Node Type"] == "Seq Scan" and n.get("Relation Name") in ("webhook_deliveries", "events")]
