@@ -205,17 +205,23 @@ def _put_renditions(item: ClaimedItem, storage: Storage, encoded: tuple[bytes, b
         storage.put_bytes(storage_keys.preview(item.media_id), preview, "image/jpeg")
 
 
-def _process_photo(item, settings, storage, depth, revision, stages: Stages) -> list[NewDepthMap]:
-    """One decode feeds the model and the renditions, and the renditions are encoded while the
-    depth call is out: the task's core does that work instead of waiting on the deployment. They
-    are stored only once the depth answer is in, so an item the model rejects leaves none."""
+def _fetch_photo(item: ClaimedItem, storage: Storage, stages: Stages, read):
+    """The photo's bytes and what ``read`` makes of them (its decode, or its header's size); a
+    photo that cannot be read fails for good."""
     with stages.timed("fetch"):
         content = storage.get_bytes(item.storage_key)
     with stages.timed("decode"):
         try:
-            photo = decode_photo(content)
+            return content, read(content)
         except (OSError, SyntaxError, ValueError) as e:
             raise PermanentError(f"cannot decode the photo: {e}") from None
+
+
+def _process_photo(item, settings, storage, depth, revision, stages: Stages) -> list[NewDepthMap]:
+    """One decode feeds the model and the renditions, and the renditions are encoded while the
+    depth call is out: the task's core does that work instead of waiting on the deployment. They
+    are stored only once the depth answer is in, so an item the model rejects leaves none."""
+    _, photo = _fetch_photo(item, storage, stages, decode_photo)
     with ThreadPoolExecutor(1, thread_name_prefix="depthmill-depth") as pool:
         asked = time.perf_counter()
         answer = pool.submit(depth, [photo.model], [_output_size(photo.size, settings)])
@@ -237,13 +243,7 @@ def _process_photo_bytes(item, settings, storage, photo_depth: PhotoDepthFn, rev
     """The photo decoded by the depth replica (nvJPEG on a GPU): its bytes go there, its depth,
     preview JPEG and thumbnail pixels come back, and the PNG and WebP encodes are done here, on
     the task's core. Only the header is read here, for the depth map's size."""
-    with stages.timed("fetch"):
-        content = storage.get_bytes(item.storage_key)
-    with stages.timed("decode"):
-        try:
-            size = upright_size(content)
-        except (OSError, SyntaxError, ValueError) as e:
-            raise PermanentError(f"cannot decode the photo: {e}") from None
+    content, size = _fetch_photo(item, storage, stages, upright_size)
     asked = time.perf_counter()
     with stages.timed("depth"):
         answer = photo_depth(content, _output_size(size, settings))

@@ -22,15 +22,19 @@ from db.queue import ClaimedItem
 DEPTH_TIMEOUT_S = 300
 
 
-_storages: dict[str, Storage] = {}
+_per_process: dict[tuple[str, str], object] = {}
+
+
+def _once_per_process(what: str, settings: Settings, make):
+    """``make(settings)`` once per worker process and settings, not once per task."""
+    key = (what, settings.model_dump_json())
+    if key not in _per_process:
+        _per_process[key] = make(settings)
+    return _per_process[key]
 
 
 def _storage(settings: Settings) -> Storage:
-    # One client per worker process, not per task.
-    key = settings.model_dump_json()
-    if key not in _storages:
-        _storages[key] = storage_from_settings(settings)
-    return _storages[key]
+    return _once_per_process("storage", settings, storage_from_settings)
 
 
 _depth_handles: dict[str, object] = {}
@@ -83,15 +87,10 @@ def _call_deployment(app_name: str, model_id: str | None, method: str, requests:
         raise DepthUnavailable(f"{type(e).__name__}: {e}") from e
 
 
-_decode_in_replica: dict[str, bool] = {}
-
-
 def _photos_decode_in_replica(settings: Settings) -> bool:
-    # Asked of the cluster once per worker process (it may ask Ray for the cluster's GPUs).
-    key = settings.model_dump_json()
-    if key not in _decode_in_replica:
-        _decode_in_replica[key] = photos_decode_in_replica(settings)
-    return _decode_in_replica[key]
+    # With PHOTO_DECODE=auto (depthmill up decides it; a scheduler started otherwise may not),
+    # this asks Ray for the cluster's GPUs.
+    return _once_per_process("photo decode", settings, photos_decode_in_replica)
 
 
 async def _await_all(responses: list, timeout_s: float) -> list:
