@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from db.media import MediaItem
 from db.queue import Kind, QueueItem, Status
@@ -215,6 +215,8 @@ class ModelPlace(BaseModel):
     replica: str | None
     node: str | None  # the Ray node id
     device: str | None
+    photo_decoder: Literal["nvjpeg", "pillow"] | None = Field(
+        default=None, description="what decodes the photos sent to this replica as bytes")
 
 
 class ModelOut(BaseModel):

@@ -358,6 +358,7 @@ def test_items_of_each_model_are_processed_by_it(system, tmp_path, monkeypatch):
         assert model["loaded"] and model["replicas"] == 1, model
         (place,) = model["where"]
         assert place["replica"] and place["node"] and place["device"] == "cpu"
+        assert place["photo_decoder"] == "pillow"  # no GPU here
 
 
 def test_a_task_sends_a_photo_to_the_replica_to_decode_when_asked(system):

@@ -10,7 +10,7 @@ from db.connection import DatabaseUnavailable
 from serve_app.api.routes import health as health_routes
 
 INFO = {"model_id": "tiny", "revision": None, "device": "cpu", "dtype": "float32",
-        "real_estimate": False}
+        "real_estimate": False, "photo_decoder": "pillow"}
 SCHEDULER_OK = {"depth_available": True, "storage_available": True, "last_error": None,
                 "paused": False, "in_flight": 0}
 

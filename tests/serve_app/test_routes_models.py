@@ -26,7 +26,8 @@ def test_models_lists_the_served_model_with_its_licence_and_whether_it_is_loaded
     assert loaded.json() == {"models": [{"id": "tiny", "licence": TINY_LICENCE, "loaded": True,
                                          "replicas": 2, "device": INFO["device"],
                                          "where": [{"replica": None, "node": None,
-                                                    "device": INFO["device"]}]}]}
+                                                    "device": INFO["device"],
+                                                    "photo_decoder": "pillow"}]}]}
 
     down = make_api(depth=FakeDepth(RuntimeError("replica died"))).get("/api/ai/models")
     assert down.json()["models"] == [{"id": "tiny", "licence": TINY_LICENCE, "loaded": False,
@@ -93,7 +94,8 @@ def test_models_lists_every_served_model_and_the_replicas_that_have_it(make_api)
     assert listed["tiny"]["replicas"] == 2 and listed["tiny:2"]["replicas"] == 1
     assert listed["tiny:2"] == {"id": "tiny:2", "licence": TINY_LICENCE, "loaded": True,
                                 "replicas": 1, "device": "cpu",
-                                "where": [{"replica": "r2", "node": "node-1", "device": "cpu"}]}
+                                "where": [{"replica": "r2", "node": "node-1", "device": "cpu",
+                                           "photo_decoder": "pillow"}]}
     idle = make_api(models="tiny,tiny:2", depth=EveryReplica([replica("r1", "tiny")]))
     second = idle.get("/api/ai/models").json()["models"][1]
     assert (second["loaded"], second["replicas"], second["where"]) == (False, 0, [])

@@ -55,7 +55,8 @@ def _places(infos: list[dict], model: str) -> list[ModelPlace]:
         loaded = info.get("loaded_models") or {info.get("model_id"): info}
         if model in loaded:
             places.append(ModelPlace(replica=info.get("replica"), node=info.get("node"),
-                                     device=loaded[model].get("device")))
+                                     device=loaded[model].get("device"),
+                                     photo_decoder=info.get("photo_decoder")))
     return places
 
 
