@@ -28,6 +28,6 @@ def placed(settings: Settings) -> Settings:
     deployed to: the replicas' GPUs, and so where photos are decoded. The deployment and every
     processing task then agree, however the cluster changes later (GPU nodes added by an
     autoscaler, say); a task deciding alone would go by the cluster as it found it."""
+    settings = settings.model_copy(update={"serve_num_gpus": depth_replica_gpus(settings)})
     in_replica = photos_decode_in_replica(settings)
-    return settings.model_copy(update={"serve_num_gpus": depth_replica_gpus(settings),
-                                       "photo_decode": "replica" if in_replica else "worker"})
+    return settings.model_copy(update={"photo_decode": "replica" if in_replica else "worker"})

@@ -78,9 +78,33 @@ EXIF_ORIENTATION = 0x0112
 _TURNED = (5, 6, 7, 8)  # the EXIF orientations that swap width and height
 
 
+def exif_orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1–8) of an opened image; 1, upright, when it has none or a bad one."""
+    orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+    return orientation if orientation in range(1, 9) else 1
+
+
 def _upright_size(img: Image.Image) -> tuple[int, int]:
     w, h = img.size
-    return (w, h) if img.getexif().get(EXIF_ORIENTATION) in _TURNED else (h, w)
+    return (w, h) if exif_orientation(img) in _TURNED else (h, w)
+
+
+def _decoded_upright(img: Image.Image, box: int) -> Image.Image:
+    """An opened image decoded, turned upright and in RGB; a JPEG at the reduced DCT scale that
+    still fills ``box`` on both sides; the first frame of a GIF or multi-page TIFF."""
+    if img.format == "JPEG":
+        img.draft("RGB", (box, box))
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)
+    img.load()
+    return to_rgb(ImageOps.exif_transpose(img))
+
+
+def decode_upright(source: Source, box: int = PREVIEW_SIZE) -> Image.Image:
+    """The photo decoded upright in RGB, at no less than ``box`` on both sides where a JPEG's
+    reduced DCT scale allows."""
+    with _open(source) as img:
+        return _decoded_upright(img, box)
 
 
 def upright_size(source: Source) -> tuple[int, int]:
@@ -98,12 +122,7 @@ def decode_photo(source: Source, short_side: int = MODEL_SHORT_SIDE) -> DecodedP
     entropy decode of every photo."""
     with _open(source) as img:
         size = _upright_size(img)
-        if img.format == "JPEG":
-            img.draft("RGB", (PREVIEW_SIZE, PREVIEW_SIZE))
-        if getattr(img, "n_frames", 1) > 1:
-            img.seek(0)  # GIF and multi-page TIFF: the first frame
-        img.load()
-        upright = to_rgb(ImageOps.exif_transpose(img))
+        upright = _decoded_upright(img, PREVIEW_SIZE)
     factor = max(1, min(upright.size) // short_side)
     model = np.asarray(upright.reduce(factor) if factor > 1 else upright)  # a copy of the pixels
     upright.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE), Image.Resampling.LANCZOS)
@@ -112,10 +131,7 @@ def decode_photo(source: Source, short_side: int = MODEL_SHORT_SIDE) -> DecodedP
 
 def _rendition(source: Source, size: int) -> Image.Image:
     with _open(source) as img:
-        if img.format == "JPEG":
-            img.draft("RGB", (size, size))
-        img.load()
-        out = to_rgb(ImageOps.exif_transpose(img))
+        out = _decoded_upright(img, size)
     out.thumbnail((size, size), Image.Resampling.LANCZOS)
     return out
 

@@ -24,14 +24,14 @@ from functools import cache
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 
 from cluster.media.decode import (
-    EXIF_ORIENTATION,
     MODEL_SHORT_SIDE,
     PREVIEW_SIZE,
     THUMBNAIL_SIZE,
-    to_rgb,
+    decode_upright,
+    exif_orientation,
 )
 from cluster.model.contract import DepthResult, PhotoDepth
 from cluster.model.core import DepthEstimator
@@ -86,10 +86,8 @@ class _Header:
 
 def _header(content: bytes) -> _Header:
     with Image.open(io.BytesIO(content)) as img:
-        orientation = img.getexif().get(EXIF_ORIENTATION, 1)
-        return _Header(orientation if orientation in range(1, 9) else 1,
-                       img.format in JPEG_FORMATS and img.mode in ("RGB", "L")
-                       and _ends_its_scans(content))
+        return _Header(exif_orientation(img), img.format in JPEG_FORMATS
+                       and img.mode in ("RGB", "L") and _ends_its_scans(content))
 
 
 def _ends_its_scans(content: bytes) -> bool:
@@ -121,16 +119,10 @@ def orient(pixels: torch.Tensor, orientation: int) -> torch.Tensor:
 
 
 def _pillow_decode(content: bytes, device: torch.device) -> torch.Tensor:
-    """Upright RGB as a 3×H×W uint8 tensor on ``device``. A JPEG decodes at the reduced DCT scale
-    the preview still fits in (the tasks' decode does the same)."""
-    with Image.open(io.BytesIO(content)) as img:
-        if img.format in JPEG_FORMATS:
-            img.draft("RGB", (PREVIEW_SIZE, PREVIEW_SIZE))
-        if getattr(img, "n_frames", 1) > 1:
-            img.seek(0)  # GIF and multi-page TIFF: the first frame
-        img.load()
-        upright = np.asarray(to_rgb(ImageOps.exif_transpose(img)))
-    return torch.from_numpy(upright.copy()).permute(2, 0, 1).to(device)
+    """Upright RGB as a 3×H×W uint8 tensor on ``device``, decoded as the tasks decode (a JPEG
+    at the reduced DCT scale the preview still fits in)."""
+    upright = np.array(decode_upright(content, PREVIEW_SIZE))
+    return torch.from_numpy(upright).permute(2, 0, 1).to(device)
 
 
 @dataclass
