@@ -91,7 +91,7 @@ def drop_database(admin: str, url: str) -> None:
 def depthmill_fill(url: str, jobs: int) -> list[int]:
     """Queue ``jobs`` items; returns their priorities in arrival order."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE media_items, processing_queue_completed, events CASCADE")
+        conn.execute("TRUNCATE media_items, processing_queue_completed, event_batches CASCADE")
         conn.execute(
             """
             INSERT INTO media_items (kind, storage_key, sha256, mime, bytes)

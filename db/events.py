@@ -1,4 +1,7 @@
-"""The events outbox (migration 013): writing an event, and reading them in a safe order.
+"""The events outbox (migrations 013, 020): writing an event, and reading them in a safe order.
+
+The outbox holds batches: one row per writing statement, each of its events an element of the
+row's arrays with an id of its own (the batch's id plus its place in it; migration 020).
 
 Most events are written by triggers and the queue's completing statements, in the transaction of
 the change they report; ``emit`` is for the few that report something no table change says
@@ -71,8 +74,8 @@ def emit(conn: psycopg.Connection, type_: str, data: dict) -> int:
     # Read positionally whatever the connection's row factory (the pool's is dict_row).
     with conn.cursor(row_factory=tuple_row) as cur:
         row = cur.execute(
-            "INSERT INTO events (type, data) VALUES (%s, %s) RETURNING id", [type_, Jsonb(data)]
-        ).fetchone()
+            "INSERT INTO event_batches (types, detail) VALUES (ARRAY[%s], ARRAY[%s::jsonb]) "
+            "RETURNING id", [type_, Jsonb(data)]).fetchone()
     return row[0]
 
 
@@ -95,12 +98,25 @@ def _horizon(conn: psycopg.Connection) -> str:
         return cur.execute(_HORIZON).fetchone()[0]
 
 
+# The batch an event id is in: the one with the greatest id at or below it, if it reaches it.
+_BATCH_OF = """
+    SELECT xid::text, id FROM (
+        SELECT xid, id, types FROM event_batches WHERE id <= %(id)s ORDER BY id DESC LIMIT 1
+    ) AS b
+    WHERE %(id)s < b.id + cardinality(b.types)
+"""
+
+# The batches after a position in (xid, id) order, through their index, each expanded into its
+# events; the events up to the position itself (of its own batch) are left out.
 _READ = """
-    SELECT e.id, e.type, e.data, e.created_at FROM events e
-    WHERE e.xid < %(horizon)s::xid8
-      AND (e.xid, e.id) > (%(xid)s::xid8, %(id)s::bigint)
-      AND e.id > %(min_id)s
-    ORDER BY e.xid, e.id
+    SELECT b.id + i - 1 AS id, b.types[i] AS type, depthmill_event_data(b, i) AS data,
+           b.created_at
+    FROM event_batches b CROSS JOIN LATERAL generate_subscripts(b.types, 1) AS i
+    WHERE b.xid < %(horizon)s::xid8
+      AND (b.xid, b.id) >= (%(xid)s::xid8, %(batch)s::bigint)
+      AND (b.xid, b.id + i - 1) > (%(xid)s::xid8, %(after)s::bigint)
+      AND b.id + i - 1 > %(min_id)s
+    ORDER BY b.xid, b.id, i
     LIMIT %(limit)s
 """
 
@@ -117,12 +133,12 @@ def read_after(
     ``after`` no longer in the outbox (pruned, or from another database): the events with a
     larger id, which is as near as the outbox can tell.
     """
-    position = {"xid": "0", "id": 0, "min_id": 0}
+    position = {"xid": "0", "batch": 0, "after": 0, "min_id": 0}
     if after is not None:
         with conn.cursor(row_factory=tuple_row) as cur:
-            row = cur.execute("SELECT xid::text, id FROM events WHERE id = %s", [after]).fetchone()
-        position = ({"xid": row[0], "id": row[1], "min_id": 0} if row
-                    else {"xid": "0", "id": 0, "min_id": after})
+            row = cur.execute(_BATCH_OF, {"id": after}).fetchone()
+        position = ({"xid": row[0], "batch": row[1], "after": after, "min_id": 0} if row
+                    else {"xid": "0", "batch": 0, "after": 0, "min_id": after})
     params = {**position, "horizon": _horizon(conn), "limit": limit}
     with conn.cursor(row_factory=class_row(Event)) as cur:
         return cur.execute(_READ, params).fetchall()
@@ -134,6 +150,6 @@ def latest(conn: psycopg.Connection) -> int | None:
     horizon = _horizon(conn)
     with conn.cursor(row_factory=tuple_row) as cur:
         row = cur.execute(
-            "SELECT id FROM events WHERE xid < %s::xid8 ORDER BY xid DESC, id DESC LIMIT 1",
-            [horizon]).fetchone()
+            "SELECT id + cardinality(types) - 1 FROM event_batches WHERE xid < %s::xid8 "
+            "ORDER BY xid DESC, id DESC LIMIT 1", [horizon]).fetchone()
     return row[0] if row else None

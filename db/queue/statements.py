@@ -111,16 +111,6 @@ def claim_ctes(scope: ModelScope) -> sql.Composed:
     ).format(model_filter=_MODEL_FILTERS[scope])
 
 
-def build_claim_query(scope: ModelScope) -> sql.Composed:
-    """Claim the most urgent claimable items and lease them, in one statement (``claim_ctes``
-    picks, ``LEASE`` leases)."""
-    return sql.SQL("WITH {ctes} {lease}").format(
-        ctes=claim_ctes(scope), lease=LEASE)
-
-
-CLAIMS = {scope: build_claim_query(scope) for scope in _MODEL_FILTERS}
-
-
 # The columns both queue tables share, in table order (a test holds this to the schema).
 TABLE_COLUMNS = (
     "id", "media_id", "model_id", "status", "priority", "attempts", "max_attempts", "last_error",
@@ -155,12 +145,10 @@ EXTEND = sql.SQL(
 ).format(held=HELD)
 
 
-def completion(done: sql.Composable, processing_duration: sql.Composable,
-               outputs: sql.Composable) -> sql.Composed:
+def completion(done: sql.Composable, processing_duration: sql.Composable) -> sql.Composed:
     """The CTEs that complete the rows ``done`` deletes from processing_queue (RETURNING them):
     ``archived`` inserts them, completed, into processing_queue_completed (one statement, so an
-    item is always in exactly one table) and returns their ids; ``completed_events`` writes
-    each one's item.completed, with ``outputs`` (a jsonb array, read per row of ``done``)."""
+    item is always in exactly one table) and returns their ids."""
     completed = {
         "status": sql.SQL("'completed'"),
         "lease_owner": sql.SQL("NULL"),
@@ -176,25 +164,87 @@ def completion(done: sql.Composable, processing_duration: sql.Composable,
             INSERT INTO processing_queue_completed ({columns})
             SELECT {values} FROM done
             RETURNING id
-        ),
-        completed_events AS (
-            INSERT INTO events (type, data)
-            SELECT 'item.completed', jsonb_build_object(
-                       'item_id', done.id, 'media_id', done.media_id, 'model', done.model_id,
-                       'kind', done.kind, 'status', 'completed', 'priority', done.priority,
-                       'attempt', done.attempts, 'max_attempts', done.max_attempts,
-                       'seconds', {processing_duration}, 'outputs', coalesce({outputs}, '[]'))
-            FROM done WHERE depthmill_events_on()
-            ORDER BY done.priority, done.id
         )
         """
     ).format(
         done=done,
         columns=sql.SQL(", ").join(map(sql.Identifier, TABLE_COLUMNS)),
         values=sql.SQL(", ").join(completed.get(c, sql.Identifier(c)) for c in TABLE_COLUMNS),
-        processing_duration=processing_duration,
-        outputs=outputs,
     )
+
+
+# How long the attempt ``done`` completes ran.
+RUN_TIME = sql.SQL("extract(epoch FROM now() - done.started_at)")
+
+
+# The events of a statement's items, one source per kind of event: each selects (step, type,
+# id, media_id, model_id, kind, priority, attempts, max_attempts, detail); ``step`` orders the
+# sources' events within the batch.
+def completed_events(seconds: sql.Composable, outputs: sql.Composable) -> sql.Composed:
+    """item.completed of each ``done`` row, with how long it ran and what it stored
+    (``outputs``, a jsonb array per row of ``done``)."""
+    return sql.SQL(
+        """SELECT 0 AS step, 'item.completed' AS type, done.id, done.media_id, done.model_id,
+                  done.kind, done.priority, done.attempts, done.max_attempts,
+                  jsonb_build_object('seconds', {seconds}, 'outputs', coalesce({outputs}, '[]'))
+                      AS detail
+           FROM done"""
+    ).format(seconds=seconds, outputs=outputs)
+
+
+# item.started of each row ``claimed`` leased.
+STARTED = sql.SQL(
+    """SELECT 1 AS step, 'item.started' AS type, c.id, c.media_id, c.model_id, c.kind,
+              c.priority, c.attempts, c.max_attempts,
+              jsonb_build_object('worker', c.lease_owner) AS detail
+       FROM claimed c"""
+)
+
+
+_BATCH_COLUMNS = ("types", "item_id", "media_id", "model", "kind", "priority", "attempt",
+                  "max_attempts", "detail")
+_SOURCE_COLUMNS = ("type", "id", "media_id", "model_id", "kind", "priority", "attempts",
+                   "max_attempts", "detail")
+
+
+def item_events(*sources: sql.Composable) -> sql.Composed:
+    """The CTE ``written``: the events of ``sources`` as one outbox batch (migration 020), in
+    order (by step, then claim order), a slice of 1024 per row when there are more. Building
+    arrays of the items' columns costs a fraction of building each event's JSON, which readers
+    do instead (depthmill_event_data). Events off (``depthmill.events``): nothing."""
+    return sql.SQL(
+        """
+        written AS (
+            INSERT INTO event_batches ({columns})
+            SELECT {slices}
+            FROM (SELECT {gathered}
+                  -- array_agg keeps the order of an ordered subquery; whatever it is, every
+                  -- array is built from the same rows in the same order, so they align.
+                  FROM ({sources} ORDER BY step, priority, id) AS e) AS a,
+                 generate_series(1, cardinality(a.types), 1024) AS s
+            WHERE depthmill_events_on()
+            ORDER BY s
+        )
+        """
+    ).format(
+        columns=sql.SQL(", ").join(map(sql.Identifier, _BATCH_COLUMNS)),
+        slices=sql.SQL(", ").join(sql.SQL("a.{}[s:s + 1023]").format(sql.Identifier(c))
+                                  for c in _BATCH_COLUMNS),
+        gathered=sql.SQL(", ").join(
+            sql.SQL("array_agg(e.{}) AS {}").format(sql.Identifier(src), sql.Identifier(col))
+            for src, col in zip(_SOURCE_COLUMNS, _BATCH_COLUMNS)),
+        sources=sql.SQL(" UNION ALL ").join(sources),
+    )
+
+
+def build_claim_query(scope: ModelScope) -> sql.Composed:
+    """Claim the most urgent claimable items and lease them, in one statement (``claim_ctes``
+    picks, ``LEASE`` leases), with their item.started events."""
+    return sql.SQL("WITH {ctes}, claimed AS ({lease}), {events} SELECT * FROM claimed").format(
+        ctes=claim_ctes(scope), lease=LEASE, events=item_events(STARTED))
+
+
+CLAIMS = {scope: build_claim_query(scope) for scope in _MODEL_FILTERS}
 
 
 # Completing holders name what they stored, per item (``outputs``: format, width, height).
@@ -209,11 +259,11 @@ DELETE_HELD = sql.SQL(
 ).format(held=HELD)
 
 
-RUN_TIME = sql.SQL("extract(epoch FROM now() - done.started_at)")
+COMPLETED_BY_HOLDER = completed_events(RUN_TIME, sql.SQL("done.outputs"))
 
 
-COMPLETE = sql.SQL("WITH {completion} SELECT id FROM archived").format(
-    completion=completion(DELETE_HELD, RUN_TIME, sql.SQL("done.outputs")))
+COMPLETE = sql.SQL("WITH {completion}, {events} SELECT id FROM archived").format(
+    completion=completion(DELETE_HELD, RUN_TIME), events=item_events(COMPLETED_BY_HOLDER))
 
 
 def build_complete_and_claim_query(scope: ModelScope) -> sql.Composed:
@@ -223,13 +273,15 @@ def build_complete_and_claim_query(scope: ModelScope) -> sql.Composed:
         """
         WITH {completion},
              {claim_ctes},
-             claimed AS ({lease})
+             claimed AS ({lease}),
+             {events}
         SELECT NULL::uuid AS completed, claimed.* FROM claimed
         UNION ALL
         SELECT id, {nulls} FROM archived
         """
-    ).format(completion=completion(DELETE_HELD, RUN_TIME, sql.SQL("done.outputs")),
+    ).format(completion=completion(DELETE_HELD, RUN_TIME),
              claim_ctes=claim_ctes(scope), lease=LEASE,
+             events=item_events(COMPLETED_BY_HOLDER, STARTED),
              nulls=sql.SQL(", ").join([sql.SQL("NULL")] * len(fields(ClaimedItem))))
 
 
@@ -358,7 +410,7 @@ RETRY_ALL_FAILED = sql.SQL(
 
 
 # Reprocessing wrote the outputs of these items' media already: the events name what is stored.
-CLOSE_FAILED = sql.SQL("WITH {completion} SELECT id FROM archived").format(
+CLOSE_FAILED = sql.SQL("WITH {completion}, {events} SELECT id FROM archived").format(
     completion=completion(
         sql.SQL(
             """
@@ -369,24 +421,27 @@ CLOSE_FAILED = sql.SQL("WITH {completion} SELECT id FROM archived").format(
             """
         ),
         sql.SQL("done.processing_duration"),
+    ),
+    events=item_events(completed_events(
+        sql.SQL("done.processing_duration"),
         sql.SQL(
             """(SELECT jsonb_agg(jsonb_build_object('format', d.format, 'width', d.width,
                                                    'height', d.height) ORDER BY d.format)
                 FROM depth_maps d
                 WHERE d.media_id = done.media_id AND d.model_id = done.model_id)"""
         ),
-    )
+    )),
 )
 
 
 # The queue ran dry for a model: nothing of it is waiting, backing off or running any more.
 REPORT_DRAINED = sql.SQL(
     """
-    INSERT INTO events (type, data)
-    SELECT 'queue.drained', jsonb_build_object(
+    INSERT INTO event_batches (types, detail)
+    SELECT ARRAY['queue.drained'], ARRAY[jsonb_build_object(
                'model', %(model_id)s::text,
                'failed', (SELECT count(*) FROM processing_queue
-                          WHERE model_id = %(model_id)s AND status = 'failed'))
+                          WHERE model_id = %(model_id)s AND status = 'failed'))]
     WHERE depthmill_events_on() AND NOT EXISTS (
         SELECT 1 FROM processing_queue
         WHERE model_id = %(model_id)s AND status IN ('pending', 'queued', 'processing'))

@@ -43,11 +43,12 @@ _CLAIM = """
     UPDATE webhook_deliveries d
     SET status = 'delivering', attempts = d.attempts + 1, lease_owner = %(owner)s,
         lease_expires_at = now() + make_interval(secs => %(lease_s)s)
-    FROM picked, webhooks w, events e
-    WHERE d.id = picked.id AND w.id = d.webhook_id AND e.id = d.event_id
-    RETURNING d.id, d.webhook_id, w.url, w.secret, d.event_id, e.type AS event_type,
-              e.data AS event_data, e.created_at AS event_created_at, d.attempts AS attempt,
-              d.lease_owner
+    FROM picked, webhooks w, event_batches b
+    WHERE d.id = picked.id AND w.id = d.webhook_id AND b.id = d.batch_id
+    RETURNING d.id, d.webhook_id, w.url, w.secret, d.event_id,
+              b.types[d.event_id - b.id + 1] AS event_type,
+              depthmill_event_data(b, (d.event_id - b.id + 1)::int) AS event_data,
+              b.created_at AS event_created_at, d.attempts AS attempt, d.lease_owner
 """
 
 
@@ -154,16 +155,17 @@ def record_and_claim_next(
 
 
 def prune_events(conn: psycopg.Connection, older_than_s: float, batch: int = 1000) -> int:
-    """Delete up to ``batch`` events older than ``older_than_s`` that no delivery still waits on
-    (their finished deliveries go with them); the caller repeats while a full batch went."""
+    """Delete up to ``batch`` outbox batches older than ``older_than_s`` of whose events no
+    delivery still waits on one (their finished deliveries go with them); the caller repeats
+    while a full batch went. A batch is written by one statement, so all its events are as old."""
     rows = fetch_all(
         conn,
-        """DELETE FROM events WHERE id IN (
-               SELECT e.id FROM events e
-               WHERE e.created_at < now() - make_interval(secs => %s)
+        """DELETE FROM event_batches WHERE id IN (
+               SELECT b.id FROM event_batches b
+               WHERE b.created_at < now() - make_interval(secs => %s)
                  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
-                                 WHERE d.event_id = e.id AND d.status IN ('pending', 'delivering'))
-               ORDER BY e.id LIMIT %s)
+                                 WHERE d.batch_id = b.id AND d.status IN ('pending', 'delivering'))
+               ORDER BY b.id LIMIT %s)
            RETURNING id""", [older_than_s, batch])
     return len(rows)
 

@@ -17,7 +17,8 @@ from db.webhooks.endpoints import get
 from db.webhooks.execute import fetch_one
 from db.webhooks.types import DELIVERY_STATUSES, Delivery, DeliveryInFlight, DeliveryPage
 
-_DELIVERY_COLUMNS = """d.id, d.webhook_id, d.event_id, e.type AS event_type, d.status, d.attempts,
+_DELIVERY_COLUMNS = """d.id, d.webhook_id, d.event_id, b.types[d.event_id - b.id + 1] AS event_type,
+    d.status, d.attempts,
     d.next_attempt_at, d.response_status, d.response_body, d.last_error, d.latency_ms,
     d.created_at, d.delivered_at"""
 
@@ -25,7 +26,8 @@ _DELIVERY_COLUMNS = """d.id, d.webhook_id, d.event_id, e.type AS event_type, d.s
 def get_delivery(conn: psycopg.Connection, webhook_id: uuid.UUID, delivery_id: int) -> Delivery:
     with conn.cursor(row_factory=class_row(Delivery)) as cur:
         row = cur.execute(
-            f"""SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
+            f"""SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries d
+                JOIN event_batches b ON b.id = d.batch_id
                 WHERE d.id = %s AND d.webhook_id = %s""", [delivery_id, webhook_id]).fetchone()
     if row is None:
         raise NotFound(f"no delivery {delivery_id} of webhook {webhook_id}")
@@ -51,7 +53,8 @@ def list_deliveries(
         raise InvalidCursor(f"invalid cursor {cursor[:64]!r}")
     with conn.cursor(row_factory=class_row(Delivery)) as cur:
         rows = cur.execute(
-            f"""SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
+            f"""SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries d
+                JOIN event_batches b ON b.id = d.batch_id
                 WHERE d.webhook_id = %(webhook_id)s
                   AND (%(status)s::text IS NULL OR d.status = %(status)s)
                   AND (%(before)s::bigint IS NULL OR d.id < %(before)s)
@@ -89,9 +92,10 @@ def send_test(conn: psycopg.Connection, webhook_id: uuid.UUID) -> Delivery:
     hook = get(conn, webhook_id)
     row = fetch_one(
         conn,
-        """WITH event AS (INSERT INTO events (type, data) VALUES ('webhook.test', %s) RETURNING id)
-           INSERT INTO webhook_deliveries (webhook_id, event_id)
-           SELECT %s, id FROM event RETURNING id""",
+        """WITH event AS (INSERT INTO event_batches (types, detail)
+                          VALUES (ARRAY['webhook.test'], ARRAY[%s::jsonb]) RETURNING id)
+           INSERT INTO webhook_deliveries (webhook_id, batch_id, event_id)
+           SELECT %s, id, id FROM event RETURNING id""",
         [Jsonb({"webhook_id": str(hook.id), "url": hook.url}), webhook_id])
     conn.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])  # wake the deliverer
     return get_delivery(conn, webhook_id, row[0])

@@ -176,3 +176,47 @@ def test_one_statement_changing_many_items_writes_every_event(conn):
     n = conn.execute("SELECT count(DISTINCT data->>'item_id') FROM events "
                      "WHERE type = 'item.failed' AND id > %s", [start or 0]).fetchone()[0]
     assert n == 5_000
+    # The statement's events fill several outbox batches (1,024 at most each); a reader pages
+    # through all of them once, in order, and resumes from any one of them.
+    sizes = [r[0] for r in conn.execute(
+        "SELECT cardinality(types) FROM event_batches WHERE id > %s ORDER BY id", [start or 0])]
+    assert sizes == [1024] * 4 + [5_000 - 4 * 1024]
+    read, position = [], start
+    while page := events.read_after(conn, position, limit=700):
+        read += page
+        position = page[-1].id
+    assert [e.type for e in read] == ["item.failed"] * 5_000
+    ids = [e.id for e in read]
+    assert ids == sorted(set(ids))
+    items = {str(r[0]) for r in conn.execute("SELECT id FROM processing_queue")}
+    assert {e.data["item_id"] for e in read} == items
+    middle = read[1500]
+    assert [e.id for e in events.read_after(conn, middle.id, limit=3)] == ids[1501:1504]
+
+
+def test_a_queue_cycle_is_one_batch_each_event_with_its_own_id(conn):
+    from devkit.factories import bulk_media
+
+    queue.enqueue_many(conn, bulk_media(conn, 6), MODEL)
+    held = queue.claim_batch(conn, 3, "w", 60, model_id=MODEL)
+    start = events.latest(conn)
+    batches = conn.execute("SELECT count(*) FROM event_batches").fetchone()[0]
+    outputs = {held[0].id: [{"format": "png16", "width": 4, "height": 3}]}
+    done, claimed = queue.complete_and_claim(conn, [i.lease for i in held], 3, "w", 60,
+                                             model_id=MODEL, outputs=outputs)
+    assert len(done) == 3 and len(claimed) == 3
+    assert conn.execute("SELECT count(*) FROM event_batches").fetchone()[0] == batches + 1
+    got = events.read_after(conn, start)
+    assert [e.type for e in got] == ["item.completed"] * 3 + ["item.started"] * 3
+    assert [e.data["item_id"] for e in got] == [str(i.id) for i in held + claimed]
+    assert [e.id for e in got] == list(range(got[0].id, got[0].id + 6))
+    assert got[0].data["outputs"] == outputs[held[0].id] and got[1].data["outputs"] == []
+    assert got[3].data == {
+        "item_id": str(claimed[0].id), "media_id": str(claimed[0].media_id), "model": MODEL,
+        "kind": "photo", "status": "processing", "priority": claimed[0].priority,
+        "attempt": 1, "max_attempts": claimed[0].max_attempts, "worker": "w"}
+    # Resuming inside the batch gives the rest of it; the view agrees with the reader.
+    assert events.read_after(conn, got[2].id) == got[3:]
+    view = conn.execute("SELECT id, type, data FROM events WHERE id >= %s ORDER BY xid, id",
+                        [got[0].id]).fetchall()
+    assert view == [(e.id, e.type, e.data) for e in got]

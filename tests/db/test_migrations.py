@@ -5,7 +5,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
+from psycopg.types.json import Jsonb
 
+from db import events, webhooks
 from db.migrate import applied_versions, load_migrations, migrate
 from devkit.postgres import with_dbname
 
@@ -91,3 +93,26 @@ def test_completed_items_of_an_existing_database_move_to_the_completed_table(pg_
         assert hot == [("failed",), ("queued",)]
         assert done == [("completed",)]
         assert every == 3
+
+
+def test_events_and_deliveries_of_an_existing_database_keep_their_ids(pg_admin_url):
+    with fresh_database(pg_admin_url, "depthmill_migrate_events") as url:
+        migrate(url, [m for m in load_migrations() if m.version < 20])
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("INSERT INTO webhooks (url, events, secret) "
+                         "VALUES ('https://example.com/h', '{item.*}', 'whsec_x')")
+            ids = [conn.execute("INSERT INTO events (type, data) VALUES (%s, %s) RETURNING id",
+                                [t, Jsonb({"n": i})]).fetchone()[0]
+                   for i, t in enumerate(["item.queued", "media.created", "item.failed"])]
+        migrate(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            read = events.read_after(conn, None)
+            assert [(e.id, e.type, e.data) for e in read] == [
+                (ids[0], "item.queued", {"n": 0}), (ids[1], "media.created", {"n": 1}),
+                (ids[2], "item.failed", {"n": 2})]
+            assert [e.id for e in events.read_after(conn, ids[0])] == ids[1:]
+            pending = webhooks.claim(conn, 10, "d", 30)
+            assert [(d.event_id, d.event_type) for d in pending] == [(ids[0], "item.queued")]
+            # New events follow the old ones.
+            new = events.emit(conn, "webhook.test", {})
+            assert new > ids[-1] and [e.id for e in events.read_after(conn, ids[-1])] == [new]

@@ -79,16 +79,16 @@ def test_webhook_claims_read_open_deliveries_not_the_delivered_history(conn):
     from db.webhooks import deliverer
 
     webhooks.create(conn, "https://example.com/hook", ["*"], "whsec_" + "A" * 32)
-    conn.execute("INSERT INTO events (type, data) SELECT 'item.completed', '{}' "
-                 "FROM generate_series(1, 20000)")
+    conn.execute("INSERT INTO event_batches (types, detail) "
+                 "SELECT ARRAY['item.completed'], ARRAY['{}'::jsonb] FROM generate_series(1, 20000)")
     conn.execute("UPDATE webhook_deliveries SET status = 'delivered', delivered_at = now() "
                  "WHERE id IN (SELECT id FROM webhook_deliveries ORDER BY id LIMIT 19990)")
     conn.execute("ANALYZE webhook_deliveries")
-    conn.execute("ANALYZE events")
+    conn.execute("ANALYZE event_batches")
     rows = conn.execute("EXPLAIN (FORMAT JSON) " + deliverer._CLAIM,
                         {"n": 16, "owner": "w", "lease_s": 30, "webhook": None}).fetchone()
     scanned = [n for n in nodes(rows[0][0]["Plan"])
-               if n["Node Type"] == "Seq Scan" and n.get("Relation Name") in ("webhook_deliveries", "events")]
+               if n["Node Type"] == "Seq Scan" and n.get("Relation Name") in ("webhook_deliveries", "event_batches")]
     assert not scanned, json.dumps(rows[0])
 
 

@@ -27,7 +27,7 @@ def age(conn, seconds: float) -> None:
     conn.execute("UPDATE webhook_deliveries SET next_attempt_at = next_attempt_at - "
                  "make_interval(secs => %s), lease_expires_at = lease_expires_at - "
                  "make_interval(secs => %s)", [seconds, seconds])
-    conn.execute("UPDATE events SET created_at = created_at - make_interval(secs => %s)",
+    conn.execute("UPDATE event_batches SET created_at = created_at - make_interval(secs => %s)",
                  [seconds])
 
 
@@ -206,3 +206,25 @@ def test_due_at_leaves_out_what_waits_behind_a_delivery_in_flight(conn):
     lease = conn.execute("SELECT lease_expires_at FROM webhook_deliveries WHERE id = %s",
                          [d.id]).fetchone()[0]
     assert due == lease  # not the pending one behind it, which is due already
+
+
+def test_each_event_of_a_batch_is_delivered_as_itself(conn):
+    from db import queue
+    from devkit.factories import bulk_media
+
+    queue.enqueue_many(conn, bulk_media(conn, 3), "tiny")
+    start = events.latest(conn)
+    hook(conn, ["item.started"])
+    queue.claim_batch(conn, 3, "w", 60, model_id="tiny")  # one statement, one outbox batch
+    written = events.read_after(conn, start)
+    got = []
+    while claimed := webhooks.claim(conn, 1, "d", 30):
+        (d,) = claimed
+        got.append((d.event_id, d.event_type, d.event_data))
+        webhooks.record(conn, d, Outcome("delivered", 200), disable_after_s=60)
+    assert got == [(e.id, e.type, e.data) for e in written]
+    assert [t for _, t, _ in got] == ["item.started"] * 3
+    # Pruning takes the batch with its finished deliveries, and only once none is open.
+    age(conn, 100)
+    assert webhooks.prune_events(conn, 50) >= 1
+    assert conn.execute("SELECT count(*) FROM webhook_deliveries").fetchone()[0] == 0
