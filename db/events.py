@@ -106,15 +106,20 @@ _BATCH_OF = """
     WHERE %(id)s < b.id + cardinality(b.types)
 """
 
-# The batches after a position in (xid, id) order, through their index, each expanded into its
-# events; the events up to the position itself (of its own batch) are left out.
+# The events after a position, in (xid, id) order: the next batches through their index (one
+# more than the page, as the position's own batch may hold nothing after it), each expanded into
+# its events, less those up to the position.
 _READ = """
     SELECT b.id + i - 1 AS id, b.types[i] AS type, depthmill_event_data(b, i) AS data,
            b.created_at
-    FROM event_batches b CROSS JOIN LATERAL generate_subscripts(b.types, 1) AS i
-    WHERE b.xid < %(horizon)s::xid8
-      AND (b.xid, b.id) >= (%(xid)s::xid8, %(batch)s::bigint)
-      AND (b.xid, b.id + i - 1) > (%(xid)s::xid8, %(after)s::bigint)
+    FROM (SELECT * FROM event_batches
+          WHERE xid < %(horizon)s::xid8
+            AND (xid, id) >= (%(xid)s::xid8, %(batch)s::bigint)
+            AND id + cardinality(types) - 1 > %(min_id)s
+          ORDER BY xid, id
+          LIMIT %(limit)s + 1) AS b
+    CROSS JOIN LATERAL generate_subscripts(b.types, 1) AS i
+    WHERE (b.xid, b.id + i - 1) > (%(xid)s::xid8, %(after)s::bigint)
       AND b.id + i - 1 > %(min_id)s
     ORDER BY b.xid, b.id, i
     LIMIT %(limit)s

@@ -155,9 +155,10 @@ def record_and_claim_next(
 
 
 def prune_events(conn: psycopg.Connection, older_than_s: float, batch: int = 1000) -> int:
-    """Delete up to ``batch`` outbox batches older than ``older_than_s`` of whose events no
-    delivery still waits on one (their finished deliveries go with them); the caller repeats
-    while a full batch went. A batch is written by one statement, so all its events are as old."""
+    """Delete up to ``batch`` outbox batches older than ``older_than_s`` none of whose events a
+    delivery still waits on (their finished deliveries go with them); the number of events
+    deleted, at least ``batch`` when a full batch went, so the caller repeats while it is. A
+    batch is written by one statement: all its events are as old."""
     rows = fetch_all(
         conn,
         """DELETE FROM event_batches WHERE id IN (
@@ -166,8 +167,8 @@ def prune_events(conn: psycopg.Connection, older_than_s: float, batch: int = 100
                  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
                                  WHERE d.batch_id = b.id AND d.status IN ('pending', 'delivering'))
                ORDER BY b.id LIMIT %s)
-           RETURNING id""", [older_than_s, batch])
-    return len(rows)
+           RETURNING cardinality(types)""", [older_than_s, batch])
+    return sum(r[0] for r in rows)
 
 
 def due_at(conn: psycopg.Connection) -> datetime | None:

@@ -120,3 +120,20 @@ def test_a_queue_cycle_with_a_webhook_subscribed_compiles_nothing(conn, database
     assert fanned, plans  # the fan-out ran, and its plans were shown
     compiled = [p for p in plans if "JIT:" in p]
     assert not compiled, compiled[0]
+
+
+def test_a_reader_pages_through_the_outbox_by_its_commit_order_index(conn):
+    # Each event is an element of its batch, so the read expands batches; it must pick the next
+    # batches through the (xid, id) index and stop, not expand and sort all that follow.
+    from db import events
+
+    conn.execute("INSERT INTO event_batches (types, detail) SELECT ARRAY['item.completed', "
+                 "'item.started'], ARRAY['{}'::jsonb, '{}'::jsonb] FROM generate_series(1, 20000)")
+    conn.execute("ANALYZE event_batches")
+    first = events.read_after(conn, None, limit=1)[0]
+    params = {"xid": "0", "batch": 0, "after": first.id, "min_id": 0, "limit": 100,
+              "horizon": events._horizon(conn)}
+    rows = conn.execute("EXPLAIN (FORMAT JSON) " + events._READ, params).fetchone()
+    scans = [n for n in nodes(rows[0][0]["Plan"]) if n.get("Relation Name") == "event_batches"]
+    assert [n["Node Type"] for n in scans] == ["Index Scan"], json.dumps(rows[0])
+    assert scans[0]["Index Name"] == "event_batches_in_commit_order"

@@ -226,5 +226,5 @@ def test_each_event_of_a_batch_is_delivered_as_itself(conn):
     assert [t for _, t, _ in got] == ["item.started"] * 3
     # Pruning takes the batch with its finished deliveries, and only once none is open.
     age(conn, 100)
-    assert webhooks.prune_events(conn, 50) >= 1
+    assert webhooks.prune_events(conn, 50) == 9  # media.created, item.queued, item.started: 3 each
     assert conn.execute("SELECT count(*) FROM webhook_deliveries").fetchone()[0] == 0
