@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import psycopg
-from psycopg import sql
+from psycopg.abc import Query
 from psycopg.rows import class_row, tuple_row
 
 from db.queue.types import QueueItem
 
 
-def fetch_items(conn: psycopg.Connection, query: sql.Composable, params: object) -> list[QueueItem]:
+def fetch_items(conn: psycopg.Connection, query: Query, params: object) -> list[QueueItem]:
     with conn.cursor(row_factory=class_row(QueueItem)) as cur:
         return cur.execute(query, params).fetchall()
 
 
-def fetch_tuples(conn: psycopg.Connection, query: sql.Composable, params: object = None) -> list[tuple]:
+def fetch_tuples(conn: psycopg.Connection, query: Query, params: object = None) -> list[tuple]:
     # Whatever row factory the connection has, these statements are read positionally.
     with conn.cursor(row_factory=tuple_row) as cur:
         return cur.execute(query, params).fetchall()

@@ -1,7 +1,8 @@
 """Every statement the queue runs, named, with what it locks and why.
 
-Composed once at import; the worker and admin modules execute them. Each takes its values as
-named parameters (``%(name)s``); nothing user-supplied is ever formatted into the SQL.
+Composed once at import, into the bytes psycopg sends (``composed``); the worker and admin
+modules execute them. Each takes its values as named parameters (``%(name)s``); nothing
+user-supplied is ever formatted into the SQL.
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ from psycopg import sql
 from db.queue.types import ClaimedItem
 
 
+def composed(statement: sql.Composable) -> bytes:
+    """A statement's text, once. psycopg composes a ``Composed`` again on every execute, and
+    for the cycle's statement that took longer than the server's work on a small claim."""
+    return statement.as_bytes(None)
+
+
 # Columns of a QueueItem, read from processing_queue q.
 ITEM_COLUMNS = sql.SQL(
     """q.id, q.media_id, q.model_id, q.kind, q.bytes, q.mime, q.storage_key, q.status,
@@ -23,7 +30,7 @@ ITEM_COLUMNS = sql.SQL(
 )
 
 
-ENQUEUE = sql.SQL(
+ENQUEUE = composed(sql.SQL(
     """
     INSERT INTO processing_queue AS q (media_id, model_id, priority, max_attempts, status,
                                        kind, bytes, mime, storage_key)
@@ -44,16 +51,16 @@ ENQUEUE = sql.SQL(
                   updated_at = now()
     RETURNING {columns}, (q.xmax = 0) AS created
     """
-).format(columns=ITEM_COLUMNS)
+).format(columns=ITEM_COLUMNS))
 
 
-RELEASE = sql.SQL(
+RELEASE = composed(sql.SQL(
     """
     UPDATE processing_queue SET status = 'queued', queued_at = now(), updated_at = now()
     WHERE id = ANY(%(ids)s) AND status = 'pending'
     RETURNING id
     """
-)
+))
 
 
 LEASE = sql.SQL(
@@ -127,7 +134,7 @@ HELD = sql.SQL(
 )
 
 
-EXTEND = sql.SQL(
+EXTEND = composed(sql.SQL(
     """
     UPDATE processing_queue q
     SET lease_expires_at = CASE WHEN q.cancel_requested THEN NULL
@@ -142,7 +149,7 @@ EXTEND = sql.SQL(
     WHERE {held}
     RETURNING q.id, q.status
     """
-).format(held=HELD)
+).format(held=HELD))
 
 
 def completion(done: sql.Composable, processing_duration: sql.Composable) -> sql.Composed:
@@ -244,7 +251,7 @@ def build_claim_query(scope: ModelScope) -> sql.Composed:
         ctes=claim_ctes(scope), lease=LEASE, events=item_events(STARTED))
 
 
-CLAIMS = {scope: build_claim_query(scope) for scope in _MODEL_FILTERS}
+CLAIMS = {scope: composed(build_claim_query(scope)) for scope in _MODEL_FILTERS}
 
 
 # Completing holders name what they stored, per item (``outputs``: format, width, height).
@@ -262,8 +269,8 @@ DELETE_HELD = sql.SQL(
 COMPLETED_BY_HOLDER = completed_events(RUN_TIME, sql.SQL("done.outputs"))
 
 
-COMPLETE = sql.SQL("WITH {completion}, {events} SELECT id FROM archived").format(
-    completion=completion(DELETE_HELD, RUN_TIME), events=item_events(COMPLETED_BY_HOLDER))
+COMPLETE = composed(sql.SQL("WITH {completion}, {events} SELECT id FROM archived").format(
+    completion=completion(DELETE_HELD, RUN_TIME), events=item_events(COMPLETED_BY_HOLDER)))
 
 
 def build_complete_and_claim_query(scope: ModelScope) -> sql.Composed:
@@ -285,10 +292,11 @@ def build_complete_and_claim_query(scope: ModelScope) -> sql.Composed:
              nulls=sql.SQL(", ").join([sql.SQL("NULL")] * len(fields(ClaimedItem))))
 
 
-COMPLETE_AND_CLAIMS = {scope: build_complete_and_claim_query(scope) for scope in _MODEL_FILTERS}
+COMPLETE_AND_CLAIMS = {scope: composed(build_complete_and_claim_query(scope))
+                       for scope in _MODEL_FILTERS}
 
 
-GIVE_BACK = sql.SQL(
+GIVE_BACK = composed(sql.SQL(
     """
     UPDATE processing_queue q
     -- The attempt was counted at claim time; it did not happen, so it does not count.
@@ -298,10 +306,10 @@ GIVE_BACK = sql.SQL(
     WHERE {held}
     RETURNING q.id
     """
-).format(held=HELD)
+).format(held=HELD))
 
 
-FAIL = sql.SQL(
+FAIL = composed(sql.SQL(
     """
     UPDATE processing_queue q
     SET status = CASE
@@ -327,10 +335,10 @@ FAIL = sql.SQL(
     WHERE {held}
     RETURNING q.id, q.status, q.run_after
     """
-).format(held=HELD)
+).format(held=HELD))
 
 
-RECOVER = sql.SQL(
+RECOVER = composed(sql.SQL(
     """
     UPDATE processing_queue q
     SET status = CASE
@@ -357,10 +365,10 @@ RECOVER = sql.SQL(
     WHERE q.id = expired.id
     RETURNING q.id, expired.lease_owner, q.status
     """
-)
+))
 
 
-CANCEL = sql.SQL(
+CANCEL = composed(sql.SQL(
     """
     UPDATE processing_queue
     SET status = CASE WHEN status = 'processing' THEN 'processing' ELSE 'cancelled' END,
@@ -371,10 +379,10 @@ CANCEL = sql.SQL(
     WHERE id = %(id)s AND status IN ('pending', 'queued', 'processing')
     RETURNING id
     """
-)
+))
 
 
-RETRY = sql.SQL(
+RETRY = composed(sql.SQL(
     """
     UPDATE processing_queue
     SET status = 'queued', attempts = 0, cancel_requested = false, run_after = now(),
@@ -383,10 +391,10 @@ RETRY = sql.SQL(
     WHERE id = %(id)s AND status IN ('failed', 'cancelled')
     RETURNING id
     """
-)
+))
 
 
-RETRY_ALL_FAILED = sql.SQL(
+RETRY_ALL_FAILED = composed(sql.SQL(
     """
     UPDATE processing_queue q
     SET status = 'queued', attempts = 0, run_after = now(), queued_at = now(),
@@ -406,11 +414,11 @@ RETRY_ALL_FAILED = sql.SQL(
           ORDER BY f.queued_at DESC, f.id DESC LIMIT 1)
     RETURNING q.id
     """
-)
+))
 
 
 # Reprocessing wrote the outputs of these items' media already: the events name what is stored.
-CLOSE_FAILED = sql.SQL("WITH {completion}, {events} SELECT id FROM archived").format(
+CLOSE_FAILED = composed(sql.SQL("WITH {completion}, {events} SELECT id FROM archived").format(
     completion=completion(
         sql.SQL(
             """
@@ -431,11 +439,11 @@ CLOSE_FAILED = sql.SQL("WITH {completion}, {events} SELECT id FROM archived").fo
                 WHERE d.media_id = done.media_id AND d.model_id = done.model_id)"""
         ),
     )),
-)
+))
 
 
 # The queue ran dry for a model: nothing of it is waiting, backing off or running any more.
-REPORT_DRAINED = sql.SQL(
+REPORT_DRAINED = composed(sql.SQL(
     """
     INSERT INTO event_batches (types, detail)
     SELECT ARRAY['queue.drained'], ARRAY[jsonb_build_object(
@@ -447,18 +455,18 @@ REPORT_DRAINED = sql.SQL(
         WHERE model_id = %(model_id)s AND status IN ('pending', 'queued', 'processing'))
     RETURNING id
     """
-)
+))
 
 
-GET = sql.SQL(
+GET = composed(sql.SQL(
     "SELECT {columns} FROM queue_items q "
     "WHERE q.id = %(id)s"
-).format(columns=ITEM_COLUMNS)
+).format(columns=ITEM_COLUMNS))
 
 
 # Live items from the hot table; completed ones from the counters the archive's triggers keep and
 # from its completion-time index (migration 010): nothing here reads the whole history.
-STATS = sql.SQL(
+STATS = composed(sql.SQL(
     """
     SELECT q.status, q.kind, count(*) AS n, 0 AS last_minute, 0 AS last_hour,
            avg(q.processing_duration) AS avg_seconds
@@ -474,4 +482,4 @@ STATS = sql.SQL(
     FROM queue_completed_totals t
     GROUP BY t.kind
     """
-)
+))

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 
 import psycopg
-from psycopg.rows import class_row, dict_row
+from psycopg.rows import class_row, tuple_row
 from psycopg.types.json import Jsonb
 
 from db.queue.execute import fetch_tuples, notify_if
@@ -148,12 +148,13 @@ def complete_and_claim(
     query = COMPLETE_AND_CLAIMS[which]
     done: set[uuid.UUID] = set()
     items: list[ClaimedItem] = []
-    with conn.cursor(row_factory=dict_row) as cur:
-        for row in cur.execute(query, params):
-            if (completed := row.pop("completed")) is not None:
+    # Positional: a row is (completed, *ClaimedItem's fields in order), as the query says.
+    with conn.cursor(row_factory=tuple_row) as cur:
+        for completed, *item in cur.execute(query, params):
+            if completed is not None:
                 done.add(completed)
             else:
-                items.append(ClaimedItem(**row))
+                items.append(ClaimedItem(*item))
     return done, _in_claim_order(items)
 
 

@@ -12,7 +12,8 @@ from devkit.factories import bulk_media
 
 
 def plan(conn, query, params) -> str:
-    rows = conn.execute(b"EXPLAIN (FORMAT JSON) " + query.as_bytes(conn), params).fetchone()
+    text = query if isinstance(query, bytes) else query.as_bytes(conn)
+    rows = conn.execute(b"EXPLAIN (FORMAT JSON) " + text, params).fetchone()
     return json.dumps(rows[0])
 
 

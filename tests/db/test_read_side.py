@@ -55,9 +55,8 @@ def test_stats_and_summary_read_no_history(conn):
     conn.execute("UPDATE processing_queue_completed SET completed_at = now() - interval '2 days'")
     conn.execute("ANALYZE processing_queue_completed")
     conn.execute("ANALYZE queue_completed_totals")
-    for query in (STATS, "SELECT * FROM processing_queue_summary"):
-        sql_bytes = query.as_bytes(conn) if hasattr(query, "as_bytes") else query.encode()
-        (text,) = conn.execute(b"EXPLAIN (FORMAT JSON) " + sql_bytes).fetchone()
+    for query in (STATS, b"SELECT * FROM processing_queue_summary"):
+        (text,) = conn.execute(b"EXPLAIN (FORMAT JSON) " + query).fetchone()
         for node in _scans(text[0]["Plan"]):
             assert node.get("Relation Name") != "processing_queue_completed" or \
                 node["Node Type"] in ("Index Only Scan", "Index Scan"), node
