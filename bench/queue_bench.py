@@ -14,7 +14,9 @@ batch sizes 1, 10 and 100, each system in its own database on the same server, i
 All get the same kind of workload: priorities spread the way real sizes spread them, arriving in
 no order in batches of 1,000 to each system's own enqueue (pgqueuer gets the stream of the
 depthmill fill before it), and every fill ends with a checkpoint, so every drain starts from the
-same WAL state. ``--rounds`` take turns at the three and the median round is reported.
+same WAL state. ``--rounds`` take turns at the four and the median round is reported, and with it
+the medians of each round's ratios (on/off, on/pgqueuer), which leave out the drift between
+rounds.
 Latency: p50/p99 of one ``claim_batch(10)`` with 10k and 1M rows queued (still queued at the last
 claim: each queue is filled with what its claims take on top), filled the same way, at
 ``--latency-rate`` claims a second (200: 2,000 items/s, well above what a GPU cluster processes).
@@ -23,8 +25,8 @@ alike.
 What events cost per cycle (``--cycle-batches``): one connection alone runs ``complete_and_claim``
 cycles of each batch size, events on and off in alternating blocks, and the median cycle of each
 is compared; the difference over the events written (item.completed and item.started for each
-item) is the cost of one event row. Without the other claimers' contention it is steadier than
-the throughput loops' ratio.
+item, one outbox row a cycle) is what one event costs. Without the other claimers' contention it
+is steadier than the throughput loops' ratio.
 """
 
 from __future__ import annotations
@@ -261,7 +263,8 @@ def throughput(admin: str, batches: list[int], jobs: int, claimers: int, rounds:
                        "depthmill_events_off_jobs_per_s": depthmill_events_off_worker,
                        "depthmill_two_commits_jobs_per_s": depthmill_two_commits_worker}
     keys = [*depthmill_loops, "pgqueuer_jobs_per_s"]
-    out: dict[str, dict[str, float]] = {key: {} for key in keys}
+    out: dict[str, dict] = {key: {} for key in keys}
+    out["paired_ratios"] = {}
     for batch in batches:
         n = jobs if batch > 1 else max(jobs // 5, 1000)
         runs: dict[str, list[float]] = {key: [] for key in keys}
@@ -273,10 +276,21 @@ def throughput(admin: str, batches: list[int], jobs: int, claimers: int, rounds:
             runs["pgqueuer_jobs_per_s"].append(_rate(drain(pgqueuer_worker, pq_url, batch, claimers), n))
         for key in keys:
             out[key][str(batch)] = statistics.median(runs[key])
+        out["paired_ratios"][str(batch)] = paired_ratios(runs)
         print(f"  batch {batch:>3} ({n} jobs), jobs/s per round:", file=sys.stderr)
         for key in keys:
             print(f"    {key.removesuffix('_jobs_per_s'):>22} {_rates(runs[key])}", file=sys.stderr)
     return out
+
+
+def paired_ratios(runs: dict[str, list[float]]) -> dict[str, float]:
+    """Medians of the ratios within each round. The loops of a round run back to back, so a
+    round's ratio leaves out the drift between rounds that moves the medians of the rates."""
+    on, off = runs["depthmill_jobs_per_s"], runs["depthmill_events_off_jobs_per_s"]
+    pq = runs["pgqueuer_jobs_per_s"]
+    return {"on_over_off": statistics.median(a / b for a, b in zip(on, off)),
+            "on_over_pgqueuer": statistics.median(a / b for a, b in zip(on, pq)),
+            "off_over_pgqueuer": statistics.median(a / b for a, b in zip(off, pq))}
 
 
 def _rate(drained: tuple[int, float], expected: int) -> float:
@@ -445,6 +459,12 @@ def main(argv: list[str] | None = None) -> int:
         pq = results["pgqueuer_jobs_per_s"][str(batch)]
         print(f"{batch:>6} {dm:>18.0f} {off:>11.0f} {dm / off:>7.2f} {dm2:>12.0f} {pq:>17.0f}"
               f" {dm / pq:>7.2f} {dm2 / pq:>18.2f}")
+    print(f"\n{'batch':>6} {'paired on/off':>14} {'on/pgqueuer':>12} {'off/pgqueuer':>13}"
+          "   (medians of each round's ratios)")
+    for batch in batches:
+        r = results["paired_ratios"][str(batch)]
+        print(f"{batch:>6} {r['on_over_off']:>14.2f} {r['on_over_pgqueuer']:>12.2f}"
+              f" {r['off_over_pgqueuer']:>13.2f}")
     print(f"\n{'queued rows':>12} {'claim p50 ms':>13} {'claim p99 ms':>13} {'WAL KB/cycle':>13} {'FPI/cycle':>10}")
     for rows, lat in results["claim_latency"].items():
         print(f"{rows:>12} {lat['p50_ms']:>13.2f} {lat['p99_ms']:>13.2f}"
