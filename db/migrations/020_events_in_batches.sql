@@ -1,17 +1,16 @@
 -- Events in batches: one outbox row per writing statement, not one per event.
 --
--- Writing a row per event cost the queue's cycle two rows per item (item.completed, then
--- item.started), each with its JSON built and its index entries; at batch 100 the cycle ran a
--- quarter slower with events than without (bench/queue_bench.py --cycle-batches). A batch row
--- holds a statement's events as aligned arrays, one element per event: for item events the
--- item's fields in typed columns (cheap to gather, no JSON built on the way in), for other
--- events their whole data in ``detail``. Readers build each event's JSON
--- (depthmill_event_data).
+-- A row per event cost the queue's cycle two rows per item (item.completed, then item.started),
+-- each with its JSON built and its index entries, and that was most of what events cost the
+-- queue (bench/queue_bench.py --cycle-batches). A batch row holds a statement's events as
+-- aligned arrays, one element per event: for item events the item's fields in typed columns
+-- (cheap to gather, no JSON built on the way in), for other events their whole data in
+-- ``detail``. Readers build each event's JSON (depthmill_event_data).
 --
 -- Ids. An event keeps an id of its own (SSE id, Last-Event-ID, webhook-id, the delivery rows):
 -- a batch's id is its first event's, and event i (from 1) of the batch has id + i - 1. Batch
 -- ids step by 1024, so a batch holds at most 1024 events (writers slice bigger statements) and
--- every id is one event's. The batch of an event is the one with the greatest id at or below
+-- no two events share an id. The batch of an event is the one with the greatest id at or below
 -- it. Order and the reading horizon are as migration 013 says, on (xid, id) of the batches.
 CREATE TABLE event_batches (
     id           bigint GENERATED ALWAYS AS IDENTITY (INCREMENT BY 1024) PRIMARY KEY,
