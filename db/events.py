@@ -110,18 +110,17 @@ _BATCH_OF = """
 # more than the page, as the position's own batch may hold nothing after it), each expanded into
 # its events, less those up to the position.
 _READ = """
-    SELECT b.id + i - 1 AS id, b.types[i] AS type, depthmill_event_data(b, i) AS data,
-           b.created_at
+    SELECT e.id, e.type, e.data, b.created_at
     FROM (SELECT * FROM event_batches
           WHERE xid < %(horizon)s::xid8
             AND (xid, id) >= (%(xid)s::xid8, %(batch)s::bigint)
             AND id + cardinality(types) - 1 > %(min_id)s
           ORDER BY xid, id
           LIMIT %(limit)s + 1) AS b
-    CROSS JOIN LATERAL generate_subscripts(b.types, 1) AS i
-    WHERE (b.xid, b.id + i - 1) > (%(xid)s::xid8, %(after)s::bigint)
-      AND b.id + i - 1 > %(min_id)s
-    ORDER BY b.xid, b.id, i
+    CROSS JOIN LATERAL depthmill_batch_events(b) AS e
+    WHERE (b.xid, e.id) > (%(xid)s::xid8, %(after)s::bigint)
+      AND e.id > %(min_id)s
+    ORDER BY b.xid, e.id
     LIMIT %(limit)s
 """
 

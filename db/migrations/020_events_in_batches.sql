@@ -27,32 +27,67 @@ CREATE TABLE event_batches (
     attempt      integer[],
     max_attempts integer[],
     -- Each event's own fields (an item event's additions, any other event's whole data).
-    detail       jsonb[]
+    detail       jsonb[],
+    -- Aligned: an element of each array per event, or no array.
+    CHECK (coalesce(cardinality(item_id), cardinality(types)) = cardinality(types)
+       AND coalesce(cardinality(media_id), cardinality(types)) = cardinality(types)
+       AND coalesce(cardinality(model), cardinality(types)) = cardinality(types)
+       AND coalesce(cardinality(kind), cardinality(types)) = cardinality(types)
+       AND coalesce(cardinality(priority), cardinality(types)) = cardinality(types)
+       AND coalesce(cardinality(attempt), cardinality(types)) = cardinality(types)
+       AND coalesce(cardinality(max_attempts), cardinality(types)) = cardinality(types)
+       AND coalesce(cardinality(detail), cardinality(types)) = cardinality(types))
 );
 
 CREATE INDEX event_batches_in_commit_order ON event_batches (xid, id);
 
--- An event as readers see it: the data webhooks and the stream send.
-CREATE FUNCTION depthmill_event_data(b event_batches, i integer) RETURNS jsonb
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE WHEN b.item_id[i] IS NULL THEN coalesce(b.detail[i], '{}') ELSE
+-- An event's data as readers see it, the body webhooks and the stream send, from its elements.
+CREATE FUNCTION depthmill_event_data(
+    type text, item_id uuid, media_id uuid, model text, kind text, priority integer,
+    attempt integer, max_attempts integer, detail jsonb) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN item_id IS NULL THEN coalesce(detail, '{}') ELSE
         jsonb_build_object(
-            'item_id', b.item_id[i], 'media_id', b.media_id[i], 'model', b.model[i],
-            'kind', b.kind[i],
-            'status', CASE b.types[i]
+            'item_id', item_id, 'media_id', media_id, 'model', model, 'kind', kind,
+            'status', CASE type
                 WHEN 'item.started' THEN 'processing' WHEN 'item.completed' THEN 'completed'
                 WHEN 'item.failed' THEN 'failed' WHEN 'item.cancelled' THEN 'cancelled'
                 ELSE 'queued' END,
-            'priority', b.priority[i], 'attempt', b.attempt[i],
-            'max_attempts', b.max_attempts[i]) || coalesce(b.detail[i], '{}')
+            'priority', priority, 'attempt', attempt,
+            'max_attempts', max_attempts) || coalesce(detail, '{}')
     END
 $$;
 
--- What was written so far, each event its own batch, keeping its id.
+-- Event i (from 1) of a batch, for one event's lookup (a delivery's).
+CREATE FUNCTION depthmill_event_data(b event_batches, i integer) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT depthmill_event_data(b.types[i], b.item_id[i], b.media_id[i], b.model[i], b.kind[i],
+                                b.priority[i], b.attempt[i], b.max_attempts[i], b.detail[i])
+$$;
+
+-- Every event of a batch, in order. One pass over each array: subscripting a (compressed,
+-- out-of-line) array reads all of it, element by element that would be once per event.
+CREATE FUNCTION depthmill_batch_events(b event_batches)
+RETURNS TABLE (id bigint, type text, data jsonb)
+LANGUAGE sql STABLE AS $$
+    SELECT b.id + e.i - 1, e.type,
+           depthmill_event_data(e.type, e.item_id, e.media_id, e.model, e.kind, e.priority,
+                                e.attempt, e.max_attempts, e.detail)
+    FROM unnest(b.types, b.item_id, b.media_id, b.model, b.kind, b.priority, b.attempt,
+                b.max_attempts, b.detail)
+         WITH ORDINALITY AS e(type, item_id, media_id, model, kind, priority, attempt,
+                              max_attempts, detail, i)
+$$;
+
+-- What was written so far, each event its own batch, keeping its id. New ids start after every
+-- id ever taken, pruned ones too: receivers deduplicate by webhook-id, and streams resume by id.
 INSERT INTO event_batches (id, xid, created_at, types, detail) OVERRIDING SYSTEM VALUE
 SELECT id, xid, created_at, ARRAY[type], ARRAY[data] FROM events;
 SELECT setval(pg_get_serial_sequence('event_batches', 'id'),
-              coalesce((SELECT max(id) FROM event_batches), 0) + 1, false);
+              greatest((SELECT max(id) FROM events),
+                       pg_sequence_last_value(pg_get_serial_sequence('events', 'id')::regclass),
+                       0) + 1,
+              false);
 
 -- A delivery names its event and that event's batch (which it goes with when pruned).
 ALTER TABLE webhook_deliveries ADD COLUMN batch_id bigint;
@@ -69,9 +104,8 @@ DROP FUNCTION depthmill_events_fan_out();
 -- Every event, one row each, for reading by hand. Code reads event_batches through db/events.py,
 -- whose queries walk the batches' index; a filter on this view's id cannot.
 CREATE VIEW events AS
-SELECT b.id + i - 1 AS id, b.xid, b.types[i] AS type, depthmill_event_data(b, i) AS data,
-       b.created_at
-FROM event_batches b CROSS JOIN LATERAL generate_subscripts(b.types, 1) AS i;
+SELECT e.id, b.xid, e.type, e.data, b.created_at
+FROM event_batches b CROSS JOIN LATERAL depthmill_batch_events(b) AS e;
 
 -- Fan-out, as in 013, an event at a time out of the batches a statement wrote.
 CREATE FUNCTION depthmill_events_fan_out() RETURNS trigger LANGUAGE plpgsql
@@ -83,11 +117,11 @@ BEGIN
         RETURN NULL;
     END IF;
     INSERT INTO webhook_deliveries (webhook_id, batch_id, event_id)
-    SELECT w.id, b.id, b.id + i - 1
-    FROM new_batches b CROSS JOIN LATERAL generate_subscripts(b.types, 1) AS i
-    JOIN webhooks w ON w.enabled AND b.types[i] <> 'webhook.test'
-                   AND depthmill_webhook_subscribes(w.events, b.types[i])
-    ORDER BY b.id, i, w.id;
+    SELECT w.id, b.id, b.id + e.i - 1
+    FROM new_batches b CROSS JOIN LATERAL unnest(b.types) WITH ORDINALITY AS e(type, i)
+    JOIN webhooks w ON w.enabled AND e.type <> 'webhook.test'
+                   AND depthmill_webhook_subscribes(w.events, e.type)
+    ORDER BY b.id, e.i, w.id;
     GET DIAGNOSTICS fanned = ROW_COUNT;
     IF fanned > 0 THEN
         PERFORM pg_notify('depthmill_webhooks', '');
