@@ -134,25 +134,38 @@ CREATE TRIGGER event_batches_fan_out
     AFTER INSERT ON event_batches REFERENCING NEW TABLE AS new_batches
     FOR EACH STATEMENT EXECUTE FUNCTION depthmill_events_fan_out();
 
--- The triggers of 013, writing batches. Each gathers its events in order into aligned arrays
--- and writes them a slice of 1024 at a time. (array_agg keeps its input's order: the rows come
--- from an ordered subquery. Whatever the order, every array is built from the same rows in the
--- same order, so they stay aligned.)
+-- A statement's events, as aligned arrays in order, written a batch of 1024 at a time. The
+-- triggers below gather their events and call it (db/queue/statements.item_events does the same
+-- inline in the queue's statements, where a function's planning on every call would cost the
+-- cycle).
+CREATE FUNCTION depthmill_write_events(
+    types text[], item_id uuid[] DEFAULT NULL, media_id uuid[] DEFAULT NULL,
+    model text[] DEFAULT NULL, kind text[] DEFAULT NULL, priority integer[] DEFAULT NULL,
+    attempt integer[] DEFAULT NULL, max_attempts integer[] DEFAULT NULL,
+    detail jsonb[] DEFAULT NULL) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO event_batches (types, item_id, media_id, model, kind, priority, attempt,
+                               max_attempts, detail)
+    SELECT types[s:s + 1023], item_id[s:s + 1023], media_id[s:s + 1023], model[s:s + 1023],
+           kind[s:s + 1023], priority[s:s + 1023], attempt[s:s + 1023],
+           max_attempts[s:s + 1023], detail[s:s + 1023]
+    FROM generate_series(1, cardinality(types), 1024) AS s
+    ORDER BY s
+$$;
+
+-- The triggers of 013, writing batches. Each gathers its events in order into aligned arrays.
+-- (array_agg keeps its input's order: the rows come from an ordered subquery. Whatever the
+-- order, every array is built from the same rows in the same order, so they stay aligned.)
 CREATE OR REPLACE FUNCTION depthmill_media_created_events() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF depthmill_events_on() THEN
-        INSERT INTO event_batches (types, detail)
-        SELECT a.types[s:s + 1023], a.detail[s:s + 1023]
-        FROM (SELECT array_agg('media.created'::text) AS types, array_agg(e.data) AS detail
-              FROM (SELECT jsonb_build_object(
-                               'media_id', m.id, 'kind', m.kind, 'mime', m.mime,
-                               'bytes', m.bytes, 'sha256', m.sha256,
-                               'original_name', m.original_name, 'width', m.width,
-                               'height', m.height, 'duration', m.duration,
-                               'taken_at', m.taken_at) AS data
-                    FROM new_rows m ORDER BY m.created_at, m.id) AS e) AS a,
-             generate_series(1, cardinality(a.types), 1024) AS s
-        ORDER BY s;
+        PERFORM depthmill_write_events(array_agg('media.created'::text), detail => array_agg(
+                    jsonb_build_object(
+                        'media_id', m.id, 'kind', m.kind, 'mime', m.mime, 'bytes', m.bytes,
+                        'sha256', m.sha256, 'original_name', m.original_name,
+                        'width', m.width, 'height', m.height, 'duration', m.duration,
+                        'taken_at', m.taken_at)))
+        FROM (SELECT * FROM new_rows ORDER BY created_at, id) AS m;
     END IF;
     RETURN NULL;
 END
@@ -161,13 +174,10 @@ $$;
 CREATE OR REPLACE FUNCTION depthmill_media_deleted_events() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF depthmill_events_on() THEN
-        INSERT INTO event_batches (types, detail)
-        SELECT a.types[s:s + 1023], a.detail[s:s + 1023]
-        FROM (SELECT array_agg('media.deleted'::text) AS types, array_agg(e.data) AS detail
-              FROM (SELECT jsonb_build_object('media_id', m.id, 'kind', m.kind) AS data
-                    FROM old_rows m ORDER BY m.id) AS e) AS a,
-             generate_series(1, cardinality(a.types), 1024) AS s
-        ORDER BY s;
+        PERFORM depthmill_write_events(
+                    array_agg('media.deleted'::text),
+                    detail => array_agg(jsonb_build_object('media_id', m.id, 'kind', m.kind)))
+        FROM (SELECT * FROM old_rows ORDER BY id) AS m;
     END IF;
     RETURN NULL;
 END
@@ -176,19 +186,12 @@ $$;
 CREATE OR REPLACE FUNCTION depthmill_queue_inserted_events() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF depthmill_events_on() THEN
-        INSERT INTO event_batches (types, item_id, media_id, model, kind, priority, attempt,
-                                   max_attempts)
-        SELECT a.types[s:s + 1023], a.item_id[s:s + 1023], a.media_id[s:s + 1023],
-               a.model[s:s + 1023], a.kind[s:s + 1023], a.priority[s:s + 1023],
-               a.attempt[s:s + 1023], a.max_attempts[s:s + 1023]
-        FROM (SELECT array_agg('item.queued'::text) AS types, array_agg(n.id) AS item_id,
-                     array_agg(n.media_id) AS media_id, array_agg(n.model_id) AS model,
-                     array_agg(n.kind) AS kind, array_agg(n.priority) AS priority,
-                     array_agg(n.attempts) AS attempt, array_agg(n.max_attempts) AS max_attempts
-              FROM (SELECT * FROM new_rows WHERE status = 'queued'
-                    ORDER BY priority, queued_at, id) AS n) AS a,
-             generate_series(1, cardinality(a.types), 1024) AS s
-        ORDER BY s;
+        PERFORM depthmill_write_events(
+                    array_agg('item.queued'::text), array_agg(n.id), array_agg(n.media_id),
+                    array_agg(n.model_id), array_agg(n.kind), array_agg(n.priority),
+                    array_agg(n.attempts), array_agg(n.max_attempts))
+        FROM (SELECT * FROM new_rows WHERE status = 'queued'
+              ORDER BY priority, queued_at, id) AS n;
     END IF;
     RETURN NULL;
 END
@@ -204,36 +207,28 @@ BEGIN
        OR NOT EXISTS (SELECT 1 FROM new_rows WHERE status <> 'processing') THEN
         RETURN NULL;
     END IF;
-    INSERT INTO event_batches (types, item_id, media_id, model, kind, priority, attempt,
-                               max_attempts, detail)
-    SELECT a.types[s:s + 1023], a.item_id[s:s + 1023], a.media_id[s:s + 1023],
-           a.model[s:s + 1023], a.kind[s:s + 1023], a.priority[s:s + 1023],
-           a.attempt[s:s + 1023], a.max_attempts[s:s + 1023], a.detail[s:s + 1023]
-    FROM (SELECT array_agg(e.type) AS types, array_agg(e.id) AS item_id,
-                 array_agg(e.media_id) AS media_id, array_agg(e.model_id) AS model,
-                 array_agg(e.kind) AS kind, array_agg(e.priority) AS priority,
-                 array_agg(e.attempts) AS attempt, array_agg(e.max_attempts) AS max_attempts,
-                 array_agg(e.detail) AS detail
-          FROM (SELECT n.*, t.type, CASE t.type
-                    WHEN 'item.retrying' THEN jsonb_build_object(
-                        'error', n.last_error, 'next_attempt_at', n.run_after)
-                    WHEN 'item.failed' THEN jsonb_build_object('last_error', n.last_error)
-                    WHEN 'item.queued' THEN jsonb_build_object('previous_status', o.status)
-                    END AS detail
-                FROM old_rows o JOIN new_rows n ON n.id = o.id
-                CROSS JOIN LATERAL (
-                    SELECT CASE
-                        WHEN n.status = 'queued' AND o.status = 'processing'
-                             AND n.error_count > o.error_count THEN 'item.retrying'
-                        WHEN n.status = 'queued' THEN 'item.queued'
-                        WHEN n.status = 'failed' THEN 'item.failed'
-                        WHEN n.status = 'cancelled' THEN 'item.cancelled'
-                    END AS type
-                ) AS t
-                WHERE n.status IS DISTINCT FROM o.status AND t.type IS NOT NULL
-                ORDER BY n.priority, n.id) AS e) AS a,
-         generate_series(1, cardinality(a.types), 1024) AS s
-    ORDER BY s;
+    PERFORM depthmill_write_events(
+                array_agg(e.type), array_agg(e.id), array_agg(e.media_id),
+                array_agg(e.model_id), array_agg(e.kind), array_agg(e.priority),
+                array_agg(e.attempts), array_agg(e.max_attempts), array_agg(e.detail))
+    FROM (SELECT n.*, t.type, CASE t.type
+              WHEN 'item.retrying' THEN jsonb_build_object(
+                  'error', n.last_error, 'next_attempt_at', n.run_after)
+              WHEN 'item.failed' THEN jsonb_build_object('last_error', n.last_error)
+              WHEN 'item.queued' THEN jsonb_build_object('previous_status', o.status)
+              END AS detail
+          FROM old_rows o JOIN new_rows n ON n.id = o.id
+          CROSS JOIN LATERAL (
+              SELECT CASE
+                  WHEN n.status = 'queued' AND o.status = 'processing'
+                       AND n.error_count > o.error_count THEN 'item.retrying'
+                  WHEN n.status = 'queued' THEN 'item.queued'
+                  WHEN n.status = 'failed' THEN 'item.failed'
+                  WHEN n.status = 'cancelled' THEN 'item.cancelled'
+              END AS type
+          ) AS t
+          WHERE n.status IS DISTINCT FROM o.status AND t.type IS NOT NULL
+          ORDER BY n.priority, n.id) AS e;
     RETURN NULL;
 END
 $$;

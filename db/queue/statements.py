@@ -216,7 +216,9 @@ _SOURCE_COLUMNS = ("type", "id", "media_id", "model_id", "kind", "priority", "at
 
 def item_events(*sources: sql.Composable) -> sql.Composed:
     """The CTE ``written``: the events of ``sources`` as one outbox batch (migration 020), in
-    order (by step, then claim order), a slice of 1024 per row when there are more. Building
+    order (by step, then claim order), a slice of 1024 per row when there are more, as the
+    triggers' ``depthmill_write_events`` writes them (inline here: calling that function would
+    plan its insert again on every cycle). Building
     arrays of the items' columns costs a fraction of building each event's JSON, which readers
     do instead (depthmill_event_data). Events off (``depthmill.events``): nothing."""
     return sql.SQL(
