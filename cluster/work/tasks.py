@@ -25,29 +25,25 @@ DEPTH_TIMEOUT_S = 300
 _per_process: dict[tuple[str, str], object] = {}
 
 
-def _once_per_process(what: str, settings: Settings, make):
-    """``make(settings)`` once per worker process and settings, not once per task."""
-    key = (what, settings.model_dump_json())
-    if key not in _per_process:
-        _per_process[key] = make(settings)
-    return _per_process[key]
+def _once_per_process(what: str, key: str, make):
+    """``make()`` once per worker process for each ``key``, not once per task."""
+    if (what, key) not in _per_process:
+        _per_process[what, key] = make()
+    return _per_process[what, key]
 
 
 def _storage(settings: Settings) -> Storage:
-    return _once_per_process("storage", settings, storage_from_settings)
-
-
-_depth_handles: dict[str, object] = {}
+    return _once_per_process("storage", settings.model_dump_json(),
+                             lambda: storage_from_settings(settings))
 
 
 def _depth_handle(app_name: str):
-    # One handle per worker process, as for storage: each handle starts its own Serve router
-    # (replica long-poll, metrics push), which a handle per task would start again every time.
+    # Each handle starts its own Serve router (replica long-poll, metrics push), which a handle
+    # per task would start again every time.
     from ray import serve
 
-    if app_name not in _depth_handles:
-        _depth_handles[app_name] = serve.get_deployment_handle(DEPTH_DEPLOYMENT, app_name=app_name)
-    return _depth_handles[app_name]
+    return _once_per_process("depth handle", app_name, lambda: serve.get_deployment_handle(
+        DEPTH_DEPLOYMENT, app_name=app_name))
 
 
 def serve_depth(app_name: str = APP_NAME, model_id: str | None = None):
@@ -90,7 +86,8 @@ def _call_deployment(app_name: str, model_id: str | None, method: str, requests:
 def _photos_decode_in_replica(settings: Settings) -> bool:
     # With PHOTO_DECODE=auto (depthmill up decides it; a scheduler started otherwise may not),
     # this asks Ray for the cluster's GPUs.
-    return _once_per_process("photo decode", settings, photos_decode_in_replica)
+    return _once_per_process("photo decode", settings.model_dump_json(),
+                             lambda: photos_decode_in_replica(settings))
 
 
 async def _await_all(responses: list, timeout_s: float) -> list:
